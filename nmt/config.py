@@ -1,0 +1,404 @@
+"""Typed configuration: dataclasses for every stage, loaded from YAML and validated.
+
+A run is described by one YAML file with the sections ``data``, ``tokenizer``, ``model``,
+``training`` and ``decoding`` (plus a few top-level keys). Loading goes through
+``yaml.safe_load`` only, then every key is checked against the dataclasses below:
+
+- an unknown key is refused with the closest valid key named (``hiden_size`` -> ``hidden_size``);
+- a value of the wrong type is refused (``beam_size: five``);
+- a value out of range or not among the allowed choices is refused (``beam_size: 0``).
+
+``key=value`` overrides on the command line (``model.hidden_size=512``) are merged over the
+file before validation. A resolved config written back with :func:`save_config` reloads to an
+equal object. Each field's ``metadata`` carries its help text and limits; the README's config
+reference is generated from it (:func:`describe`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Union
+
+from nmt import FORMAT_VERSION
+from nmt.errors import ConfigError
+from nmt.fileio import write_text_atomic
+
+
+def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
+       choices: Sequence[Any] | None = None, min_exclusive: bool = False) -> Any:
+    """A dataclass field with help text and validation limits in its metadata."""
+    meta = {"help": help, "min": min, "max": max, "choices": choices,
+            "min_exclusive": min_exclusive}
+    if isinstance(default, (list, dict)):
+        return field(default_factory=lambda: type(default)(default), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+DATA_FORMATS = ("text", "tsv", "jsonl", "hub", "disk")
+
+
+@dataclass
+class DataConfig:
+    """Where the parallel corpus comes from, how it maps to (source, target), and its cleaning."""
+
+    src_lang: str = _f("en", "Source language code; also the default source column name.")
+    tgt_lang: str = _f("de", "Target language code; also the default target column name.")
+    format: str = _f("text", "Corpus kind: `text` (two line-aligned files PREFIX.SRC and "
+                     "PREFIX.TGT), `tsv` (source<TAB>target per line), `jsonl` (one JSON object a "
+                     "line), `hub` (a Hugging Face hub dataset by name), `disk` (a dataset saved "
+                     "with `save_to_disk`).", choices=DATA_FORMATS)
+    dataset: str | None = _f(None, "Hub dataset name (`bentrevett/multi30k`) for `hub`, or the "
+                             "folder for `disk`.")
+    dataset_config: str | None = _f(None, "Hub dataset configuration (`de-en`, "
+                                    "`iwslt2017-de-en`); null when it has none.")
+    revision: str | None = _f(None, "Hub dataset revision (branch, tag or commit); null: latest.")
+    train: str | None = _f(None, "Training split: a split name for `hub`/`disk` (default "
+                           "`train`), else a file path (`tsv`, `jsonl`) or prefix (`text`).")
+    valid: str | None = _f(None, "Validation split, as `train` (default split name `validation`).")
+    test: str | None = _f(None, "Test split, as `train` (default split name `test`).")
+    translation_field: str | None = _f(None, "Nested schema: the column holding "
+                                       "`{src_lang: ..., tgt_lang: ...}` (wmt, iwslt, opus use "
+                                       "`translation`). Null: flat columns.")
+    src_column: str | None = _f(None, "Flat schema: source column (default: `src_lang`).")
+    tgt_column: str | None = _f(None, "Flat schema: target column (default: `tgt_lang`).")
+    max_len: int = _f(128, "Training pairs with more SentencePiece tokens than this on either "
+                      "side are dropped.", min=1)
+    max_ratio: float = _f(4.0, "Training pairs whose longer side has more than this many times "
+                          "the tokens of the shorter side are dropped (only when the longer side "
+                          "has more than `ratio_min_len` tokens).", min=1.0)
+    ratio_min_len: int = _f(8, "The length ratio filter ignores pairs whose longer side has at "
+                            "most this many tokens (short labels vary a lot in ratio).", min=0)
+    cache_dir: str | None = _f(None, "Where tokenised ids are cached as Arrow files "
+                               "(default: `OUTPUT_DIR/cache`).")
+    num_proc: int = _f(1, "Processes for tokenising with `Dataset.map`.", min=1)
+
+
+@dataclass
+class TokenizerConfig:
+    """SentencePiece training (or loading of existing models)."""
+
+    type: str = _f("unigram", "SentencePiece model type.", choices=("unigram", "bpe"))
+    vocab_size: int = _f(8000, "Vocabulary size of each SentencePiece model, specials included.",
+                         min=8)
+    joint: bool = _f(True, "One model for source and target (true) or one each (false).")
+    character_coverage: float = _f(1.0, "Share of characters covered by the vocabulary "
+                                   "(0.9995 for CJK-heavy text).", min=0.5, max=1.0)
+    byte_fallback: bool = _f(True, "Spell characters outside the vocabulary as UTF-8 bytes "
+                             "instead of <unk>, so any text round-trips. Needs vocab_size > 260.")
+    normalization: str = _f("nmt_nfkc", "SentencePiece normalisation rule.",
+                            choices=("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"))
+    max_sentences: int = _f(2_000_000, "Cap on training sentences: a seeded random sample of "
+                            "this many is used on larger corpora.", min=1)
+    hard_vocab_limit: bool = _f(True, "Fail when the corpus cannot fill `vocab_size` (true) or "
+                                "accept a smaller vocabulary (false).")
+    threads: int = _f(0, "Threads for SentencePiece training (0: all cores).", min=0)
+    seed: int = _f(1, "Seed of the sentence sample and of SentencePiece's own sampling.", min=0)
+    model: str | None = _f(None, "Existing joint SentencePiece model to use instead of training.")
+    src_model: str | None = _f(None, "Existing source SentencePiece model (with `tgt_model`).")
+    tgt_model: str | None = _f(None, "Existing target SentencePiece model (with `src_model`).")
+
+
+@dataclass
+class ModelConfig:
+    """Dimensions and options of the encoder, bridge, attention and decoder."""
+
+    embed_size: int = _f(256, "Embedding size of source and target tokens.", min=1)
+    hidden_size: int = _f(256, "Encoder LSTM units per direction.", min=1)
+    encoder_layers: int = _f(1, "Encoder LSTM layers.", min=1)
+    decoder_hidden_size: int = _f(512, "Decoder LSTM units.", min=1)
+    decoder_layers: int = _f(1, "Decoder LSTM layers.", min=1)
+    attention: str = _f("general", "Attention over encoder outputs: none, dot, general (Luong), "
+                        "mlp (Bahdanau).", choices=("none", "dot", "general", "mlp"))
+    bridge: str = _f("linear", "Encoder final (h, c) to decoder initial state: `linear` "
+                     "(Linear + tanh) or `none` (joined states passed through; sizes must match).",
+                     choices=("linear", "none"))
+    input_feeding: bool = _f(False, "Feed the previous attentional state to the decoder input "
+                             "(forces a step-by-step loop in training).")
+    tie_embeddings: bool = _f(False, "Tie the output projection to the target embedding.")
+    dropout: float = _f(0.2, "Dropout probability.", min=0.0, max=0.99)
+
+
+@dataclass
+class TrainingConfig:
+    """Optimisation, schedule, precision and checkpointing."""
+
+    seed: int = _f(42, "Random seed of initialisation, batch order and dropout.", min=0)
+    batch_tokens: int = _f(4000, "Token budget of a batch: examples x longest side, padding "
+                           "included.", min=1)
+    accumulate: int = _f(1, "Batches whose gradients are summed before an update.", min=1)
+    lr: float = _f(1e-3, "Adam learning rate (peak rate with warmup).", min=0.0,
+                   min_exclusive=True)
+    weight_decay: float = _f(0.0, "Adam weight decay.", min=0.0)
+    clip_norm: float = _f(1.0, "Gradient-norm clipping threshold (0: off).", min=0.0)
+    label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy.", min=0.0, max=0.99)
+    schedule: str = _f("plateau", "Learning-rate schedule.",
+                       choices=("plateau", "inverse_sqrt", "constant"))
+    warmup_steps: int = _f(1000, "Warmup steps of `inverse_sqrt`.", min=0)
+    plateau_factor: float = _f(0.5, "`plateau`: factor applied to the rate when validation BLEU "
+                               "stalls.", min=0.0, max=1.0, min_exclusive=True)
+    plateau_patience: int = _f(2, "`plateau`: validations without improvement before decay.",
+                               min=0)
+    min_lr: float = _f(1e-6, "Lower bound of the learning rate.", min=0.0)
+    max_steps: int | None = _f(None, "Stop after this many updates (null: no limit).", min=1)
+    max_epochs: int | None = _f(20, "Stop after this many epochs (null: no limit).", min=1)
+    max_minutes: float | None = _f(None, "Stop after this much wall-clock time (null: no limit).",
+                                   min=0.0, min_exclusive=True)
+    valid_every: int = _f(1000, "Validate every N updates.", min=1)
+    patience: int = _f(10, "Stop after N validations without BLEU improvement (0: never).", min=0)
+    teacher_forcing_ratio: float = _f(1.0, "Share of decoder inputs taken from the gold target "
+                                      "(< 1: scheduled sampling).", min=0.0, max=1.0)
+    precision: str = _f("auto", "auto (bf16 autocast on CPUs that support it, AMP on CUDA), "
+                        "fp32 or bf16.", choices=("auto", "fp32", "bf16"))
+    device: str = _f("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
+    keep_last: int = _f(3, "Checkpoints kept besides the best one.", min=1)
+    log_every: int = _f(100, "Log training loss every N updates.", min=1)
+
+
+@dataclass
+class DecodingConfig:
+    """Search settings for validation and translation."""
+
+    beam_size: int = _f(5, "Beam size (1: greedy).", min=1)
+    length_penalty: float = _f(1.0, "GNMT length penalty alpha: score / ((5 + len) / 6)^alpha.",
+                               min=0.0)
+    max_len_a: float = _f(1.5, "Maximum output length is a * source length + b.", min=0.0)
+    max_len_b: int = _f(10, "Maximum output length is a * source length + b.", min=0)
+    min_len: int = _f(0, "Minimum output length in tokens.", min=0)
+    n_best: int = _f(1, "Hypotheses returned per sentence (<= beam_size).", min=1)
+    batch_tokens: int = _f(8000, "Source-token budget of a translation batch.", min=1)
+    no_repeat_ngram: int = _f(0, "Block repeated n-grams of this size (0: off).", min=0)
+
+
+@dataclass
+class Config:
+    """A whole run: output directory plus one section per stage."""
+
+    name: str = _f("run", "Name of the run, shown in logs and model cards.")
+    output_dir: str = _f("runs/run", "Run directory: tokenizer, caches, checkpoints, model.")
+    format_version: int = _f(FORMAT_VERSION, "Layout version of configs and model directories "
+                             "written by this toolkit.", min=1)
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    decoding: DecodingConfig = field(default_factory=DecodingConfig)
+
+    @property
+    def out(self) -> Path:
+        """The run directory as a Path."""
+        return Path(self.output_dir)
+
+
+# --------------------------------------------------------------------------- building
+
+
+def from_dict(raw: Mapping[str, Any] | None, cls: type = Config, where: str = "") -> Any:
+    """Build and validate a config dataclass from a plain mapping (missing keys keep defaults)."""
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, Mapping):
+        raise ConfigError(f"{where or 'config'}: expected a mapping of keys to values, "
+                          f"got {_show(raw)}")
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        path = f"{where}.{key}" if where else str(key)
+        if key not in fields:
+            raise ConfigError(_unknown_key_message(path, str(key), fields))
+        hint = hints[key]
+        if dataclasses.is_dataclass(hint):
+            values[key] = from_dict(value, hint, path)
+        else:
+            values[key] = _check_value(path, value, hint, fields[key].metadata)
+    config = cls(**values)
+    if cls is Config:
+        _check_cross_fields(config)
+    return config
+
+
+def _unknown_key_message(path: str, key: str, fields: Mapping[str, Any]) -> str:
+    close = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    return f"unknown config key '{path}'{hint} (valid keys here: {', '.join(fields)})"
+
+
+def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> Any:
+    """Check a scalar against its type hint and its metadata limits; return it (int -> float)."""
+    origin = typing.get_origin(hint)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if value is None:
+            return None
+        (hint,) = args  # only Optional[X] is used in these dataclasses
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{path}: expected true or false, got {_show(value)}")
+    elif hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
+    elif hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{path}: expected a number, got {_show(value)}")
+        value = float(value)
+    elif hint is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{path}: expected a string, got {_show(value)}")
+    else:  # pragma: no cover - guards against a new field type without a checker
+        raise TypeError(f"no validator for {path} of type {hint}")
+    choices = meta.get("choices")
+    if choices is not None and value not in choices:
+        close = difflib.get_close_matches(str(value), [str(c) for c in choices], n=1)
+        hint_text = f"; did you mean '{close[0]}'?" if close else ""
+        raise ConfigError(f"{path}: '{value}' is not one of {', '.join(map(str, choices))}"
+                          f"{hint_text}")
+    low, high = meta.get("min"), meta.get("max")
+    if low is not None and (value < low or (meta.get("min_exclusive") and value == low)):
+        relation = "greater than" if meta.get("min_exclusive") else "at least"
+        raise ConfigError(f"{path}: must be {relation} {low}, got {value}")
+    if high is not None and value > high:
+        raise ConfigError(f"{path}: must be at most {high}, got {value}")
+    return value
+
+
+def _check_cross_fields(config: Config) -> None:
+    """Rules that involve more than one key."""
+    data, tok = config.data, config.tokenizer
+    if data.format in ("hub", "disk") and not data.dataset:
+        raise ConfigError(f"data.dataset: required when data.format is '{data.format}' "
+                          "(a hub name such as bentrevett/multi30k, or a folder for 'disk')")
+    if data.format in ("text", "tsv", "jsonl") and data.dataset:
+        raise ConfigError(f"data.dataset: only used with format 'hub' or 'disk'; with "
+                          f"'{data.format}' give file paths in data.train/valid/test")
+    if data.src_lang == data.tgt_lang and not (data.src_column and data.tgt_column):
+        raise ConfigError(f"data.src_lang and data.tgt_lang are both '{data.src_lang}': give "
+                          "two languages, or distinct data.src_column and data.tgt_column")
+    if tok.model and (tok.src_model or tok.tgt_model):
+        raise ConfigError("tokenizer.model (joint) cannot be combined with "
+                          "tokenizer.src_model/tgt_model (separate): use one or the other")
+    if bool(tok.src_model) != bool(tok.tgt_model):
+        raise ConfigError("tokenizer.src_model and tokenizer.tgt_model go together: give both")
+    if tok.byte_fallback and tok.vocab_size <= 260:
+        raise ConfigError(f"tokenizer.vocab_size: {tok.vocab_size} leaves no room beside the 256 "
+                          "byte pieces of byte_fallback; use more than 260 or set "
+                          "tokenizer.byte_fallback: false")
+    dec = config.decoding
+    if dec.n_best > dec.beam_size:
+        raise ConfigError(f"decoding.n_best ({dec.n_best}) cannot exceed decoding.beam_size "
+                          f"({dec.beam_size})")
+    if config.format_version > FORMAT_VERSION:
+        raise ConfigError(f"format_version {config.format_version} was written by a newer "
+                          f"version of nmt (this one reads up to {FORMAT_VERSION}): upgrade nmt")
+
+
+def _show(value: Any) -> str:
+    return f"{value!r} ({type(value).__name__})"
+
+
+# --------------------------------------------------------------------------- files and overrides
+
+
+def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
+    """Turn ``["model.hidden_size=512", "data.src_lang=de"]`` into a nested dict.
+
+    Values are parsed as YAML scalars (``512`` -> int, ``true`` -> bool, ``null`` -> None).
+    """
+    import yaml
+
+    nested: dict[str, Any] = {}
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"override '{item}' is not of the form section.key=value "
+                              "(for example model.hidden_size=512)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else ""
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override '{item}': value is not valid YAML ({exc})") from None
+        node = nested
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override '{item}': '{part}' is not a section")
+        node[parts[-1]] = value
+    return nested
+
+
+def merge(base: dict[str, Any], update: Mapping[str, Any]) -> dict[str, Any]:
+    """Recursively merge ``update`` over ``base`` (update wins); returns ``base``."""
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(base.get(key), dict):
+            merge(base[key], value)
+        else:
+            base[key] = value
+    return base
+
+
+def read_yaml(path: str | Path) -> dict[str, Any]:
+    """Read a YAML mapping with ``yaml.safe_load`` (never executes code)."""
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}".replace("\n", " ")) from None
+    if raw is None:
+        return {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of sections at the top level, "
+                          f"got {type(raw).__name__}")
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) with dotlist overrides on top."""
+    raw = read_yaml(path) if path is not None else {}
+    merge(raw, parse_overrides(overrides))
+    return from_dict(raw)
+
+
+def to_dict(config: Any) -> dict[str, Any]:
+    """A config dataclass as plain nested dicts (YAML/JSON ready)."""
+    return dataclasses.asdict(config)
+
+
+def dump_yaml(config: Config) -> str:
+    """The config as YAML text, sections in definition order."""
+    import yaml
+
+    return yaml.safe_dump(to_dict(config), sort_keys=False, allow_unicode=True)
+
+
+def save_config(config: Config, path: str | Path) -> None:
+    """Write the resolved config as YAML, atomically."""
+    write_text_atomic(path, dump_yaml(config))
+
+
+def describe() -> list[tuple[str, str, str]]:
+    """(key, default, help) for every config key, for the README's config reference."""
+    rows: list[tuple[str, str, str]] = []
+
+    def walk(cls: type, prefix: str) -> None:
+        for f in dataclasses.fields(cls):
+            if dataclasses.is_dataclass(f.type) or f.name in _SECTIONS:
+                walk(typing.get_type_hints(cls)[f.name], f"{prefix}{f.name}.")
+                continue
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            rows.append((prefix + f.name, "null" if default is None else repr(default),
+                         f.metadata.get("help", "")))
+
+    walk(Config, "")
+    return rows
+
+
+_SECTIONS = ("data", "tokenizer", "model", "training", "decoding")

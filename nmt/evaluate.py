@@ -1,0 +1,74 @@
+"""Scoring with sacreBLEU: corpus BLEU, chrF and TER of detokenised hypotheses, with signatures.
+
+Hypotheses and references are plain text files, one segment a line; their line counts must
+agree (an error names both), and invalid UTF-8 is reported with its line number.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from nmt.errors import DataError
+
+
+@dataclass
+class Scores:
+    """Corpus-level scores and the sacreBLEU signatures that make them reproducible."""
+
+    bleu: float
+    chrf: float
+    ter: float
+    bleu_signature: str
+    chrf_signature: str
+    ter_signature: str
+    sentences: int
+
+
+def read_lines(path: str | Path) -> list[str]:
+    """Lines of a UTF-8 text file, split on ``\\n`` only, without line endings."""
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"file not found: {path}")
+    data = path.read_bytes()
+    lines = data.split(b"\n")
+    if lines and lines[-1] == b"":
+        lines.pop()
+    out = []
+    for number, raw in enumerate(lines, start=1):
+        try:
+            out.append(raw.decode("utf-8").rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path}: line {number} is not valid UTF-8 ({exc.reason})") from None
+    return out
+
+
+def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str = "hypotheses",
+          ref_names: Sequence[str] | None = None) -> Scores:
+    """BLEU, chrF and TER of ``hyps`` against one or more reference streams."""
+    from sacrebleu.metrics import BLEU, CHRF, TER
+
+    names = ref_names or [f"references {i + 1}" for i in range(len(refs))]
+    for name, ref in zip(names, refs, strict=True):
+        if len(ref) != len(hyps):
+            raise DataError(f"line counts differ: {hyp_name} has {len(hyps)} lines but {name} "
+                            f"has {len(ref)}")
+    hyps, refs = list(hyps), [list(r) for r in refs]
+    bleu, chrf, ter = BLEU(), CHRF(), TER()
+    return Scores(bleu=bleu.corpus_score(hyps, refs).score,
+                  chrf=chrf.corpus_score(hyps, refs).score,
+                  ter=ter.corpus_score(hyps, refs).score,
+                  bleu_signature=str(bleu.get_signature()),
+                  chrf_signature=str(chrf.get_signature()),
+                  ter_signature=str(ter.get_signature()), sentences=len(hyps))
+
+
+def format_scores(scores: Scores, as_json: bool = False) -> str:
+    """Scores as JSON or as three human-readable lines."""
+    if as_json:
+        return json.dumps(asdict(scores), indent=2)
+    return "\n".join([f"BLEU = {scores.bleu:.2f}  ({scores.bleu_signature})",
+                      f"chrF = {scores.chrf:.2f}  ({scores.chrf_signature})",
+                      f"TER  = {scores.ter:.2f}  ({scores.ter_signature})"])
