@@ -389,9 +389,10 @@ def describe() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
         for f in dataclasses.fields(cls):
-            if dataclasses.is_dataclass(f.type) or f.name in _SECTIONS:
-                walk(typing.get_type_hints(cls)[f.name], f"{prefix}{f.name}.")
+            if dataclasses.is_dataclass(hints[f.name]):
+                walk(hints[f.name], f"{prefix}{f.name}.")
                 continue
             default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
             rows.append((prefix + f.name, "null" if default is None else repr(default),
@@ -400,5 +401,3 @@ def describe() -> list[tuple[str, str, str]]:
     walk(Config, "")
     return rows
 
-
-_SECTIONS = ("data", "tokenizer", "model", "training", "decoding")

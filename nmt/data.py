@@ -468,18 +468,18 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
         except (json.JSONDecodeError, AttributeError):
             pass
     start = time.perf_counter()
-    sides = ("src", "tgt") if cfg.joint else None
+    # a seeded sample bounds memory and time on large corpora (joint: half the cap per side)
+    cap = max(cfg.max_sentences // 2, 1) if cfg.joint else cfg.max_sentences
+    subset = train.select(sample_lines(range(len(train)), cap, cfg.seed))
+    sides = {side: [s.strip() for s in subset[side] if s.strip()] for side in ("src", "tgt")}
+    if not sides["src"] or not sides["tgt"]:
+        raise DataError("the training split has no non-empty pairs to train SentencePiece on")
     if cfg.joint:
-        index = sample_lines(range(len(train)), max(cfg.max_sentences // 2, 1), cfg.seed)
-        subset = train.select(index)
-        sentences = [s.strip() for side in sides for s in subset[side] if s.strip()]
-        tok = train_sentencepiece(sentences, cfg)
+        tok = train_sentencepiece(sides["src"] + sides["tgt"], cfg)
         tokenizers = (tok, tok)
     else:
-        index = sample_lines(range(len(train)), cfg.max_sentences, cfg.seed)
-        subset = train.select(index)
-        tokenizers = tuple(train_sentencepiece([s.strip() for s in subset[side] if s.strip()], cfg)
-                           for side in ("src", "tgt"))
+        tokenizers = (train_sentencepiece(sides["src"], cfg),
+                      train_sentencepiece(sides["tgt"], cfg))
     for name, tok in zip(names, dict.fromkeys(tokenizers), strict=True):
         tok.save(out / name)
     write_text_atomic(marker, json.dumps({"key": key, "files": list(names),

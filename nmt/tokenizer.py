@@ -155,7 +155,14 @@ def train_sentencepiece(sentences: Iterable[str], cfg: TokenizerConfig) -> Token
         )
     except RuntimeError as exc:
         message = str(exc)
-        if "Vocabulary size too high" in message or "vocab_size" in message:
+        if count == 0:
+            raise NMTError("SentencePiece training got no sentences: the training corpus has no "
+                           "non-empty lines") from None
+        if "smaller than required_chars" in message:
+            raise ConfigError(f"tokenizer.vocab_size={cfg.vocab_size} is too small for the "
+                              f"characters of this corpus ({count} sentences): raise it, or "
+                              f"lower tokenizer.character_coverage ({message.strip()})") from None
+        if "Vocabulary size too high" in message:
             raise ConfigError(f"tokenizer.vocab_size={cfg.vocab_size} is too large for this "
                               f"corpus ({count} sentences): lower it, or set "
                               f"tokenizer.hard_vocab_limit: false ({message.strip()})") from None

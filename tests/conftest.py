@@ -1,0 +1,59 @@
+"""Shared fixtures: small parallel corpora made on the fly (no test reads ../shared)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+
+# Real sentences in the scripts the tokenizer must round-trip.
+REAL_LINES = [
+    "Die Größe des Fensters lässt sich über das Menü „Ansicht“ ändern.",
+    "Wählen Sie Extras – Optionen – LibreOffice Writer – Formatierungshilfen.",
+    "El niño pequeño comió piña y jamón en la cañada, ¿verdad?",
+    "Señor, ¡qué día más lluvioso! Añadió azúcar al café.",
+    "这是一个用于测试的中文句子。",
+    "日本語の文章もちゃんと扱えます。",
+    "Great job 🎉👍 see you soon 😀",
+    "Ünïcödé ﬁ ligature and ｆｕｌｌｗｉｄｔｈ letters.",
+]
+
+_WORDS_EN = ("the house is small and green we see a big red tree near old water one two three "
+             "open file menu window help table chart format cell").split()
+_WORDS_DE = ("das Haus ist klein und grün wir sehen einen großen roten Baum nahe altes Wasser "
+             "eins zwei drei öffnen Datei Menü Fenster Hilfe Tabelle Diagramm Format Zelle").split()
+
+
+def make_pairs(n: int, seed: int = 0) -> list[tuple[str, str]]:
+    """``n`` synthetic (English-like, German-like) pairs of 2-12 words."""
+    rng = random.Random(seed)
+    pairs = []
+    for _ in range(n):
+        k = rng.randint(2, 12)
+        idx = [rng.randrange(len(_WORDS_EN)) for _ in range(k)]
+        pairs.append((" ".join(_WORDS_EN[i] for i in idx), " ".join(_WORDS_DE[i] for i in idx)))
+    return pairs
+
+
+def write_text_corpus(prefix: Path, pairs: list[tuple[str, str]], src: str = "en",
+                      tgt: str = "de") -> Path:
+    """Write PREFIX.SRC and PREFIX.TGT line-aligned files; returns the prefix."""
+    prefix.parent.mkdir(parents=True, exist_ok=True)
+    Path(f"{prefix}.{src}").write_text("".join(p[0] + "\n" for p in pairs), encoding="utf-8")
+    Path(f"{prefix}.{tgt}").write_text("".join(p[1] + "\n" for p in pairs), encoding="utf-8")
+    return prefix
+
+
+@pytest.fixture
+def text_corpus(tmp_path: Path) -> dict[str, Path]:
+    """train/valid/test prefixes of a synthetic en-de corpus in tmp_path/corpus."""
+    return {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
+            for split, n, seed in (("train", 400, 0), ("valid", 30, 1), ("test", 40, 2))}
+
+
+def small_overrides(out: Path, corpus: dict[str, Path]) -> list[str]:
+    """Config overrides for a fast prepare on the synthetic corpus."""
+    return [f"output_dir={out}", "data.format=text", f"data.train={corpus['train']}",
+            f"data.valid={corpus['valid']}", f"data.test={corpus['test']}",
+            "tokenizer.vocab_size=400", "tokenizer.hard_vocab_limit=false"]

@@ -1,0 +1,90 @@
+"""Command line: fast help without heavy imports, prepare end to end, one-line user errors."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from conftest import small_overrides
+
+from nmt.cli import main
+
+
+def run(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "nmt", *args], capture_output=True, text=True,
+                          timeout=120, **kw)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["translate", "--help"], ["prepare", "--help"],
+                                  ["train", "--help"], ["evaluate", "--help"]])
+def test_help_does_not_import_torch_or_datasets(argv):
+    code = (f"import sys\nfrom nmt.cli import main\ntry:\n    main({argv!r})\n"
+            "except SystemExit:\n    pass\n"
+            "print('HEAVY', sorted(m for m in ('torch', 'datasets', 'sentencepiece') "
+            "if m in sys.modules))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "usage: nmt" in proc.stdout
+    assert proc.stdout.strip().endswith("HEAVY []")
+
+
+def test_every_subcommand_is_listed():
+    proc = run("--help")
+    for command in ("prepare", "train", "translate", "evaluate"):
+        assert command in proc.stdout
+
+
+def test_prepare_end_to_end(tmp_path, text_corpus):
+    out = tmp_path / "run"
+    proc = run("prepare", "-q", *small_overrides(out, text_corpus))
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 400/400 pairs kept" in proc.stdout
+    assert "vocabulary:" in proc.stdout and "tokens per sentence" in proc.stdout
+    assert (out / "spm.model").is_file() and (out / "config.yaml").is_file()
+
+
+def test_config_typo_is_one_line_with_the_closest_key(tmp_path):
+    (tmp_path / "run.yaml").write_text("model:\n  hiden_size: 64\n", encoding="utf-8")
+    proc = run("prepare", "--config", str(tmp_path / "run.yaml"))
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == (
+        "nmt prepare: error: unknown config key 'model.hiden_size'; did you mean "
+        "'hidden_size'? (valid keys here: embed_size, hidden_size, encoder_layers, "
+        "decoder_hidden_size, decoder_layers, attention, bridge, input_feeding, tie_embeddings, "
+        "dropout)")
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["prepare", "--bogus"], "unrecognized arguments: --bogus"),
+    (["prepare", "decoding.beam_size=0"], "decoding.beam_size: must be at least 1, got 0"),
+    (["prepare", "data.train=/nonexistent/corpus"], "source file not found"),
+    (["frobnicate"], "invalid choice: 'frobnicate'"),
+])
+def test_user_errors_are_one_line_exit_2(argv, expected, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default output_dir is relative
+    with pytest.raises(SystemExit) as info:
+        sys.exit(main(argv))
+    assert info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_evaluate_scores_and_checks_line_counts(tmp_path):
+    ref = ["the cat sat on the mat", "a dog barks loudly", "hello world"]
+    (tmp_path / "ref.txt").write_text("\n".join(ref) + "\n", encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("\n".join(ref) + "\n", encoding="utf-8")
+    proc = run("evaluate", "--hyp", str(tmp_path / "hyp.txt"), "--ref", str(tmp_path / "ref.txt"),
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    scores = json.loads(proc.stdout)
+    assert scores["bleu"] == pytest.approx(100.0) and scores["chrf"] == pytest.approx(100.0)
+    assert scores["ter"] == pytest.approx(0.0) and "nrefs:1" in scores["bleu_signature"]
+    (tmp_path / "bad.txt").write_text("only one line\n", encoding="utf-8")
+    proc = run("evaluate", "--hyp", str(tmp_path / "bad.txt"), "--ref", str(tmp_path / "ref.txt"))
+    assert proc.returncode == 2
+    assert "bad.txt has 1 lines but" in proc.stderr and "has 3" in proc.stderr
+
+
+def test_train_is_announced_not_faked(capsys):
+    assert main(["train"]) == 2
+    assert "not available in this version yet" in capsys.readouterr().err

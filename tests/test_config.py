@@ -1,0 +1,134 @@
+"""Config: YAML round trip, unknown keys, wrong types and out-of-range values."""
+
+import pytest
+
+from nmt.config import (
+    Config,
+    describe,
+    dump_yaml,
+    from_dict,
+    load_config,
+    parse_overrides,
+    save_config,
+)
+from nmt.errors import ConfigError
+
+
+def test_defaults_are_valid_and_round_trip(tmp_path):
+    config = Config()
+    save_config(config, tmp_path / "c.yaml")
+    assert load_config(tmp_path / "c.yaml") == config
+
+
+def test_resolved_config_round_trips(tmp_path):
+    (tmp_path / "run.yaml").write_text(
+        "name: demo\ndata:\n  src_lang: de\n  tgt_lang: en\n  format: hub\n"
+        "  dataset: bentrevett/multi30k\nmodel:\n  hidden_size: 64\n  attention: mlp\n"
+        "training:\n  lr: 1\n  max_epochs: null\n", encoding="utf-8")
+    config = load_config(tmp_path / "run.yaml", ["decoding.beam_size=3", "training.seed=7"])
+    assert config.model.hidden_size == 64 and config.model.attention == "mlp"
+    assert config.training.lr == 1.0 and isinstance(config.training.lr, float)
+    assert config.training.max_epochs is None
+    assert config.decoding.beam_size == 3 and config.training.seed == 7
+    save_config(config, tmp_path / "resolved.yaml")
+    again = load_config(tmp_path / "resolved.yaml")
+    assert again == config
+    assert dump_yaml(again) == dump_yaml(config)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"model": {"hiden_size": 3}},
+     "unknown config key 'model.hiden_size'; did you mean 'hidden_size'"),
+    ({"modle": {}}, "unknown config key 'modle'; did you mean 'model'"),
+    ({"training": {"learning_rate": 1}}, "training.learning_rate"),
+])
+def test_unknown_key_names_key_and_closest(raw, expected):
+    with pytest.raises(ConfigError, match=expected):
+        from_dict(raw)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"decoding": {"beam_size": "five"}}, r"decoding.beam_size: expected an integer, got 'five'"),
+    ({"decoding": {"beam_size": 2.5}}, r"decoding.beam_size: expected an integer"),
+    ({"model": {"input_feeding": "yes"}}, r"model.input_feeding: expected true or false"),
+    ({"training": {"lr": True}}, r"training.lr: expected a number"),
+    ({"data": {"src_lang": 3}}, r"data.src_lang: expected a string"),
+    ({"model": "big"}, r"model: expected a mapping"),
+])
+def test_wrong_types_are_refused(raw, expected):
+    with pytest.raises(ConfigError, match=expected):
+        from_dict(raw)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"decoding": {"beam_size": 0}}, r"decoding.beam_size: must be at least 1, got 0"),
+    ({"decoding": {"max_len_b": -1}}, r"decoding.max_len_b: must be at least 0"),
+    ({"model": {"dropout": 1.5}}, r"model.dropout: must be at most 0.99"),
+    ({"training": {"lr": 0}}, r"training.lr: must be greater than 0"),
+    ({"tokenizer": {"vocab_size": 3}}, r"tokenizer.vocab_size: must be at least 8"),
+    ({"model": {"attention": "luong"}}, r"model.attention: 'luong' is not one of none, dot"),
+    ({"model": {"attention": "genral"}}, r"did you mean 'general'"),
+])
+def test_out_of_range_values_are_refused(raw, expected):
+    with pytest.raises(ConfigError, match=expected):
+        from_dict(raw)
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ({"data": {"format": "hub"}}, "data.dataset: required"),
+    ({"data": {"src_lang": "en", "tgt_lang": "en"}}, "both 'en'"),
+    ({"tokenizer": {"vocab_size": 200}}, "byte_fallback"),
+    ({"decoding": {"beam_size": 2, "n_best": 3}}, "n_best"),
+    ({"format_version": 99}, "newer version of nmt"),
+    ({"tokenizer": {"src_model": "a.model"}}, "go together"),
+])
+def test_cross_field_rules(raw, expected):
+    with pytest.raises(ConfigError, match=expected):
+        from_dict(raw)
+
+
+def test_overrides_parse_yaml_scalars_and_reject_bad_syntax():
+    assert parse_overrides(["a.b=3", "a.c=true", "d=null", "e.f=x y"]) == {
+        "a": {"b": 3, "c": True}, "d": None, "e": {"f": "x y"}}
+    with pytest.raises(ConfigError, match="section.key=value"):
+        parse_overrides(["model.hidden_size"])
+
+
+def test_bad_yaml_and_missing_file(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("model: [1, 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "bad.yaml")
+    (tmp_path / "list.yaml").write_text("- 1\n- 2\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match="expected a mapping"):
+        load_config(tmp_path / "list.yaml")
+
+
+def test_yaml_is_loaded_safely(tmp_path):
+    (tmp_path / "evil.yaml").write_text("name: !!python/object/apply:os.system ['true']\n",
+                                        encoding="utf-8")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(tmp_path / "evil.yaml")
+
+
+def test_describe_lists_every_key_with_help():
+    rows = describe()
+    keys = [key for key, _, _ in rows]
+    assert "model.hidden_size" in keys and "data.translation_field" in keys
+    assert "output_dir" in keys
+    assert all(help_text for _, _, help_text in rows)
+    assert len(keys) == len(set(keys))
+
+
+def test_readme_config_reference_is_current():
+    import importlib.util
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    spec = importlib.util.spec_from_file_location("config_reference",
+                                                  root / "scripts" / "config_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert module.table() in readme, "run: python scripts/config_reference.py --write"

@@ -1,0 +1,221 @@
+"""Data stage: every source kind, alignment errors, cleaning counts, caching, offline hub."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_pairs, small_overrides, write_text_corpus
+
+from nmt.config import load_config
+from nmt.data import hub_reachable, load_splits, prepare
+from nmt.errors import DataError, HubUnreachableError
+
+
+def config(tmp_path, corpus, *extra):
+    return load_config(None, [*small_overrides(tmp_path / "run", corpus), *extra])
+
+
+def texts(ds):
+    return list(zip(ds["src"], ds["tgt"], strict=True))
+
+
+def test_text_files_load_aligned_with_crlf_and_unicode_separators(tmp_path):
+    (tmp_path / "c.en").write_bytes("a\u2028b\r\nsecond\nno newline".encode())
+    (tmp_path / "c.de").write_bytes("x\r\ny\u0085z\nlast".encode())
+    cfg = load_config(None, [f"data.train={tmp_path / 'c'}"]).data
+    ds = load_splits(cfg, tmp_path / "cache", ("train",))["train"]
+    assert texts(ds) == [("a\u2028b", "x"), ("second", "y\u0085z"), ("no newline", "last")]
+
+
+def test_line_count_mismatch_names_both_counts(tmp_path):
+    (tmp_path / "c.en").write_text("1\n2\n3\n", encoding="utf-8")
+    (tmp_path / "c.de").write_text("1\n2\n", encoding="utf-8")
+    cfg = load_config(None, [f"data.train={tmp_path / 'c'}"]).data
+    with pytest.raises(DataError, match=r"c.en has 3 lines but .*c.de has 2"):
+        load_splits(cfg, tmp_path / "cache", ("train",))
+
+
+def test_invalid_utf8_names_the_line(tmp_path):
+    (tmp_path / "c.en").write_bytes(b"ok\nbad \xff byte\n")
+    (tmp_path / "c.de").write_bytes(b"gut\nschlecht\n")
+    cfg = load_config(None, [f"data.train={tmp_path / 'c'}"]).data
+    with pytest.raises(DataError, match=r"c.en: line 2 is not valid UTF-8"):
+        load_splits(cfg, tmp_path / "cache", ("train",))
+
+
+def test_missing_files_are_named(tmp_path):
+    cfg = load_config(None, [f"data.train={tmp_path / 'nope'}"]).data
+    with pytest.raises(DataError, match=r"source file not found: .*nope.en"):
+        load_splits(cfg, tmp_path / "cache", ("train",))
+    with pytest.raises(DataError, match="data.train is not set"):
+        load_splits(load_config().data, tmp_path / "cache", ("train",))
+
+
+def test_tsv(tmp_path):
+    (tmp_path / "c.tsv").write_text("hello\thallo\n\nworld\twelt\n", encoding="utf-8")
+    cfg = load_config(None, ["data.format=tsv", f"data.train={tmp_path / 'c.tsv'}"]).data
+    assert texts(load_splits(cfg, tmp_path / "cache", ("train",))["train"]) == [
+        ("hello", "hallo"), ("", ""), ("world", "welt")]
+    (tmp_path / "bad.tsv").write_text("a\tb\nonly one field\n", encoding="utf-8")
+    cfg = load_config(None, ["data.format=tsv", f"data.train={tmp_path / 'bad.tsv'}"]).data
+    with pytest.raises(DataError, match="line 2 has 1 tab-separated fields"):
+        load_splits(cfg, tmp_path / "cache", ("train",))
+
+
+def test_jsonl_nested_and_flat(tmp_path):
+    nested = tmp_path / "n.jsonl"
+    nested.write_text("\n".join(json.dumps({"translation": {"de": d, "en": e}, "id": i})
+                                for i, (e, d) in enumerate([("one", "eins"), ("two", "zwei")])),
+                      encoding="utf-8")
+    cfg = load_config(None, ["data.format=jsonl", f"data.train={nested}",
+                             "data.translation_field=translation"]).data
+    assert texts(load_splits(cfg, tmp_path / "cache", ("train",))["train"]) == [
+        ("one", "eins"), ("two", "zwei")]
+    flat = tmp_path / "f.jsonl"
+    flat.write_text('{"en": "one", "de": "eins"}\n{"en": "two", "de": "zwei"}\n', encoding="utf-8")
+    cfg = load_config(None, ["data.format=jsonl", f"data.train={flat}"]).data
+    assert texts(load_splits(cfg, tmp_path / "cache", ("train",))["train"]) == [
+        ("one", "eins"), ("two", "zwei")]
+    cfg = load_config(None, ["data.format=jsonl", f"data.train={flat}",
+                             "data.translation_field=translation"]).data
+    with pytest.raises(DataError, match="line 1 lacks 'translation'"):
+        load_splits(cfg, tmp_path / "cache", ("train",))
+
+
+def _save_hub_like(tmp_path: Path, nested: bool) -> Path:
+    import datasets
+
+    def split(pairs):
+        if nested:  # the wmt / iwslt / opus schema
+            return datasets.Dataset.from_dict(
+                {"translation": [{"de": d, "en": e} for e, d in pairs]},
+                features=datasets.Features({"translation": datasets.Translation(["de", "en"])}))
+        return datasets.Dataset.from_dict({"en": [e for e, _ in pairs],  # multi30k: flat
+                                           "de": [d for _, d in pairs]})
+
+    path = tmp_path / ("nested" if nested else "flat")
+    datasets.DatasetDict({"train": split(make_pairs(50)), "validation": split(make_pairs(5, 1)),
+                          "test": split(make_pairs(6, 2))}).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("nested", [True, False])
+def test_hub_schema_datasets_saved_to_disk(tmp_path, nested):
+    path = _save_hub_like(tmp_path, nested)
+    extra = ["data.translation_field=translation"] if nested else []
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", *extra]).data
+    splits = load_splits(cfg, tmp_path / "cache")
+    assert {k: len(v) for k, v in splits.items()} == {"train": 50, "valid": 5, "test": 6}
+    assert texts(splits["test"]) == make_pairs(6, 2)
+
+
+def test_schema_mistakes_get_hints(tmp_path):
+    path = _save_hub_like(tmp_path, nested=True)
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}"]).data
+    with pytest.raises(DataError, match="set data.translation_field: translation"):
+        load_splits(cfg, tmp_path / "cache")
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", "data.src_lang=fr",
+                             "data.translation_field=translation"]).data
+    with pytest.raises(DataError, match="no language 'fr'"):
+        load_splits(cfg, tmp_path / "cache")
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", "data.valid=dev",
+                             "data.translation_field=translation"]).data
+    with pytest.raises(DataError, match="no split 'dev'"):
+        load_splits(cfg, tmp_path / "cache")
+
+
+def test_cleaning_counts_and_test_split_untouched(tmp_path):
+    pairs = make_pairs(100)
+    train = pairs + [("", "leer"), ("empty", "  "), ("word " * 40, "Wort " * 40),
+                     ("a", "b c d e f g h i j k l m n o p")]
+    corpus = {"train": write_text_corpus(tmp_path / "c" / "train", train),
+              "valid": write_text_corpus(tmp_path / "c" / "valid", pairs[:5] + [("", "x")]),
+              "test": write_text_corpus(tmp_path / "c" / "test", [("", ""), *pairs[:5]])}
+    prepared = prepare(config(tmp_path, corpus, "data.max_len=30", "data.max_ratio=3"))
+    stats = prepared.stats
+    assert stats["train"].total == 104 and stats["train"].kept == 100
+    assert stats["train"].dropped == {"empty": 2, "too long": 1, "length ratio": 1}
+    assert stats["valid"].kept == 5 and stats["valid"].dropped["empty"] == 1
+    assert stats["test"].kept == 6 and len(prepared.splits["test"]) == 6
+    assert prepared.splits["test"]["src"][0] == ""
+    assert texts(prepared.splits["train"]) == pairs
+    row = prepared.splits["train"][0]
+    tok = prepared.tgt_tok
+    assert row["tgt_ids"][0] == tok.bos_id and row["tgt_ids"][-1] == tok.eos_id
+    assert row["src_ids"][-1] == tok.eos_id and row["src_len"] == len(row["src_ids"])
+    assert tok.decode(row["tgt_ids"]) == pairs[0][1]
+
+
+def test_cache_reused_then_invalidated_by_tokenizer_and_data(tmp_path, text_corpus):
+    prepare(config(tmp_path, text_corpus))
+    cache = tmp_path / "run" / "cache"
+    first = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.arrow")}
+    assert any(n.startswith("train-") for n in first)
+    prepare(config(tmp_path, text_corpus))  # same data and tokenizer: nothing re-encoded
+    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.arrow")} == first
+    spm_mtime = (tmp_path / "run" / "spm.model").stat().st_mtime_ns
+    # a different tokenizer: new encoded files
+    prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
+    second = {p.name for p in cache.glob("*.arrow")}
+    assert second - set(first)
+    assert (tmp_path / "run" / "spm.model").stat().st_mtime_ns != spm_mtime
+    # changed data (same tokenizer settings): new files again, with the new content
+    write_text_corpus(text_corpus["valid"], make_pairs(30, seed=9))
+    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
+    assert {p.name for p in cache.glob("valid-*.arrow")} - second
+    assert texts(prepared.splits["valid"]) == make_pairs(30, seed=9)
+
+
+def test_separate_tokenizers(tmp_path, text_corpus):
+    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.joint=false"))
+    assert prepared.src_tok is not prepared.tgt_tok
+    assert (tmp_path / "run" / "src.spm.model").is_file()
+    assert (tmp_path / "run" / "tgt.spm.model").is_file()
+    assert "vocabulary: source" in prepared.summary()
+
+
+def test_cleaning_everything_away_is_an_error(tmp_path):
+    corpus = {"train": write_text_corpus(tmp_path / "c" / "train", [("", "")] * 3)}
+    with pytest.raises(DataError, match="no non-empty pairs"):
+        prepare(load_config(None, [f"output_dir={tmp_path / 'run'}",
+                                   f"data.train={corpus['train']}"]))
+
+
+def test_hub_probe_fails_fast_on_a_closed_port(monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    start = time.perf_counter()
+    ok, reason = hub_reachable(timeout=3)
+    assert not ok and "127.0.0.1:9" in reason
+    assert time.perf_counter() - start < 3.5
+
+
+def test_offline_hub_prepare_is_fast_and_one_clear_line(tmp_path):
+    env = {**os.environ, "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env.pop("HF_HUB_OFFLINE", None)
+    env.pop("HF_DATASETS_OFFLINE", None)
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "nmt", "prepare", "--dataset",
+                           "bentrevett/multi30k", "--src-lang", "de", "--tgt-lang", "en",
+                           "--output-dir", str(tmp_path / "run")],
+                          capture_output=True, text=True, env=env, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert proc.returncode == 2
+    lines = [x for x in proc.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, proc.stderr
+    assert "cannot reach the Hugging Face hub" in lines[0] and "local files" in lines[0]
+    assert "Traceback" not in proc.stderr
+    assert elapsed < 5
+
+
+def test_hub_unreachable_error_is_raised_by_the_library(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
+    cfg = load_config(None, ["data.format=hub", "data.dataset=wmt16",
+                             "data.dataset_config=de-en"]).data
+    with pytest.raises(HubUnreachableError, match="HF_HUB_OFFLINE=1"):
+        load_splits(cfg, tmp_path / "cache")
