@@ -69,7 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "write its model directory into output_dir.")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
-    p.set_defaults(handler=_not_yet("train", "the model and trainer"))
+    p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("translate", help="translate text with a trained model",
                        description="Translate lines of text with a trained model directory: one "
@@ -92,9 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _setup_logging(quiet: bool) -> None:
-    logging.basicConfig(level=logging.WARNING if quiet else logging.INFO, stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        datefmt="%H:%M:%S")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setLevel(logging.WARNING if quiet else logging.INFO)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
+                                           datefmt="%H:%M:%S"))
+    logging.getLogger().addHandler(handler)
+    logging.getLogger("nmt").setLevel(logging.INFO)  # files such as train.log get INFO even if -q
     import os
 
     # per-step bars of datasets add nothing for corpora of this size; our own logs say what ran
@@ -124,6 +127,17 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     prepared = prepare(config)
     save_config(config, config.out / "config.yaml")
     print(prepared.summary())
+    return 0
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    config = _load(args)
+    from nmt.train import train
+
+    progress = train(config, resume=args.resume, quiet=args.quiet)
+    print(f"trained {progress.step} updates ({progress.epoch} epochs, {progress.elapsed:.0f} s); "
+          f"best validation BLEU {progress.best_bleu:.2f} at update {progress.best_step}; "
+          f"model directory: {config.out}")
     return 0
 
 

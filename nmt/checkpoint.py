@@ -1,0 +1,106 @@
+"""Model directories and checkpoints: weights in safetensors, configs in YAML, never pickles.
+
+A model directory (the unit a user moves around) holds ``config.yaml``, ``model.safetensors``
+(best weights) and the SentencePiece model(s); a training run adds ``trainer_state.pt`` (loaded
+with ``torch.load(weights_only=True)``), ``checkpoints/``, ``metrics.csv``, ``train.log``,
+TensorBoard events and ``curve.png``. Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load as st_load
+from safetensors.torch import save as st_save
+
+from nmt import FORMAT_VERSION
+from nmt.config import Config, load_config
+from nmt.errors import NMTError
+from nmt.fileio import write_bytes_atomic
+from nmt.model import Seq2Seq, build_model
+from nmt.tokenizer import Tokenizer, load_from_dir
+
+MODEL_FILE = "model.safetensors"
+CONFIG_FILE = "config.yaml"
+STATE_FILE = "trainer_state.pt"
+CHECKPOINT_DIR = "checkpoints"
+
+
+def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """State dict without the second name of tied (shared) tensors, as safetensors wants."""
+    seen: set[int] = set()
+    out = {}
+    for name, tensor in model.state_dict().items():
+        key = tensor.data_ptr()
+        if key in seen:
+            continue
+        seen.add(key)
+        out[name] = tensor.detach().cpu().contiguous()
+    return out
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Write the model's weights as safetensors, atomically."""
+    data = st_save(_unique_state(model), metadata={"format_version": str(FORMAT_VERSION)})
+    write_bytes_atomic(path, data)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> None:
+    """Load safetensors weights into ``model``; mismatches are reported with both shapes."""
+    path = Path(path)
+    if not path.is_file():
+        raise NMTError(f"weights not found: {path}")
+    try:
+        tensors = st_load(path.read_bytes())
+    except (SafetensorError, ValueError) as exc:
+        raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
+                       "from safetensors") from None
+    expected = model.state_dict()
+    tied = set(expected) - set(_unique_state(model))
+    for name, tensor in tensors.items():
+        if name not in expected:
+            raise NMTError(f"{path}: unexpected weight '{name}': the weights do not match the "
+                           "model described by config.yaml")
+        if tensor.shape != expected[name].shape:
+            raise NMTError(f"{path}: weight '{name}' has shape {tuple(tensor.shape)} but the "
+                           f"config makes {tuple(expected[name].shape)}: the weights do not "
+                           "match config.yaml (or the SentencePiece vocabulary)")
+    missing = set(expected) - set(tensors) - tied
+    if missing:
+        raise NMTError(f"{path}: missing weights {sorted(missing)[:3]}: the weights do not "
+                       "match config.yaml")
+    model.load_state_dict(tensors, strict=False)
+
+
+def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
+    """Write the trainer state (tensors, numbers, strings only) atomically."""
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    write_bytes_atomic(path, buffer.getvalue())
+
+
+def load_trainer_state(path: str | Path) -> dict[str, Any]:
+    """Read a trainer state with ``weights_only=True``: a pickle that runs code is refused."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises UnpicklingError / RuntimeError variants
+        raise NMTError(f"{path}: refused to load the trainer state ({str(exc).splitlines()[0]}); "
+                       "it is not a trainer state written by nmt") from None
+
+
+def load_model_dir(directory: str | Path,
+                   device: str | torch.device = "cpu") -> tuple[Seq2Seq, Config, Tokenizer,
+                                                                 Tokenizer]:
+    """Model (eval mode), config and tokenizers of a model directory."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise NMTError(f"model directory not found: {directory}")
+    config = load_config(directory / CONFIG_FILE)
+    src_tok, tgt_tok = load_from_dir(directory)
+    model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
+    load_weights(model, directory / MODEL_FILE)
+    return model.to(device).eval(), config, src_tok, tgt_tok

@@ -1,0 +1,134 @@
+"""LSTM decoder with optional attention, input feeding and scheduled sampling.
+
+Shapes: B batch, T target length, S source length, E embedding size, Hd decoder units,
+Ld decoder layers, K = 2H encoder output size, V target vocabulary.
+
+In training with teacher forcing and without input feeding the whole target runs through one
+fused ``nn.LSTM`` call; input feeding (the previous attentional state joined to the next input)
+or scheduled sampling (teacher-forcing ratio < 1) need the step-by-step loop, which is also
+what search uses through :meth:`Decoder.step`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import nn
+
+from nmt.attention import build_attention
+from nmt.encoder import EncoderOutput
+from nmt.errors import ConfigError
+from nmt.tokenizer import PAD_ID
+
+
+@dataclass
+class DecoderState:
+    """Everything a decoding step needs; every tensor has the batch (or beam) dimension.
+
+    Attributes:
+        h, c: (Ld, B, Hd) LSTM states.
+        feed: (B, Hd) previous attentional state (input feeding), else None.
+        keys: (B, S, K) encoder outputs, None without attention.
+        proj_keys: keys projected once for the attention scorer, None without attention.
+        mask: (B, S) True at real source tokens.
+        weights: (B, S) attention weights of the last step (for display), or None.
+    """
+
+    h: torch.Tensor
+    c: torch.Tensor
+    feed: torch.Tensor | None
+    keys: torch.Tensor | None
+    proj_keys: torch.Tensor | None
+    mask: torch.Tensor
+    weights: torch.Tensor | None = None
+
+    def index_select(self, index: torch.Tensor) -> DecoderState:
+        """The state of rows ``index`` (B',) of the batch: for beam search reordering."""
+        def pick(x: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
+            return None if x is None else x.index_select(dim, index)
+
+        return DecoderState(pick(self.h, 1), pick(self.c, 1), pick(self.feed), pick(self.keys),
+                            pick(self.proj_keys), pick(self.mask), pick(self.weights))
+
+
+class Decoder(nn.Module):
+    """Target embedding, ``nn.LSTM``, attention, attentional layer and output projection."""
+
+    def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
+                 key_size: int, attention: str = "general", input_feeding: bool = False,
+                 tie_embeddings: bool = False, dropout: float = 0.0,
+                 pad_id: int = PAD_ID) -> None:
+        super().__init__()
+        self.hidden_size, self.input_feeding = hidden_size, input_feeding
+        self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
+        self.dropout = nn.Dropout(dropout)
+        rnn_input = embed_size + (hidden_size if input_feeding else 0)
+        self.rnn = nn.LSTM(rnn_input, hidden_size, num_layers, batch_first=True,
+                           dropout=dropout if num_layers > 1 else 0.0)
+        self.attention = build_attention(attention, hidden_size, key_size)
+        # attentional state tanh(W [context; h]) (Luong); without attention, h itself
+        self.combine = (nn.Linear(key_size + hidden_size, hidden_size, bias=False)
+                        if self.attention is not None else None)
+        self.output = nn.Linear(hidden_size, vocab_size)
+        if tie_embeddings:
+            if embed_size != hidden_size:
+                raise ConfigError(f"model.tie_embeddings needs embed_size ({embed_size}) equal "
+                                  f"to decoder_hidden_size ({hidden_size})")
+            self.output.weight = self.embed.weight
+
+    def init_state(self, enc: EncoderOutput, h0: torch.Tensor, c0: torch.Tensor) -> DecoderState:
+        """The state before the first step, from bridged (h0, c0) (Ld, B, Hd)."""
+        feed = h0.new_zeros(h0.size(1), self.hidden_size) if self.input_feeding else None
+        if self.attention is None:
+            return DecoderState(h0, c0, feed, None, None, enc.mask)
+        return DecoderState(h0, c0, feed, enc.outputs, self.attention.project_keys(enc.outputs),
+                            enc.mask)
+
+    def _attend(self, out: torch.Tensor,
+                state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attentional states (B, T, Hd) and weights (B, T, S) for LSTM outputs (B, T, Hd)."""
+        if self.attention is None:
+            return out, None
+        context, weights = self.attention(out, state.keys, state.proj_keys, state.mask)
+        return torch.tanh(self.combine(torch.cat([context, out], dim=-1))), weights
+
+    def forward(self, tgt_in: torch.Tensor, state: DecoderState,
+                teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Logits (B, T, V) and attention weights (B, T, S) for decoder inputs (B, T).
+
+        ``tgt_in`` is BOS + gold[:-1]. With ``teacher_forcing_ratio`` < 1 each sentence takes,
+        at each step after the first, the gold token with that probability and otherwise the
+        model's own previous prediction (scheduled sampling).
+        """
+        if not self.input_feeding and teacher_forcing_ratio >= 1.0:
+            x = self.dropout(self.embed(tgt_in))  # (B, T, E)
+            out, _ = self.rnn(x, (state.h, state.c))  # (B, T, Hd): one fused call
+            att, weights = self._attend(out, state)
+            return self.output(self.dropout(att)), weights
+        logits, weights = [], []
+        tokens = tgt_in[:, 0]
+        for t in range(tgt_in.size(1)):
+            if t > 0:
+                tokens = tgt_in[:, t]
+                if teacher_forcing_ratio < 1.0:
+                    draw = torch.rand(tokens.shape, device=tokens.device)
+                    use_gold = draw < teacher_forcing_ratio
+                    tokens = torch.where(use_gold, tokens, logits[-1].argmax(-1))
+            step_logits, state = self.step(tokens, state)
+            logits.append(step_logits)
+            weights.append(state.weights)
+        stacked = torch.stack(weights, 1) if weights[0] is not None else None
+        return torch.stack(logits, 1), stacked
+
+    def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One step: logits (B, V) for previous tokens (B,), and the next state."""
+        x = self.dropout(self.embed(tokens))[:, None, :]  # (B, 1, E)
+        if self.input_feeding:
+            x = torch.cat([x, state.feed[:, None, :].to(x.dtype)], dim=-1)  # (B, 1, E + Hd)
+        out, (h, c) = self.rnn(x, (state.h, state.c))  # out: (B, 1, Hd)
+        att, weights = self._attend(out, state)  # (B, 1, Hd), (B, 1, S)
+        logits = self.output(self.dropout(att)).squeeze(1)  # (B, V)
+        new = replace(state, h=h, c=c, feed=att.squeeze(1) if self.input_feeding else None,
+                      weights=None if weights is None else weights.squeeze(1))
+        return logits, new

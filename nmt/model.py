@@ -1,0 +1,78 @@
+"""The sequence-to-sequence model: encoder, bridge, decoder, and the incremental search API.
+
+``forward`` trains with teacher forcing; search uses only ``encode``, ``init_state``, ``step``
+and ``reorder`` and never reaches into the modules. :func:`build_model` turns a
+:class:`~nmt.config.ModelConfig` into a model.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from nmt.config import ModelConfig
+from nmt.decoder import Decoder, DecoderState
+from nmt.encoder import Bridge, Encoder, EncoderOutput
+
+log = logging.getLogger(__name__)
+
+
+class Seq2Seq(nn.Module):
+    """BiLSTM encoder -> bridge (final h and c) -> attentional LSTM decoder."""
+
+    def __init__(self, encoder: Encoder, bridge: Bridge, decoder: Decoder) -> None:
+        super().__init__()
+        self.encoder, self.bridge, self.decoder = encoder, bridge, decoder
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+                teacher_forcing_ratio: float = 1.0) -> torch.Tensor:
+        """Logits (B, T, V) for source (B, S) with lengths (B,) and decoder inputs (B, T)."""
+        state = self.init_state(self.encode(src, src_lengths))
+        logits, _ = self.decoder(tgt_in, state, teacher_forcing_ratio)
+        return logits
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
+        """Encoder outputs (B, S, 2H), final states (2L, B, H) and mask (B, S)."""
+        return self.encoder(src, src_lengths)
+
+    def init_state(self, enc: EncoderOutput) -> DecoderState:
+        """The decoder state before the first step, started from the encoder's final (h, c)."""
+        h0, c0 = self.bridge(enc.h, enc.c)
+        return self.decoder.init_state(enc, h0, c0)
+
+    def step(self, prev_tokens: torch.Tensor,
+             state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """Log-probabilities (B, V) in float32 of the next token given previous tokens (B,)."""
+        logits, state = self.decoder.step(prev_tokens, state)
+        return torch.log_softmax(logits.float(), dim=-1), state
+
+    @staticmethod
+    def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:
+        """Select (and repeat) rows of the state: ``index`` (B',) into the batch dimension."""
+        return state.index_select(index)
+
+    def encode_sentences(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
+        """(B, 2H) fixed-length sentence vectors: top-layer final forward and backward h."""
+        return self.encoder.sentence_vectors(self.encode(src, src_lengths))
+
+
+def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
+    """A model from its config and vocabulary sizes; logs the parameter count."""
+    encoder = Encoder(src_vocab, cfg.embed_size, cfg.hidden_size, cfg.encoder_layers, cfg.dropout)
+    bridge = Bridge(cfg.bridge, cfg.encoder_layers, cfg.decoder_layers, encoder.output_size,
+                    cfg.decoder_hidden_size)
+    decoder = Decoder(tgt_vocab, cfg.embed_size, cfg.decoder_hidden_size, cfg.decoder_layers,
+                      encoder.output_size, cfg.attention, cfg.input_feeding, cfg.tie_embeddings,
+                      cfg.dropout)
+    model = Seq2Seq(encoder, bridge, decoder)
+    log.info("model: %s parameters (%s attention, %s bridge, input feeding %s)",
+             f"{count_parameters(model):,}", cfg.attention, cfg.bridge,
+             "on" if cfg.input_feeding else "off")
+    return model
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Trainable parameters (tied weights counted once)."""
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)

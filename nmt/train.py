@@ -1,0 +1,490 @@
+"""Trainer: teacher-forced cross-entropy, Adam, schedules, validation with BLEU, checkpoints.
+
+The loop reads top to bottom in :meth:`Trainer.fit`: for each epoch, the seeded sampler gives
+token-budget batches; each update sums ``accumulate`` batches' gradients, clips, steps Adam and
+the schedule; every ``valid_every`` updates the model is validated (loss, perplexity, greedy
+BLEU and chrF with sacreBLEU), the best weights are kept as ``model.safetensors`` and a
+checkpoint plus ``trainer_state.pt`` are written, so ``--resume`` continues from there.
+
+Precision: ``bf16`` autocast on CPUs with AVX-512-BF16/AMX (``auto``) and on CUDA; ``fp16``
+with a gradient scaler on CUDA devices without bf16. Loss and softmax stay in float32.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nmt.batching import Batch, Corpus, TokenBatchSampler
+from nmt.checkpoint import (
+    CHECKPOINT_DIR,
+    CONFIG_FILE,
+    MODEL_FILE,
+    STATE_FILE,
+    load_trainer_state,
+    load_weights,
+    save_trainer_state,
+    save_weights,
+)
+from nmt.config import Config, save_config, to_dict
+from nmt.data import Prepared, prepare
+from nmt.errors import ConfigError, NMTError
+from nmt.evaluate import score
+from nmt.model import Seq2Seq, build_model, count_parameters
+from nmt.search import greedy
+from nmt.tokenizer import PAD_ID, Tokenizer
+
+log = logging.getLogger(__name__)
+
+METRICS_FILE = "metrics.csv"
+METRIC_FIELDS = ("step", "epoch", "train_loss", "lr", "valid_loss", "valid_ppl", "bleu", "chrf",
+                 "tokens_per_s", "elapsed_s")
+
+
+# --------------------------------------------------------------------------- devices and precision
+
+
+def resolve_device(name: str) -> torch.device:
+    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("training.device is 'cuda' but no CUDA device is available; use auto "
+                          "or cpu")
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU runs bf16 matrix products natively (AVX-512-BF16 or AMX)."""
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype for ``auto | fp32 | bf16`` on ``device``; None means plain fp32."""
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_fast_bf16() else None
+
+
+def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """The autocast context for a resolved precision (a no-op for fp32)."""
+    if dtype is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
+# --------------------------------------------------------------------------- loss and schedules
+
+
+def sequence_loss(logits: torch.Tensor, gold: torch.Tensor,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of logits (B, T, V) against gold ids (B, T); padding ignored."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gold.reshape(-1),
+                           ignore_index=PAD_ID, label_smoothing=label_smoothing,
+                           reduction="sum")
+
+
+def inverse_sqrt(warmup: int) -> Any:
+    """LR multiplier: linear warmup to 1 over ``warmup`` steps, then ``sqrt(warmup / step)``."""
+    def factor(step: int) -> float:
+        step = max(step, 1)
+        if warmup and step < warmup:
+            return step / warmup
+        return math.sqrt(max(warmup, 1) / step)
+
+    return factor
+
+
+# --------------------------------------------------------------------------- translation helper
+
+
+@torch.no_grad()
+def translate_corpus(model: Seq2Seq, corpus: Corpus, tgt_tok: Tokenizer, batch_tokens: int,
+                     device: torch.device, dtype: torch.dtype | None, max_len_a: float,
+                     max_len_b: int) -> list[str]:
+    """Greedy translations of every source in ``corpus``, in corpus order."""
+    model.eval()
+    sampler = TokenBatchSampler(corpus.src_lengths, None, max(batch_tokens,
+                                int(corpus.src_lengths.max(initial=1))), shuffle=False)
+    out: list[str] = [""] * len(corpus)
+    for indices in sampler.batches():
+        batch = corpus.batch(indices, with_target=False).to(device)
+        with autocast(device, dtype):
+            ids = greedy(model, batch.src, batch.src_lengths, max_len_a, max_len_b)
+        for index, seq in zip(indices.tolist(), ids, strict=True):
+            out[index] = tgt_tok.decode(seq)
+    return out
+
+
+# --------------------------------------------------------------------------- the trainer
+
+
+@dataclass
+class Progress:
+    """Where training stands: everything ``--resume`` needs besides weights and optimizer."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+    best_bleu: float = -1.0
+    best_step: int = 0
+    bad_validations: int = 0
+    elapsed: float = 0.0
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+class Trainer:
+    """Trains one run: ``Trainer(config).fit()`` writes the model directory ``output_dir``."""
+
+    def __init__(self, config: Config, resume: bool = False, quiet: bool = False,
+                 prepared: Prepared | None = None) -> None:
+        self.config, self.quiet = config, quiet
+        self.out = config.out
+        self.tcfg = config.training
+        if not resume and (self.out / STATE_FILE).exists():
+            raise NMTError(f"{self.out} already holds a training run ({STATE_FILE}); continue it "
+                           "with --resume, or choose another output_dir")
+        if resume and not (self.out / STATE_FILE).exists():
+            raise NMTError(f"nothing to resume: {self.out / STATE_FILE} does not exist")
+        torch.manual_seed(self.tcfg.seed)
+        self.prepared = prepared or prepare(config)
+        self.device = resolve_device(self.tcfg.device)
+        self.dtype = resolve_precision(self.tcfg.precision, self.device)
+        self.src_tok, self.tgt_tok = self.prepared.src_tok, self.prepared.tgt_tok
+        self.model = build_model(config.model, self.src_tok.vocab_size,
+                                 self.tgt_tok.vocab_size).to(self.device)
+        self.params = count_parameters(self.model)
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.tcfg.lr,
+                                          weight_decay=self.tcfg.weight_decay)
+        self.scheduler = self._make_scheduler()
+        self.scaler = torch.amp.GradScaler(self.device.type,
+                                           enabled=self.dtype == torch.float16)
+        self.train_corpus = Corpus(self.prepared.splits["train"])
+        valid = self.prepared.splits.get("valid")
+        self.valid_corpus = Corpus(valid) if valid is not None and len(valid) else None
+        self.valid_refs = list(valid["tgt"]) if self.valid_corpus is not None else []
+        self.sampler = TokenBatchSampler(self.train_corpus.src_lengths,
+                                         self.train_corpus.tgt_lengths, self.tcfg.batch_tokens,
+                                         seed=self.tcfg.seed)
+        self.progress = Progress()
+        if resume:
+            self._load_state()
+        self.writer = None
+
+    # ----------------------------------------------------------------- setup helpers
+
+    def _make_scheduler(self) -> Any:
+        if self.tcfg.schedule == "plateau":
+            return torch.optim.lr_scheduler.ReduceLROnPlateau(
+                self.optimizer, mode="max", factor=self.tcfg.plateau_factor,
+                patience=self.tcfg.plateau_patience, min_lr=self.tcfg.min_lr)
+        if self.tcfg.schedule == "inverse_sqrt":
+            return torch.optim.lr_scheduler.LambdaLR(self.optimizer,
+                                                     inverse_sqrt(self.tcfg.warmup_steps))
+        return None
+
+    @property
+    def lr(self) -> float:
+        """Current learning rate."""
+        return self.optimizer.param_groups[0]["lr"]
+
+    # ----------------------------------------------------------------- the loop
+
+    def fit(self) -> Progress:
+        """Train until a stopping rule fires; returns the final progress."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        save_config(self.config, self.out / CONFIG_FILE)
+        handler = logging.FileHandler(self.out / "train.log", encoding="utf-8")
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setLevel(logging.INFO)
+        package_logger = logging.getLogger("nmt")
+        package_logger.addHandler(handler)
+        level = package_logger.level
+        if package_logger.getEffectiveLevel() > logging.INFO:
+            package_logger.setLevel(logging.INFO)  # train.log records INFO whatever the console
+        self.writer = self._tensorboard()
+        log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch",
+                 self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
+                 f"{self.params:,}", len(self.train_corpus), len(self.sampler.batches(0)))
+        try:
+            self._loop()
+        finally:
+            package_logger.removeHandler(handler)
+            package_logger.setLevel(level)
+            handler.close()
+            if self.writer is not None:
+                self.writer.close()
+        self._plot_curve()
+        return self.progress
+
+    def _loop(self) -> None:
+        p, t = self.progress, self.tcfg
+        start = time.perf_counter() - p.elapsed
+        bar = self._bar()
+        window_tokens, window_start, losses = 0, time.perf_counter(), []
+        validated_at = p.step
+        while not self._should_stop(p, start):
+            batches = self.sampler.batches(p.epoch)
+            while p.batch_in_epoch < len(batches) and not self._should_stop(p, start):
+                group = batches[p.batch_in_epoch: p.batch_in_epoch + t.accumulate]
+                loss, tokens = self._update(group)
+                p.batch_in_epoch += len(group)
+                p.step += 1
+                losses.append(loss)
+                window_tokens += tokens
+                if bar is not None:
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.2e}", tok_s=f"{rate:,.0f}")
+                if p.step % t.log_every == 0:
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    mean = sum(losses) / len(losses)
+                    log.info("step %d epoch %d: loss %.4f, lr %.2e, %.0f target tokens/s",
+                             p.step, p.epoch + 1, mean, self.lr, rate)
+                    self._scalar("train/loss", mean)
+                    self._scalar("train/lr", self.lr)
+                    self._scalar("train/tokens_per_s", rate)
+                if p.step % t.valid_every == 0:
+                    p.elapsed = time.perf_counter() - start
+                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+                    self._validate_and_save(sum(losses) / max(len(losses), 1), rate)
+                    validated_at = p.step
+                    window_tokens, window_start, losses = 0, time.perf_counter(), []
+            if p.batch_in_epoch >= len(batches):
+                p.epoch += 1
+                p.batch_in_epoch = 0
+        if p.step != validated_at:
+            p.elapsed = time.perf_counter() - start
+            rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
+            self._validate_and_save(sum(losses) / max(len(losses), 1), rate)
+        if bar is not None:
+            bar.close()
+        log.info("training finished after %d updates, %d epochs, %.0f s; best BLEU %.2f at "
+                 "step %d", p.step, p.epoch, p.elapsed, p.best_bleu, p.best_step)
+
+    def _should_stop(self, p: Progress, start: float) -> bool:
+        t = self.tcfg
+        if t.max_steps is not None and p.step >= t.max_steps:
+            return True
+        if t.max_epochs is not None and p.epoch >= t.max_epochs:
+            return True
+        if t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60:
+            return True
+        return bool(t.patience and p.bad_validations >= t.patience)
+
+    def _update(self, indices_group: list) -> tuple[float, int]:
+        """One optimizer update over ``accumulate`` batches; returns (loss per token, tokens)."""
+        self.model.train()
+        total_loss, total_tokens = 0.0, 0
+        for indices in indices_group:
+            batch = self.train_corpus.batch(indices).to(self.device)
+            loss, tokens = self._batch_loss(batch, self.tcfg.label_smoothing,
+                                            self.tcfg.teacher_forcing_ratio)
+            self.scaler.scale(loss / tokens / len(indices_group)).backward()
+            total_loss += loss.item()
+            total_tokens += tokens
+        if self.tcfg.clip_norm > 0:
+            self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_norm)
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.tcfg.schedule == "inverse_sqrt":
+            self.scheduler.step()
+        return total_loss / max(total_tokens, 1), total_tokens
+
+    def _batch_loss(self, batch: Batch, label_smoothing: float,
+                    teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, int]:
+        """Summed loss of a batch and its number of target tokens."""
+        tgt_in, gold = batch.tgt[:, :-1], batch.tgt[:, 1:]  # BOS + gold[:-1] -> gold
+        with autocast(self.device, self.dtype):
+            logits = self.model(batch.src, batch.src_lengths, tgt_in, teacher_forcing_ratio)
+        return sequence_loss(logits, gold, label_smoothing), batch.ntokens
+
+    # ----------------------------------------------------------------- validation and files
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """Validation loss, perplexity, and greedy BLEU / chrF against the references."""
+        if self.valid_corpus is None:
+            return {}
+        self.model.eval()
+        total, tokens = 0.0, 0
+        sampler = TokenBatchSampler(self.valid_corpus.src_lengths, self.valid_corpus.tgt_lengths,
+                                    max(self.tcfg.batch_tokens,
+                                        int(self.sampler.longest.max(initial=1)),
+                                        int(self.valid_corpus.tgt_lengths.max(initial=1)),
+                                        int(self.valid_corpus.src_lengths.max(initial=1))),
+                                    shuffle=False)
+        for indices in sampler.batches():
+            loss, n = self._batch_loss(self.valid_corpus.batch(indices).to(self.device), 0.0)
+            total += loss.item()
+            tokens += n
+        dec = self.config.decoding
+        hyps = translate_corpus(self.model, self.valid_corpus, self.tgt_tok, dec.batch_tokens,
+                                self.device, self.dtype, dec.max_len_a, dec.max_len_b)
+        scores = score(hyps, [self.valid_refs])
+        loss = total / max(tokens, 1)
+        return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "bleu": scores.bleu,
+                "chrf": scores.chrf}
+
+    def _validate_and_save(self, train_loss: float, tokens_per_s: float) -> None:
+        p = self.progress
+        metrics = self.validate()
+        row = {"step": p.step, "epoch": p.epoch + 1, "train_loss": train_loss, "lr": self.lr,
+               "tokens_per_s": tokens_per_s, "elapsed_s": p.elapsed, **metrics}
+        bleu = metrics.get("bleu", -train_loss)  # without a validation set: lowest train loss
+        improved = bleu > p.best_bleu
+        if improved:
+            p.best_bleu, p.best_step, p.bad_validations = bleu, p.step, 0
+            save_weights(self.model, self.out / MODEL_FILE)
+        else:
+            p.bad_validations += 1
+        if self.tcfg.schedule == "plateau":
+            self.scheduler.step(bleu)
+        p.history.append({k: float(v) for k, v in row.items()})
+        self._append_metrics(row)
+        for key in ("valid_loss", "valid_ppl", "bleu", "chrf"):
+            if key in metrics:
+                self._scalar(f"valid/{key}", metrics[key])
+        if metrics:
+            log.info("validation at step %d: loss %.4f, ppl %.2f, BLEU %.2f, chrF %.2f%s",
+                     p.step, metrics["valid_loss"], metrics["valid_ppl"], metrics["bleu"],
+                     metrics["chrf"], " (best)" if improved else "")
+        self._save_checkpoint()
+
+    def _save_checkpoint(self) -> None:
+        """Weights under checkpoints/, then the trainer state that points at them."""
+        p = self.progress
+        directory = self.out / CHECKPOINT_DIR
+        name = f"step-{p.step:08d}.safetensors"
+        save_weights(self.model, directory / name)
+        state = {
+            "format_version": 1, "checkpoint": f"{CHECKPOINT_DIR}/{name}",
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
+            "scaler": self.scaler.state_dict(),
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+            "progress": {k: v for k, v in vars(p).items() if k != "history"},
+            "history": p.history,
+        }
+        save_trainer_state(state, self.out / STATE_FILE)
+        kept = sorted(directory.glob("step-*.safetensors"))
+        for old in kept[: -self.tcfg.keep_last]:
+            old.unlink()
+
+    def _load_state(self) -> None:
+        state = load_trainer_state(self.out / STATE_FILE)
+        load_weights(self.model, self.out / state["checkpoint"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.scheduler is not None and state["scheduler"]:
+            self.scheduler.load_state_dict(state["scheduler"])
+        self.scaler.load_state_dict(state["scaler"])
+        torch.set_rng_state(state["torch_rng"])
+        if state["cuda_rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda_rng"])
+        self.progress = Progress(**state["progress"], history=list(state["history"]))
+        log.info("resumed from %s: step %d, epoch %d", state["checkpoint"], self.progress.step,
+                 self.progress.epoch + 1)
+
+    def _append_metrics(self, row: dict[str, float]) -> None:
+        path = self.out / METRICS_FILE
+        new = not path.exists()
+        with open(path, "a", newline="", encoding="utf-8") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+
+    def _bar(self) -> Any:
+        if self.quiet:
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=self.tcfg.max_steps, initial=self.progress.step, unit="step",
+                    dynamic_ncols=True, leave=False)
+
+    def _tensorboard(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            log.warning("tensorboard is not installed: no TensorBoard events are written")
+            return None
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+
+    def _scalar(self, tag: str, value: float) -> None:
+        if self.writer is not None:
+            self.writer.add_scalar(tag, value, self.progress.step)
+
+    def _plot_curve(self) -> None:
+        """curve.png: training loss and validation BLEU against updates."""
+        history = self.progress.history
+        if not history:
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        from nmt.fileio import atomic_write
+
+        steps = [h["step"] for h in history]
+        fig, loss_ax = plt.subplots(figsize=(7, 4))
+        loss_ax.plot(steps, [h["train_loss"] for h in history], color="tab:blue",
+                     label="training loss")
+        if "valid_loss" in history[0]:
+            loss_ax.plot(steps, [h["valid_loss"] for h in history], color="tab:cyan",
+                         label="validation loss")
+        loss_ax.set_xlabel("update")
+        loss_ax.set_ylabel("loss per token")
+        loss_ax.legend(loc="upper left")
+        if "bleu" in history[0]:
+            bleu_ax = loss_ax.twinx()
+            bleu_ax.plot(steps, [h["bleu"] for h in history], color="tab:red", marker="o",
+                         label="validation BLEU")
+            bleu_ax.set_ylabel("BLEU")
+            bleu_ax.legend(loc="upper right")
+        loss_ax.set_title(f"{self.config.name}: learning curve")
+        fig.tight_layout()
+        with atomic_write(self.out / "curve.png", "wb") as handle:
+            fig.savefig(handle, format="png", dpi=100)
+        plt.close(fig)
+
+
+def train(config: Config, resume: bool = False, quiet: bool = False) -> Progress:
+    """Train the run described by ``config`` (see :class:`Trainer`)."""
+    if resume:
+        _check_resume_config(config)
+    return Trainer(config, resume=resume, quiet=quiet).fit()
+
+
+def _check_resume_config(config: Config) -> None:
+    """On resume, the model and data settings must equal those the run started with."""
+    from nmt.config import load_config
+
+    saved_path = config.out / CONFIG_FILE
+    if not saved_path.exists():
+        return
+    saved = load_config(saved_path)
+    for section in ("model", "data", "tokenizer"):
+        if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
+            raise NMTError(f"cannot resume: the {section} settings differ from those in "
+                           f"{saved_path}; resume with the same config or start a new "
+                           "output_dir")
+
+
+__all__ = ["Trainer", "train", "translate_corpus", "sequence_loss", "load_weights"]

@@ -1,0 +1,169 @@
+"""Model: shapes for each configuration, packing, bridge depth rule, step == full forward."""
+
+import itertools
+
+import pytest
+import torch
+
+from nmt.batching import pad
+from nmt.config import ModelConfig
+from nmt.encoder import Bridge, Encoder
+from nmt.errors import ConfigError
+from nmt.model import build_model, count_parameters
+
+V_SRC, V_TGT = 23, 19
+
+
+def tiny(**kw) -> ModelConfig:
+    base = dict(embed_size=8, hidden_size=6, decoder_hidden_size=12, encoder_layers=1,
+                decoder_layers=1, dropout=0.0)
+    base.update(kw)
+    return ModelConfig(**base)
+
+
+def batch(seed=0):
+    g = torch.Generator().manual_seed(seed)
+    lengths = [5, 2, 7, 1]
+    src, src_len = pad([torch.randint(4, V_SRC, (n,), generator=g).tolist() for n in lengths])
+    tgt, _ = pad([[2] + torch.randint(4, V_TGT, (n,), generator=g).tolist() + [3]
+                  for n in (3, 6, 1, 4)])
+    return src, src_len, tgt
+
+
+CONFIGS = [dict(attention=a, input_feeding=f, encoder_layers=le, decoder_layers=ld)
+           for a, f, (le, ld) in itertools.product(("none", "dot", "general", "mlp"),
+                                                   (False, True), ((1, 1), (2, 1), (1, 3)))]
+
+
+@pytest.mark.parametrize("kw", CONFIGS, ids=lambda kw: "-".join(str(v) for v in kw.values()))
+def test_shapes(kw):
+    torch.manual_seed(0)
+    model = build_model(tiny(**kw), V_SRC, V_TGT).eval()
+    src, src_len, tgt = batch()
+    enc = model.encode(src, src_len)
+    assert enc.outputs.shape == (4, 7, 12)
+    assert enc.h.shape == enc.c.shape == (2 * kw["encoder_layers"], 4, 6)
+    state = model.init_state(enc)
+    assert state.h.shape == state.c.shape == (kw["decoder_layers"], 4, 12)
+    logits = model(src, src_len, tgt[:, :-1])
+    assert logits.shape == (4, tgt.size(1) - 1, V_TGT)
+    _, weights = model.decoder(tgt[:, :-1], model.init_state(enc))
+    if kw["attention"] == "none":
+        assert weights is None
+    else:
+        assert weights.shape == (4, tgt.size(1) - 1, 7)
+        assert torch.allclose(weights.sum(-1), torch.ones(4, tgt.size(1) - 1))
+        assert (weights[1, :, 2:] == 0).all()  # padding of the 2-token sentence gets no weight
+    assert model.encode_sentences(src, src_len).shape == (4, 12)
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_packing_equals_encoding_each_sentence_alone(layers):
+    torch.manual_seed(0)
+    encoder = Encoder(V_SRC, 8, 6, num_layers=layers).eval()
+    src, src_len, _ = batch()
+    with torch.no_grad():
+        enc = encoder(src, src_len)
+        for i, n in enumerate(src_len.tolist()):
+            alone = encoder(src[i:i + 1, :n], src_len[i:i + 1])
+            torch.testing.assert_close(enc.outputs[i:i + 1, :n], alone.outputs, atol=1e-5, rtol=0)
+            assert (enc.outputs[i, n:] == 0).all()
+            torch.testing.assert_close(enc.h[:, i:i + 1], alone.h, atol=1e-5, rtol=0)
+            torch.testing.assert_close(enc.c[:, i:i + 1], alone.c, atol=1e-5, rtol=0)
+
+
+def test_sentence_vector_is_top_forward_and_backward_final_state():
+    torch.manual_seed(0)
+    encoder = Encoder(V_SRC, 8, 6, num_layers=2).eval()
+    src, src_len, _ = batch()
+    enc = encoder(src, src_len)
+    vec = encoder.sentence_vectors(enc)
+    # forward direction's final state is its output at the last real token ...
+    for i, n in enumerate(src_len.tolist()):
+        torch.testing.assert_close(vec[i, :6], enc.outputs[i, n - 1, :6])
+        torch.testing.assert_close(vec[i, 6:], enc.outputs[i, 0, 6:])  # ... backward's at the first
+    torch.testing.assert_close(vec, torch.cat([enc.h[2], enc.h[3]], dim=-1))
+
+
+def test_bridge_joins_directions_and_follows_the_depth_rule():
+    h = torch.arange(3 * 2 * 2 * 1, dtype=torch.float).view(6, 2, 1)  # (2L=6, B=2, H=1)
+    joined = Encoder.join_directions(h)
+    assert joined.shape == (3, 2, 2)
+    assert joined[1, 0].tolist() == [h[2, 0, 0].item(), h[3, 0, 0].item()]
+    fewer = Bridge("none", 3, 2, 2, 2)
+    assert torch.equal(fewer(h, h)[0], joined[1:])  # top 2 encoder layers
+    more = Bridge("none", 3, 5, 2, 2)
+    assert torch.equal(more(h, h)[0], joined[[0, 1, 2, 2, 2]])
+    linear = Bridge("linear", 3, 3, 2, 4)
+    h0, c0 = linear(h, h * 2)
+    assert h0.shape == (3, 2, 4) and not torch.equal(h0, c0) and h0.abs().max() <= 1
+
+
+def test_decoder_starts_from_both_encoder_h_and_c():
+    torch.manual_seed(0)
+    model = build_model(tiny(attention="none"), V_SRC, V_TGT).eval()
+    src, src_len, tgt = batch()
+    enc = model.encode(src, src_len)
+    base = model.decoder(tgt[:, :-1], model.init_state(enc))[0]
+    for name in ("h", "c"):
+        other = type(enc)(**{**enc.__dict__, name: enc.__dict__[name] + 0.5})
+        assert not torch.allclose(base, model.decoder(tgt[:, :-1], model.init_state(other))[0])
+
+
+@pytest.mark.parametrize("attention, feeding", list(itertools.product(
+    ("none", "dot", "general", "mlp"), (False, True))))
+def test_incremental_step_equals_full_forward(attention, feeding):
+    torch.manual_seed(1)
+    model = build_model(tiny(attention=attention, input_feeding=feeding, decoder_layers=2,
+                             encoder_layers=2), V_SRC, V_TGT).eval()
+    src, src_len, tgt = batch(3)
+    with torch.no_grad():
+        full = torch.log_softmax(model(src, src_len, tgt[:, :-1]), -1)
+        state = model.init_state(model.encode(src, src_len))
+        steps = []
+        for t in range(tgt.size(1) - 1):
+            log_probs, state = model.step(tgt[:, t], state)
+            steps.append(log_probs)
+    torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+
+
+def test_reorder_selects_rows():
+    torch.manual_seed(0)
+    model = build_model(tiny(attention="general", input_feeding=True), V_SRC, V_TGT).eval()
+    src, src_len, tgt = batch()
+    state = model.init_state(model.encode(src, src_len))
+    lp, state = model.step(tgt[:, 0], state)
+    index = torch.tensor([2, 2, 0])
+    picked = model.reorder(state, index)
+    lp_picked, _ = model.step(tgt[index, 1], picked)
+    lp_all, _ = model.step(tgt[:, 1], state)
+    torch.testing.assert_close(lp_picked, lp_all[index])
+
+
+def test_scheduled_sampling_changes_inputs_only_below_ratio_one():
+    torch.manual_seed(0)
+    model = build_model(tiny(), V_SRC, V_TGT).eval()
+    src, src_len, tgt = batch()
+    gold = model(src, src_len, tgt[:, :-1])
+    torch.testing.assert_close(model(src, src_len, tgt[:, :-1], teacher_forcing_ratio=1.0), gold)
+    sampled = model(src, src_len, tgt[:, :-1], teacher_forcing_ratio=0.0)
+    assert sampled.shape == gold.shape
+    torch.testing.assert_close(sampled[:, 0], gold[:, 0])  # first input is always BOS
+    assert not torch.allclose(sampled, gold)
+
+
+def test_tied_embeddings_share_the_weight():
+    model = build_model(tiny(embed_size=12, tie_embeddings=True), V_SRC, V_TGT)
+    assert model.decoder.output.weight is model.decoder.embed.weight
+    untied = build_model(tiny(embed_size=12), V_SRC, V_TGT)
+    assert count_parameters(untied) - count_parameters(model) == V_TGT * 12
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(attention="dot", decoder_hidden_size=10), "model.attention 'dot' needs"),
+    (dict(bridge="none", decoder_hidden_size=10), "model.bridge 'none' needs"),
+    (dict(tie_embeddings=True), "model.tie_embeddings needs"),
+])
+def test_inconsistent_sizes_are_config_errors(kw, message):
+    with pytest.raises(ConfigError, match=message):
+        build_model(tiny(**kw), V_SRC, V_TGT)
