@@ -240,7 +240,7 @@ class Trainer:
             batches = self.sampler.batches(p.epoch)
             while p.batch_in_epoch < len(batches) and not self._should_stop(p, start):
                 group = batches[p.batch_in_epoch: p.batch_in_epoch + t.accumulate]
-                loss, tokens = self._update(group)
+                loss, tokens = self.train_step(group)
                 p.batch_in_epoch += len(group)
                 p.step += 1
                 losses.append(loss)
@@ -285,7 +285,7 @@ class Trainer:
             return True
         return bool(t.patience and p.bad_validations >= t.patience)
 
-    def _update(self, indices_group: list) -> tuple[float, int]:
+    def train_step(self, indices_group: list) -> tuple[float, int]:
         """One optimizer update over ``accumulate`` batches; returns (loss per token, tokens)."""
         self.model.train()
         total_loss, total_tokens = 0.0, 0

@@ -83,8 +83,3 @@ def test_evaluate_scores_and_checks_line_counts(tmp_path):
     proc = run("evaluate", "--hyp", str(tmp_path / "bad.txt"), "--ref", str(tmp_path / "ref.txt"))
     assert proc.returncode == 2
     assert "bad.txt has 1 lines but" in proc.stderr and "has 3" in proc.stderr
-
-
-def test_train_is_announced_not_faked(capsys):
-    assert main(["train"]) == 2
-    assert "not available in this version yet" in capsys.readouterr().err
