@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -244,9 +245,13 @@ def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> A
         if isinstance(value, bool) or not isinstance(value, int):
             raise ConfigError(f"{path}: expected an integer, got {_show(value)}")
     elif hint is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-3 (no dot) as a string
+            value = _parse_float(value, path)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{path}: expected a number, got {_show(value)}")
         value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{path}: must be a finite number, got {value}")
     elif hint is str:
         if not isinstance(value, str):
             raise ConfigError(f"{path}: expected a string, got {_show(value)}")
@@ -265,6 +270,13 @@ def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> A
     if high is not None and value > high:
         raise ConfigError(f"{path}: must be at most {high}, got {value}")
     return value
+
+
+def _parse_float(text: str, path: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ConfigError(f"{path}: expected a number, got {_show(text)}") from None
 
 
 def _check_cross_fields(config: Config) -> None:

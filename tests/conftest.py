@@ -57,3 +57,29 @@ def small_overrides(out: Path, corpus: dict[str, Path]) -> list[str]:
     return [f"output_dir={out}", "data.format=text", f"data.train={corpus['train']}",
             f"data.valid={corpus['valid']}", f"data.test={corpus['test']}",
             "tokenizer.vocab_size=400", "tokenizer.hard_vocab_limit=false"]
+
+
+def write_reverse_task(directory: Path, sizes: dict[str, int], min_len: int = 3,
+                       max_len: int = 8, symbols: str = "abcdefgh") -> dict[str, Path]:
+    """Reverse-the-sequence task as text files ``SPLIT.src`` / ``SPLIT.tgt``; returns prefixes."""
+    prefixes = {}
+    for offset, (split, n) in enumerate(sizes.items()):
+        rng = random.Random(100 + offset)
+        pairs = []
+        for _ in range(n):
+            seq = [rng.choice(symbols) for _ in range(rng.randint(min_len, max_len))]
+            pairs.append((" ".join(seq), " ".join(reversed(seq))))
+        prefixes[split] = write_text_corpus(directory / split, pairs, "src", "tgt")
+    return prefixes
+
+
+def reverse_overrides(out: Path, prefixes: dict[str, Path]) -> list[str]:
+    """Config overrides for a tiny model on the reverse task (trains in seconds)."""
+    return [f"output_dir={out}", "data.src_lang=src", "data.tgt_lang=tgt",
+            f"data.train={prefixes['train']}", f"data.valid={prefixes['valid']}",
+            *([f"data.test={prefixes['test']}"] if "test" in prefixes else []),
+            "tokenizer.vocab_size=16", "tokenizer.byte_fallback=false",
+            "tokenizer.hard_vocab_limit=false", "model.embed_size=32", "model.hidden_size=64",
+            "model.decoder_hidden_size=128", "model.dropout=0.0", "training.batch_tokens=800",
+            "training.lr=0.005", "training.schedule=constant", "training.label_smoothing=0.0",
+            "training.log_every=50", "decoding.max_len_a=1.0", "decoding.max_len_b=2"]

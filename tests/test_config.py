@@ -52,6 +52,8 @@ def test_unknown_key_names_key_and_closest(raw, expected):
     ({"decoding": {"beam_size": 2.5}}, r"decoding.beam_size: expected an integer"),
     ({"model": {"input_feeding": "yes"}}, r"model.input_feeding: expected true or false"),
     ({"training": {"lr": True}}, r"training.lr: expected a number"),
+    ({"training": {"lr": "fast"}}, r"training.lr: expected a number, got 'fast'"),
+    ({"training": {"lr": float("nan")}}, r"training.lr: must be a finite number"),
     ({"data": {"src_lang": 3}}, r"data.src_lang: expected a string"),
     ({"model": "big"}, r"model: expected a mapping"),
 ])
@@ -92,6 +94,12 @@ def test_overrides_parse_yaml_scalars_and_reject_bad_syntax():
         "a": {"b": 3, "c": True}, "d": None, "e": {"f": "x y"}}
     with pytest.raises(ConfigError, match="section.key=value"):
         parse_overrides(["model.hidden_size"])
+
+
+def test_exponent_without_dot_is_a_number(tmp_path):
+    (tmp_path / "c.yaml").write_text("training:\n  lr: 1e-3\n  min_lr: 5E-7\n", encoding="utf-8")
+    config = load_config(tmp_path / "c.yaml")
+    assert config.training.lr == 1e-3 and config.training.min_lr == 5e-7
 
 
 def test_bad_yaml_and_missing_file(tmp_path):

@@ -1,0 +1,178 @@
+"""Trainer: learning on the reverse task, the model directory, resume, stopping rules, precision."""
+
+import csv
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import reverse_overrides, write_reverse_task
+
+from nmt.batching import Corpus
+from nmt.checkpoint import load_model_dir, load_weights
+from nmt.config import load_config
+from nmt.errors import ConfigError, NMTError
+from nmt.train import (
+    Trainer,
+    cpu_has_fast_bf16,
+    inverse_sqrt,
+    resolve_device,
+    resolve_precision,
+    sequence_loss,
+    translate_corpus,
+)
+
+
+@pytest.fixture(scope="module")
+def reverse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("reverse")
+    return write_reverse_task(root / "data", {"train": 3000, "valid": 100, "test": 200})
+
+
+def exact_match(trainer: Trainer, split: str = "test") -> float:
+    ds = trainer.prepared.splits[split]
+    hyps = translate_corpus(trainer.model, Corpus(ds), trainer.tgt_tok, 4000, trainer.device,
+                            trainer.dtype, 1.0, 2)
+    return sum(h == r for h, r in zip(hyps, ds["tgt"], strict=True)) / len(hyps)
+
+
+def test_reverse_task_reaches_95_percent_exact_match(tmp_path, reverse):
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                "training.max_steps=400", "training.valid_every=100"])
+    trainer = Trainer(config, quiet=True)
+    trainer.fit()
+    load_weights(trainer.model, tmp_path / "run" / "model.safetensors")  # the best checkpoint
+    assert exact_match(trainer) >= 0.95
+
+
+def test_reverse_task_without_attention_learns(tmp_path, tmp_path_factory):
+    short = write_reverse_task(tmp_path_factory.mktemp("short") / "data",
+                               {"train": 3000, "valid": 100, "test": 200}, max_len=5)
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", short),
+                                "model.attention=none", "training.max_steps=600",
+                                "training.valid_every=200"])
+    trainer = Trainer(config, quiet=True)
+    trainer.fit()
+    load_weights(trainer.model, tmp_path / "run" / "model.safetensors")
+    # a pure encoder-decoder squeezes the sentence through (h, c): a lower bar than attention
+    assert exact_match(trainer) >= 0.6
+
+
+def test_model_directory_is_complete_and_reloads_identically(tmp_path, reverse):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-m", "nmt", "train", "-q",
+                           *reverse_overrides(out, reverse), "training.max_steps=60",
+                           "training.valid_every=30", "model.attention=mlp",
+                           "model.input_feeding=true", "model.decoder_layers=2"],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "trained 60 updates" in proc.stdout
+    for name in ("config.yaml", "model.safetensors", "spm.model", "trainer_state.pt",
+                 "metrics.csv", "train.log", "curve.png"):
+        assert (out / name).is_file(), name
+    assert list((out / "tensorboard").glob("events.out.tfevents.*"))
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
+        "step-00000030.safetensors", "step-00000060.safetensors"]
+    rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
+    assert [int(r["step"]) for r in rows] == [30, 60] and float(rows[-1]["bleu"]) >= 0
+    assert "validation at step 60" in (out / "train.log").read_text(encoding="utf-8")
+    assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    model, config, src_tok, _ = load_model_dir(out)
+    assert config.model.attention == "mlp" and config.model.decoder_layers == 2
+    best_step = max(rows, key=lambda r: float(r["bleu"]))["step"]
+    reference = load_model_dir(out)[0]
+    load_weights(reference, out / "checkpoints" / f"step-{int(best_step):08d}.safetensors")
+    src = torch.tensor([src_tok.encode("a b c d")])
+    tgt = torch.tensor([[2, 5, 6, 7]])
+    with torch.no_grad():
+        torch.testing.assert_close(model(src, torch.tensor([src.size(1)]), tgt),
+                                   reference(src, torch.tensor([src.size(1)]), tgt),
+                                   rtol=0, atol=0)
+
+
+def test_resume_continues_exactly(tmp_path, reverse):
+    def run(out, steps, resume=False):
+        config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
+                                    "training.valid_every=20", "training.precision=fp32",
+                                    "model.dropout=0.2"])
+        trainer = Trainer(config, resume=resume, quiet=True)
+        trainer.fit()
+        return trainer
+
+    straight = run(tmp_path / "a", 40)
+    run(tmp_path / "b", 20)
+    resumed = run(tmp_path / "b", 40, resume=True)
+    assert resumed.progress.step == 40
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
+def test_run_directory_is_protected(tmp_path, reverse):
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                "training.max_steps=5", "training.valid_every=5"])
+    with pytest.raises(NMTError, match="nothing to resume"):
+        Trainer(config, resume=True, quiet=True)
+    Trainer(config, quiet=True).fit()
+    with pytest.raises(NMTError, match="already holds a training run"):
+        Trainer(config, quiet=True)
+    changed = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                 "model.hidden_size=32"])
+    from nmt.train import train
+
+    with pytest.raises(NMTError, match="model settings differ"):
+        train(changed, resume=True, quiet=True)
+
+
+def test_early_stopping_and_accumulation(tmp_path, reverse):
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                "training.lr=1e-12", "training.patience=2",
+                                "training.valid_every=3", "training.accumulate=2",
+                                "training.max_steps=100"])
+    trainer = Trainer(config, quiet=True)
+    progress = trainer.fit()
+    # BLEU cannot improve at this rate: first validation is the best, two more end the run
+    assert progress.step == 9 and progress.bad_validations == 2
+    assert progress.batch_in_epoch == 18  # two batches per update
+
+
+@pytest.mark.parametrize("extra", [["model.input_feeding=true"],
+                                   ["training.teacher_forcing_ratio=0.7",
+                                    "training.schedule=inverse_sqrt",
+                                    "training.warmup_steps=20"]])
+def test_step_loop_variants_learn(tmp_path, reverse, extra):
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                "training.max_steps=120", "training.valid_every=40", *extra])
+    progress = Trainer(config, quiet=True).fit()
+    history = progress.history
+    assert history[-1]["train_loss"] < history[0]["train_loss"] * 0.5
+    assert history[-1]["bleu"] > history[0]["bleu"]
+
+
+def test_label_smoothed_loss_ignores_padding():
+    logits = torch.randn(2, 3, 7)
+    gold = torch.tensor([[4, 5, 0], [6, 0, 0]])
+    full = sequence_loss(logits, gold, 0.1)
+    manual = sum(torch.nn.functional.cross_entropy(logits[b, t][None], gold[b, t][None],
+                                                   label_smoothing=0.1)
+                 for b, t in [(0, 0), (0, 1), (1, 0)])
+    torch.testing.assert_close(full, manual)
+
+
+def test_inverse_sqrt_schedule():
+    factor = inverse_sqrt(100)
+    assert factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(1.0)
+    assert factor(400) == pytest.approx(0.5)
+
+
+def test_precision_and_device_resolution():
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is None
+    assert resolve_precision("bf16", cpu) is torch.bfloat16
+    assert resolve_precision("auto", cpu) is (torch.bfloat16 if cpu_has_fast_bf16() else None)
+    assert resolve_device("cpu") == cpu
+    if not torch.cuda.is_available():
+        assert resolve_device("auto") == cpu
+        with pytest.raises(ConfigError, match="no CUDA device"):
+            resolve_device("cuda")
