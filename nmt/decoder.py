@@ -95,18 +95,25 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState,
                 teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) and attention weights (B, T, S) for decoder inputs (B, T).
+        """Logits (B, T, V) and attention weights (B, T, S) for decoder inputs (B, T)."""
+        features, weights = self.features(tgt_in, state, teacher_forcing_ratio)
+        return self.output(features), weights
+
+    def features(self, tgt_in: torch.Tensor, state: DecoderState,
+                 teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inputs of the output projection (B, T, Hd), dropout applied, and weights (B, T, S).
 
         ``tgt_in`` is BOS + gold[:-1]. With ``teacher_forcing_ratio`` < 1 each sentence takes,
         at each step after the first, the gold token with that probability and otherwise the
-        model's own previous prediction (scheduled sampling).
+        model's own previous prediction (scheduled sampling). The trainer applies the output
+        projection itself, fused with the loss (:mod:`nmt.loss`).
         """
         if not self.input_feeding and teacher_forcing_ratio >= 1.0:
             x = self.dropout(self.embed(tgt_in))  # (B, T, E)
             out, _ = self.rnn(x, (state.h, state.c))  # (B, T, Hd): one fused call
             att, weights = self._attend(out, state)
-            return self.output(self.dropout(att)), weights
-        logits, weights = [], []
+            return self.dropout(att), weights
+        features, weights = [], []
         tokens = tgt_in[:, 0]
         for t in range(tgt_in.size(1)):
             if t > 0:
@@ -114,21 +121,29 @@ class Decoder(nn.Module):
                 if teacher_forcing_ratio < 1.0:
                     draw = torch.rand(tokens.shape, device=tokens.device)
                     use_gold = draw < teacher_forcing_ratio
-                    tokens = torch.where(use_gold, tokens, logits[-1].argmax(-1))
-            step_logits, state = self.step(tokens, state)
-            logits.append(step_logits)
+                    with torch.no_grad():
+                        predicted = self.output(features[-1]).argmax(-1)
+                    tokens = torch.where(use_gold, tokens, predicted)
+            att, state = self._step_features(tokens, state)
+            features.append(self.dropout(att))
             weights.append(state.weights)
         stacked = torch.stack(weights, 1) if weights[0] is not None else None
-        return torch.stack(logits, 1), stacked
+        return torch.stack(features, 1), stacked
 
     def step(self, tokens: torch.Tensor, state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: logits (B, V) for previous tokens (B,), and the next state."""
+        att, state = self._step_features(tokens, state)
+        return self.output(self.dropout(att)), state
+
+    def _step_features(self, tokens: torch.Tensor,
+                       state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One step: attentional state (B, Hd) for previous tokens (B,), and the next state."""
         x = self.dropout(self.embed(tokens))[:, None, :]  # (B, 1, E)
         if self.input_feeding:
             x = torch.cat([x, state.feed[:, None, :].to(x.dtype)], dim=-1)  # (B, 1, E + Hd)
         out, (h, c) = self.rnn(x, (state.h, state.c))  # out: (B, 1, Hd)
         att, weights = self._attend(out, state)  # (B, 1, Hd), (B, 1, S)
-        logits = self.output(self.dropout(att)).squeeze(1)  # (B, V)
-        new = replace(state, h=h, c=c, feed=att.squeeze(1) if self.input_feeding else None,
+        att = att.squeeze(1)
+        new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
                       weights=None if weights is None else weights.squeeze(1))
-        return logits, new
+        return att, new

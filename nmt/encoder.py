@@ -36,10 +36,20 @@ class EncoderOutput:
 
 
 class Encoder(nn.Module):
-    """Embedding + ``nn.LSTM(bidirectional=True)`` over packed sequences.
+    """Embedding + a bidirectional LSTM, one ``nn.LSTM`` per layer and direction.
 
-    Packing makes each direction's final state belong to the sentence's real last token: the
-    result for a sentence does not depend on the padding of its batch.
+    Each direction runs over the real tokens of each sentence only, so its final state belongs
+    to the sentence's real last token and nothing depends on the padding of the batch:
+
+    - on CUDA the batch is packed (``pack_padded_sequence``, cuDNN's fast path);
+    - on the CPU, packed sequences leave oneDNN for a slow step-by-step kernel (4x slower
+      here), so the batch is sorted by length and run in length segments instead: positions
+      ``[0, l1)`` for every sentence in one oneDNN call, then ``[l1, l2)`` for the sentences
+      longer than ``l1``, and so on, each segment starting from the previous one's state. A
+      sentence's final (h, c) is the state after the segment where it ends.
+
+    The backward direction is the forward computation on each sentence reversed within its
+    length. Padding positions of the outputs are zero.
     """
 
     def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int = 1,
@@ -48,8 +58,10 @@ class Encoder(nn.Module):
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
-        self.rnn = nn.LSTM(embed_size, hidden_size, num_layers, batch_first=True,
-                           bidirectional=True, dropout=dropout if num_layers > 1 else 0.0)
+        self.layers = nn.ModuleList(
+            nn.ModuleList(nn.LSTM(embed_size if i == 0 else 2 * hidden_size, hidden_size,
+                                  batch_first=True) for _direction in range(2))
+            for i in range(num_layers))
 
     @property
     def output_size(self) -> int:
@@ -59,13 +71,55 @@ class Encoder(nn.Module):
     def forward(self, src: torch.Tensor, lengths: torch.Tensor) -> EncoderOutput:
         """Encode ``src`` (B, S) token ids with true ``lengths`` (B,)."""
         lengths = lengths.cpu()
-        x = self.dropout(self.embed(src))  # (B, S, E)
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        packed_out, (h, c) = self.rnn(packed)  # h, c: (2L, B, H), in the original batch order
-        outputs, _ = pad_packed_sequence(packed_out, batch_first=True, total_length=src.size(1))
+        # work in length-descending order, so the sentences still running are a prefix
+        order = torch.argsort(lengths, descending=True, stable=True)
+        unorder = torch.argsort(order).to(src.device)
+        sorted_lengths = lengths[order]
+        x = self.dropout(self.embed(src.index_select(0, order.to(src.device))))  # (B, S, E)
+        reverse = _reverse_index(sorted_lengths, src.size(1)).to(src.device)  # (B, S)
+        finals_h, finals_c = [], []
+        for i, (forward_rnn, backward_rnn) in enumerate(self.layers):
+            if i > 0:
+                x = self.dropout(x)  # between layers, as nn.LSTM(dropout=...) does
+            out_f, h_f, c_f = self._run(forward_rnn, x, sorted_lengths)
+            out_b, h_b, c_b = self._run(backward_rnn, _gather_time(x, reverse), sorted_lengths)
+            x = torch.cat([out_f, _gather_time(out_b, reverse)], dim=-1)  # (B, S, 2H)
+            finals_h += [h_f, h_b]
+            finals_c += [c_f, c_b]
+        h = torch.stack(finals_h).index_select(1, unorder)  # (2L, B, H), index 2*layer + dir
+        c = torch.stack(finals_c).index_select(1, unorder)
+        outputs = x.index_select(0, unorder)
         positions = torch.arange(src.size(1), device=src.device)
         mask = positions[None, :] < lengths.to(src.device)[:, None]  # (B, S)
         return EncoderOutput(self.dropout(outputs), h, c, mask, lengths)
+
+    @staticmethod
+    def _run(rnn: nn.LSTM, x: torch.Tensor,
+             lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One direction over length-sorted x (B, S, I): outputs (B, S, H), final h, c (B, H)."""
+        if x.is_cuda:
+            packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=True)
+            out, (h, c) = rnn(packed)
+            out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))
+            return out, h[0], c[0]
+        batch, total = x.size(0), x.size(1)
+        lens = lengths.tolist()  # descending
+        pieces, finals_h, finals_c = [], [], []
+        state, start = None, 0
+        for end in sorted(set(lens)):
+            running = sum(1 for n in lens if n >= end)  # a prefix of the batch
+            out, (h, c) = rnn(x[:running, start:end], state)  # out: (running, end - start, H)
+            if running < batch:
+                out = torch.cat([out, out.new_zeros(batch - running, *out.shape[1:])])
+            pieces.append(out)
+            longer = sum(1 for n in lens if n > end)
+            finals_h.append(h[0, longer:running])  # the sentences that end here
+            finals_c.append(c[0, longer:running])
+            state, start = (h[:, :longer], c[:, :longer]), end
+        if start < total:
+            pieces.append(x.new_zeros(batch, total - start, pieces[0].size(-1)))
+        # segments ended shortest first, i.e. from the bottom rows of the sorted batch up
+        return (torch.cat(pieces, 1), torch.cat(finals_h[::-1]), torch.cat(finals_c[::-1]))
 
     @staticmethod
     def join_directions(state: torch.Tensor) -> torch.Tensor:
@@ -77,6 +131,18 @@ class Encoder(nn.Module):
     def sentence_vectors(self, enc: EncoderOutput) -> torch.Tensor:
         """(B, 2H): the top layer's final forward and backward hidden states joined."""
         return self.join_directions(enc.h)[-1]
+
+
+def _reverse_index(lengths: torch.Tensor, total: int) -> torch.Tensor:
+    """(B, S) time index reversing each row within its length; padding maps to itself."""
+    positions = torch.arange(total)[None, :]
+    lengths = lengths[:, None]
+    return torch.where(positions < lengths, lengths - 1 - positions, positions)
+
+
+def _gather_time(x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """x (B, S, D) reordered along time by index (B, S)."""
+    return x.gather(1, index[:, :, None].expand(-1, -1, x.size(-1)))
 
 
 class Bridge(nn.Module):

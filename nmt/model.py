@@ -33,6 +33,18 @@ class Seq2Seq(nn.Module):
         logits, _ = self.decoder(tgt_in, state, teacher_forcing_ratio)
         return logits
 
+    def features(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
+                 teacher_forcing_ratio: float = 1.0) -> torch.Tensor:
+        """Inputs of the output projection (B, T, Hd); ``forward`` = ``output_layer(features)``."""
+        state = self.init_state(self.encode(src, src_lengths))
+        features, _ = self.decoder.features(tgt_in, state, teacher_forcing_ratio)
+        return features
+
+    @property
+    def output_layer(self) -> nn.Linear:
+        """The vocabulary projection (its weight may be tied to the target embedding)."""
+        return self.decoder.output
+
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> EncoderOutput:
         """Encoder outputs (B, S, 2H), final states (2L, B, H) and mask (B, S)."""
         return self.encoder(src, src_lengths)

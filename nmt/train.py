@@ -16,9 +16,16 @@ import contextlib
 import csv
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
+
+# oneDNN keeps a compiled kernel per LSTM shape (batch x length) it meets, 1,024 by default;
+# with token-budget batches nearly every batch is a new shape and memory grows by hundreds of
+# MB. 64 cut peak RSS of the 'small' benchmark from 2.3 to 1.7 GB for about 2% speed. Read when
+# oneDNN first runs, so it must be set before the first LSTM call of the process.
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 
 import torch
 import torch.nn.functional as F
@@ -38,6 +45,7 @@ from nmt.config import Config, save_config, to_dict
 from nmt.data import Prepared, prepare
 from nmt.errors import ConfigError, NMTError
 from nmt.evaluate import score
+from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.search import greedy
 from nmt.tokenizer import PAD_ID, Tokenizer
@@ -308,11 +316,19 @@ class Trainer:
 
     def _batch_loss(self, batch: Batch, label_smoothing: float,
                     teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, int]:
-        """Summed loss of a batch and its number of target tokens."""
+        """Summed training loss of a batch and its number of target tokens.
+
+        The vocabulary projection is fused with the loss over the real (non-padding) target
+        tokens only (:func:`nmt.loss.linear_cross_entropy`).
+        """
         tgt_in, gold = batch.tgt[:, :-1], batch.tgt[:, 1:]  # BOS + gold[:-1] -> gold
+        real = gold != PAD_ID  # (B, T)
         with autocast(self.device, self.dtype):
-            logits = self.model(batch.src, batch.src_lengths, tgt_in, teacher_forcing_ratio)
-        return sequence_loss(logits, gold, label_smoothing), batch.ntokens
+            features = self.model.features(batch.src, batch.src_lengths, tgt_in,
+                                           teacher_forcing_ratio)  # (B, T, Hd)
+            loss = linear_cross_entropy(features[real], self.model.output_layer, gold[real],
+                                        label_smoothing)
+        return loss, batch.ntokens
 
     # ----------------------------------------------------------------- validation and files
 
@@ -330,9 +346,11 @@ class Trainer:
                                         int(self.valid_corpus.src_lengths.max(initial=1))),
                                     shuffle=False)
         for indices in sampler.batches():
-            loss, n = self._batch_loss(self.valid_corpus.batch(indices).to(self.device), 0.0)
-            total += loss.item()
-            tokens += n
+            batch = self.valid_corpus.batch(indices).to(self.device)
+            with autocast(self.device, self.dtype):
+                logits = self.model(batch.src, batch.src_lengths, batch.tgt[:, :-1])
+            total += sequence_loss(logits, batch.tgt[:, 1:]).item()
+            tokens += batch.ntokens
         dec = self.config.decoding
         hyps = translate_corpus(self.model, self.valid_corpus, self.tgt_tok, dec.batch_tokens,
                                 self.device, self.dtype, dec.max_len_a, dec.max_len_b)

@@ -1,0 +1,55 @@
+"""Fused projection + label-smoothed cross-entropy equals the plain computation."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from nmt.loss import linear_cross_entropy
+
+
+@pytest.mark.parametrize("smoothing, bias, chunk", [(0.0, True, 3), (0.1, True, 4),
+                                                    (0.2, False, 1024)])
+def test_matches_cross_entropy_values_and_gradients(smoothing, bias, chunk):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(6, 11, bias=bias)
+    hidden = torch.randn(10, 6, requires_grad=True)
+    target = torch.randint(0, 11, (10,))
+    fused = linear_cross_entropy(hidden, layer, target, smoothing, chunk=chunk)
+    (fused * 2).backward()
+    grads = [hidden.grad.clone(), layer.weight.grad.clone()]
+    grads += [layer.bias.grad.clone()] if bias else []
+    hidden.grad = None
+    layer.zero_grad()
+    plain = F.cross_entropy(layer(hidden), target, label_smoothing=smoothing, reduction="sum")
+    (plain * 2).backward()
+    expected = [hidden.grad, layer.weight.grad] + ([layer.bias.grad] if bias else [])
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    for got, want in zip(grads, expected, strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_autocast_is_close_and_keeps_parameter_dtypes():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 50)
+    hidden = torch.randn(40, 32, requires_grad=True)
+    target = torch.randint(0, 50, (40,))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        fused = linear_cross_entropy(hidden, layer, target, 0.1)
+    fused.backward()
+    assert fused.dtype == torch.float32 and layer.weight.grad.dtype == torch.float32
+    plain = F.cross_entropy(layer(hidden), target, label_smoothing=0.1, reduction="sum")
+    torch.testing.assert_close(fused, plain, rtol=2e-2, atol=0)
+
+
+def test_tied_weight_receives_both_gradients():
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(9, 4)
+    layer = torch.nn.Linear(4, 9)
+    layer.weight = embed.weight
+    tokens = torch.tensor([1, 2, 3])
+    loss = linear_cross_entropy(embed(tokens), layer, torch.tensor([2, 3, 4]))
+    loss.backward()
+    fused_grad = embed.weight.grad.clone()
+    embed.weight.grad = None
+    F.cross_entropy(layer(embed(tokens)), torch.tensor([2, 3, 4]), reduction="sum").backward()
+    torch.testing.assert_close(fused_grad, embed.weight.grad)
