@@ -189,6 +189,23 @@ class TokenBatchSampler:
         return len(self.batches())
 
 
+def random_batches(longest: np.ndarray, max_tokens: int,
+                   rng: np.random.Generator) -> list[np.ndarray]:
+    """Batches in random order under the same budget (no length sorting): the baseline that
+    benchmarks compare :class:`TokenBatchSampler` against. ``longest``: (N,) longer side."""
+    batches, current, width = [], [], 0
+    for i in rng.permutation(len(longest)).tolist():
+        new_width = max(width, int(longest[i]))
+        if current and new_width * (len(current) + 1) > max_tokens:
+            batches.append(np.array(current))
+            current, new_width = [], int(longest[i])
+        current.append(i)
+        width = new_width
+    if current:
+        batches.append(np.array(current))
+    return batches
+
+
 def padding_fraction(batches: Sequence[np.ndarray], src_lengths: np.ndarray,
                      tgt_lengths: np.ndarray) -> float:
     """Share of padded positions among all positions of the batches (source and target)."""

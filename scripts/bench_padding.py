@@ -21,25 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nmt.batching import TokenBatchSampler, padding_fraction
+from nmt.batching import TokenBatchSampler, padding_fraction, random_batches
 from nmt.config import load_config
 from nmt.data import prepare
-
-
-def random_batches(longest: np.ndarray, max_tokens: int, rng: np.random.Generator) -> list:
-    """Random batching under the same budget: shuffled order, cut when the budget is full."""
-    order = rng.permutation(len(longest))
-    batches, current, width = [], [], 0
-    for i in order.tolist():
-        new_width = max(width, int(longest[i]))
-        if current and new_width * (len(current) + 1) > max_tokens:
-            batches.append(np.array(current))
-            current, new_width = [], int(longest[i])
-        current.append(i)
-        width = new_width
-    if current:
-        batches.append(np.array(current))
-    return batches
 
 
 def main() -> int:

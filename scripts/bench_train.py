@@ -234,22 +234,6 @@ def profile_steps(trainer: Any, batches: list[np.ndarray]) -> None:
 # --------------------------------------------------------------------------- naive reference
 
 
-def random_batches(longest: np.ndarray, max_tokens: int,
-                   rng: np.random.Generator) -> list[np.ndarray]:
-    """Random order, cut when examples x longest side would exceed the budget."""
-    batches, current, width = [], [], 0
-    for i in rng.permutation(len(longest)).tolist():
-        new_width = max(width, int(longest[i]))
-        if current and new_width * (len(current) + 1) > max_tokens:
-            batches.append(np.array(current))
-            current, new_width = [], int(longest[i])
-        current.append(i)
-        width = new_width
-    if current:
-        batches.append(np.array(current))
-    return batches
-
-
 def build_naive(d: Dims, pad_id: int) -> Any:
     """The tutorial-style model: BiLSTM encoder, LSTMCell decoder with input feeding."""
     import torch
@@ -306,6 +290,7 @@ def run_naive(args: argparse.Namespace) -> dict[str, Any]:
     import torch.nn.functional as F
     from torch.nn.utils.rnn import pad_sequence
 
+    from nmt.batching import random_batches
     from nmt.tokenizer import PAD_ID
 
     prepared = prepare_data(args)

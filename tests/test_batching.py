@@ -100,3 +100,13 @@ def test_corpus_gathers_the_right_examples(tmp_path, text_corpus):
     # a selected view is materialised, not read through the whole table
     view = Corpus(ds.select([5, 2]))
     assert view.batch([0]).src[0, : ds[5]["src_len"]].tolist() == ds[5]["src_ids"]
+
+
+def test_random_batches_respect_the_budget_and_cover_everything():
+    from nmt.batching import random_batches
+
+    src, tgt = lengths(1000)
+    longest = np.maximum(src, tgt)
+    batches = random_batches(longest, 500, np.random.default_rng(0))
+    assert sorted(np.concatenate(batches).tolist()) == list(range(1000))
+    assert all(len(b) * int(longest[b].max()) <= 500 for b in batches)
