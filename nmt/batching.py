@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
+from nmt.errors import ConfigError
 from nmt.tokenizer import PAD_ID
 
 if TYPE_CHECKING:
@@ -138,7 +139,7 @@ class TokenBatchSampler:
             raise ValueError("src_lengths and tgt_lengths differ in size")
         self.longest = np.maximum(self.src_lengths, self.tgt_lengths)
         if len(self.longest) and int(self.longest.max()) > max_tokens:
-            raise ValueError(f"batch token budget {max_tokens} is smaller than the longest "
+            raise ConfigError(f"batch token budget {max_tokens} is smaller than the longest "
                              f"example ({int(self.longest.max())} tokens): raise the budget "
                              "(training.batch_tokens) or lower data.max_len")
         self.max_tokens = max_tokens

@@ -26,7 +26,6 @@ from nmt.tokenizer import Tokenizer, load_from_dir
 
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
-STATE_FILE = "trainer_state.pt"
 CHECKPOINT_DIR = "checkpoints"
 
 

@@ -87,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--ref", metavar="FILE", required=True, action="append",
                    help="references, one per line (repeat for several references)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
+    p.add_argument("--tokenize", metavar="NAME", default=None,
+                   help="sacreBLEU tokenizer for BLEU: 13a (default), intl, zh, char, none ... "
+                        "(default for the target language with --lang)")
+    p.add_argument("--lang", metavar="LANG", help="target language code (picks zh or char "
+                   "tokenization for Chinese, Japanese, Korean, Thai)")
     p.set_defaults(handler=_cmd_evaluate)
     return parser
 
@@ -104,23 +109,24 @@ def _setup_logging(quiet: bool) -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
-def _load(args: argparse.Namespace, extra: Sequence[str] = ()):
+def _load(args: argparse.Namespace, values: dict | None = None):
     from nmt.config import load_config
 
-    return load_config(args.config, [*extra, *args.overrides])
+    return load_config(args.config, args.overrides, values)
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    extra = []
+    data = {}  # flags are strings as typed (not YAML: --src-lang no is Norwegian, not false)
     if args.dataset:
-        extra += [f"data.dataset={args.dataset}", f"data.format={args.format or 'hub'}"]
+        data.update(dataset=args.dataset, format=args.format or "hub")
     elif args.format:
-        extra.append(f"data.format={args.format}")
-    for flag, key in (("dataset_config", "data.dataset_config"), ("src_lang", "data.src_lang"),
-                      ("tgt_lang", "data.tgt_lang"), ("output_dir", "output_dir")):
+        data["format"] = args.format
+    for flag, key in (("dataset_config", "dataset_config"), ("src_lang", "src_lang"),
+                      ("tgt_lang", "tgt_lang")):
         if getattr(args, flag):
-            extra.append(f"{key}={getattr(args, flag)}")
-    config = _load(args, extra)
+            data[key] = getattr(args, flag)
+    values = {"data": data, **({"output_dir": args.output_dir} if args.output_dir else {})}
+    config = _load(args, values)
     from nmt.config import save_config
     from nmt.data import prepare
 
@@ -135,9 +141,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from nmt.train import train
 
     progress = train(config, resume=args.resume, quiet=args.quiet)
+    best = (f"best validation BLEU {progress.best_score:.2f}"
+            if config.data.valid or config.data.format in ("hub", "disk")
+            else f"best training loss {-progress.best_score:.3f}")
     print(f"trained {progress.step} updates ({progress.epoch} epochs, {progress.elapsed:.0f} s); "
-          f"best validation BLEU {progress.best_bleu:.2f} at update {progress.best_step}; "
-          f"model directory: {config.out}")
+          f"{best} at update {progress.best_step}; model directory: {config.out}")
     return 0
 
 
@@ -146,7 +154,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     hyps = read_lines(args.hyp)
     refs = [read_lines(r) for r in args.ref]
-    scores = score(hyps, refs, hyp_name=args.hyp, ref_names=args.ref)
+    from nmt.evaluate import bleu_tokenizer
+
+    tokenize = args.tokenize or bleu_tokenizer(args.lang)
+    scores = score(hyps, refs, hyp_name=args.hyp, ref_names=args.ref, tokenize=tokenize)
     print(format_scores(scores, as_json=args.json))
     return 0
 

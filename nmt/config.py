@@ -300,6 +300,14 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"tokenizer.vocab_size: {tok.vocab_size} leaves no room beside the 256 "
                           "byte pieces of byte_fallback; use more than 260 or set "
                           "tokenizer.byte_fallback: false")
+    train = config.training
+    if train.max_steps is None and train.max_epochs is None and train.max_minutes is None \
+            and train.patience == 0:
+        raise ConfigError("training has no stopping rule: set training.max_steps, max_epochs, "
+                          "max_minutes or patience")
+    if train.batch_tokens < data.max_len + 2:
+        raise ConfigError(f"training.batch_tokens ({train.batch_tokens}) must hold the longest "
+                          f"allowed example: data.max_len + 2 = {data.max_len + 2} (BOS and EOS)")
     dec = config.decoding
     if dec.n_best > dec.beam_size:
         raise ConfigError(f"decoding.n_best ({dec.n_best}) cannot exceed decoding.beam_size "
@@ -372,10 +380,16 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     return raw
 
 
-def load_config(path: str | Path | None = None, overrides: Sequence[str] = ()) -> Config:
-    """Load a YAML config (or defaults when ``path`` is None) with dotlist overrides on top."""
+def load_config(path: str | Path | None = None, overrides: Sequence[str] = (),
+                values: Mapping[str, Any] | None = None) -> Config:
+    """Load a YAML config (or defaults when ``path`` is None) with overrides on top.
+
+    ``overrides`` are dotlist strings parsed as YAML scalars; ``values`` is a nested mapping of
+    values taken as they are (for command-line flags: ``--src-lang no`` stays the string "no").
+    """
     raw = read_yaml(path) if path is not None else {}
     merge(raw, parse_overrides(overrides))
+    merge(raw, values or {})
     return from_dict(raw)
 
 

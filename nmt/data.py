@@ -59,6 +59,9 @@ CACHE_VERSION = "1"
 KEEP, EMPTY, TOO_LONG, RATIO = 0, 1, 2, 3
 REASONS = {EMPTY: "empty", TOO_LONG: "too long", RATIO: "length ratio"}
 HUB_PROBE_SECONDS = 3.0
+TOKENIZER_MARKER = "tokenizer.json"
+#: Present in a run directory once a model has been trained there (written by the trainer).
+TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 # --------------------------------------------------------------------------- local files
@@ -123,7 +126,12 @@ def _gen_jsonl(path: str, signature: str, src_key: str, tgt_key: str,
             where = f"'{nested}' with keys" if nested else "keys"
             raise DataError(f"{path}: line {number} lacks {where} '{src_key}' and '{tgt_key}' "
                             "(set data.translation_field / data.src_column / data.tgt_column)")
-        yield {"src": str(container[src_key]), "tgt": str(container[tgt_key])}
+        yield {"src": _text(container[src_key]), "tgt": _text(container[tgt_key])}
+
+
+def _text(value: Any) -> str:
+    """A field as text; null becomes an empty string (the pair is then dropped and counted)."""
+    return "" if value is None else str(value)
 
 
 def _from_generator(generator: Any, gen_kwargs: dict[str, Any],
@@ -186,11 +194,11 @@ def _columns(cfg: DataConfig) -> tuple[str, str]:
 
 def _pairs_nested(batch: dict[str, list], column: str, src: str, tgt: str) -> dict[str, list]:
     rows = batch[column]
-    return {"src": [row[src] for row in rows], "tgt": [row[tgt] for row in rows]}
+    return {"src": [_text(row[src]) for row in rows], "tgt": [_text(row[tgt]) for row in rows]}
 
 
 def _pairs_flat(batch: dict[str, list], src: str, tgt: str) -> dict[str, list]:
-    return {"src": list(batch[src]), "tgt": list(batch[tgt])}
+    return {"src": [_text(x) for x in batch[src]], "tgt": [_text(x) for x in batch[tgt]]}
 
 
 def to_pairs(ds: datasets.Dataset, cfg: DataConfig, where: str) -> datasets.Dataset:
@@ -284,20 +292,44 @@ def load_hub(cfg: DataConfig, split_names: dict[str, str]) -> dict[str, datasets
                 "instead (data.format: text, tsv or jsonl, or disk for a dataset saved with "
                 "save_to_disk), or, if the dataset is in your Hugging Face cache, set "
                 "HF_HUB_OFFLINE=1")
+    try:
+        available = datasets.get_dataset_split_names(name, cfg.dataset_config,
+                                                     revision=cfg.revision)
+    except Exception as exc:  # datasets raises many kinds here; all mean "cannot load"
+        raise DataError(f"cannot load '{name}' (config {cfg.dataset_config}): "
+                        f"{_first_line(exc)}. Check data.dataset and data.dataset_config, or "
+                        "use local files") from None
     out = {}
-    for split, split_name in split_names.items():
+    for split, split_name in _present_splits(cfg, split_names, available, name).items():
         try:
             ds = datasets.load_dataset(name, cfg.dataset_config, split=split_name,
                                        revision=cfg.revision)
-        except (ValueError, KeyError) as exc:
-            raise DataError(f"{name}: cannot load split '{split_name}' for data.{split} "
-                            f"({str(exc).splitlines()[0]})") from None
-        except (ConnectionError, OSError, FileNotFoundError) as exc:
-            raise DataError(f"cannot load '{name}' from the hub: {str(exc).splitlines()[0]}. "
-                            "Check the name (and data.dataset_config), or use local files") \
-                from None
+        except Exception as exc:
+            raise DataError(f"cannot load split '{split_name}' of '{name}': "
+                            f"{_first_line(exc)}") from None
         out[split] = to_pairs(ds, cfg, f"{name}[{split_name}]")
     return out
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _present_splits(cfg: DataConfig, split_names: dict[str, str], available: list[str],
+                    where: str) -> dict[str, str]:
+    """The requested splits that exist; a missing split is an error only if it was named."""
+    present = {}
+    for split, split_name in split_names.items():
+        if split_name in available:
+            present[split] = split_name
+        elif getattr(cfg, split) or split == "train":
+            raise DataError(f"{where}: no split '{split_name}' for data.{split}; splits are "
+                            f"{list(available)}")
+        else:
+            log.info("data: %s has no '%s' split: running without data.%s", where, split_name,
+                     split)
+    return present
 
 
 def load_disk(cfg: DataConfig, split_names: dict[str, str]) -> dict[str, datasets.Dataset]:
@@ -315,10 +347,7 @@ def load_disk(cfg: DataConfig, split_names: dict[str, str]) -> dict[str, dataset
         raise DataError(f"{path}: holds a single Dataset; save a DatasetDict with named splits "
                         "(train, validation, test)")
     out = {}
-    for split, split_name in split_names.items():
-        if split_name not in loaded:
-            raise DataError(f"{path}: no split '{split_name}' for data.{split}; splits are "
-                            f"{list(loaded)}")
+    for split, split_name in _present_splits(cfg, split_names, list(loaded), str(path)).items():
         out[split] = to_pairs(loaded[split_name], cfg, f"{path}[{split_name}]")
     return out
 
@@ -448,25 +477,31 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
 
     Trained models are written into the run directory with ``tokenizer.json`` (a hash of the
     training data and settings) beside them; a later run with the same data and settings
-    re-uses them instead of training again.
+    re-uses them instead of training again. Once a model has been trained in the directory
+    (``trainer_state.pt`` exists) its tokenizer is never replaced: it is re-used when the
+    tokenizer settings are unchanged (even if the corpus files were touched), and other
+    settings are refused.
     """
     out, cfg = config.out, config.tokenizer
     pretrained = load_pretrained(cfg)
-    names = model_files(cfg.joint if not pretrained else pretrained[0] is pretrained[1])
     if pretrained:
-        for name, tok in zip(names, dict.fromkeys(pretrained), strict=True):
-            tok.save(out / name)
+        _write_tokenizers(out, pretrained, {"key": "pretrained", "tokenizer": to_dict(cfg)})
         return pretrained
-    key = sha256_text(CACHE_VERSION, train._fingerprint, json.dumps(to_dict(cfg), sort_keys=True),
-                      config.data.src_lang, config.data.tgt_lang)
-    marker = out / "tokenizer.json"
-    if marker.is_file() and all((out / n).is_file() for n in names):
-        try:
-            if json.loads(marker.read_text(encoding="utf-8")).get("key") == key:
-                log.info("tokenizer: re-using %s", ", ".join(str(out / n) for n in names))
+    settings = {"tokenizer": to_dict(cfg), "langs": [config.data.src_lang, config.data.tgt_lang]}
+    key = sha256_text(CACHE_VERSION, train._fingerprint, json.dumps(settings, sort_keys=True))
+    names = model_files(cfg.joint)
+    marker = _read_marker(out)
+    if marker and all((out / n).is_file() for n in names):
+        if marker.get("key") == key:
+            log.info("tokenizer: re-using %s", ", ".join(str(out / n) for n in names))
+            return load_from_dir(out)
+        if (out / TRAINER_STATE_FILE).is_file():
+            if marker.get("settings") == settings:
+                log.info("tokenizer: the corpus fingerprint changed, but a model trained in %s "
+                         "uses this tokenizer: keeping it", out)
                 return load_from_dir(out)
-        except (json.JSONDecodeError, AttributeError):
-            pass
+            raise DataError(f"{out} holds a trained model whose tokenizer was made with other "
+                            "settings; use a new output_dir for a different tokenizer")
     start = time.perf_counter()
     # a seeded sample bounds memory and time on large corpora (joint: half the cap per side)
     cap = max(cfg.max_sentences // 2, 1) if cfg.joint else cfg.max_sentences
@@ -480,12 +515,31 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
     else:
         tokenizers = (train_sentencepiece(sides["src"], cfg),
                       train_sentencepiece(sides["tgt"], cfg))
+    _write_tokenizers(out, tokenizers, {"key": key, "settings": settings})
+    log.info("tokenizer: trained %s in %.1f s", ", ".join(names), time.perf_counter() - start)
+    return tokenizers
+
+
+def _read_marker(out: Path) -> dict[str, Any] | None:
+    try:
+        marker = json.loads((out / TOKENIZER_MARKER).read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _write_tokenizers(out: Path, tokenizers: tuple[Tokenizer, Tokenizer],
+                      marker: dict[str, Any]) -> None:
+    """Write the model file(s) of one layout, remove the other layout's, marker last."""
+    joint = tokenizers[0] is tokenizers[1]
+    (out / TOKENIZER_MARKER).unlink(missing_ok=True)
+    for stale in model_files(not joint):
+        (out / stale).unlink(missing_ok=True)
+    names = model_files(joint)
     for name, tok in zip(names, dict.fromkeys(tokenizers), strict=True):
         tok.save(out / name)
-    write_text_atomic(marker, json.dumps({"key": key, "files": list(names),
-                                          "tokenizer": to_dict(cfg)}, indent=2))
-    log.info("tokenizer: trained %s in %.1f s", ", ".join(names), time.perf_counter() - start)
-    return tokenizers  # type: ignore[return-value]
+    write_text_atomic(out / TOKENIZER_MARKER, json.dumps({**marker, "files": list(names)},
+                                                         indent=2))
 
 
 # --------------------------------------------------------------------------- the whole stage

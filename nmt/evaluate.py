@@ -45,8 +45,18 @@ def read_lines(path: str | Path) -> list[str]:
     return out
 
 
+#: BLEU tokenizers for scripts written without spaces (13a would score whole sentences as words).
+_CJK_TOKENIZERS = {"zh": "zh", "ja": "char", "ko": "char", "th": "char", "my": "char",
+                   "km": "char", "lo": "char"}
+
+
+def bleu_tokenizer(lang: str | None) -> str:
+    """sacreBLEU's tokenizer for a target language: zh, char for other unspaced scripts, 13a."""
+    return _CJK_TOKENIZERS.get((lang or "").split("-")[0].split("_")[0].lower(), "13a")
+
+
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str = "hypotheses",
-          ref_names: Sequence[str] | None = None) -> Scores:
+          ref_names: Sequence[str] | None = None, tokenize: str = "13a") -> Scores:
     """BLEU, chrF and TER of ``hyps`` against one or more reference streams."""
     from sacrebleu.metrics import BLEU, CHRF, TER
 
@@ -56,7 +66,11 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str = "h
             raise DataError(f"line counts differ: {hyp_name} has {len(hyps)} lines but {name} "
                             f"has {len(ref)}")
     hyps, refs = list(hyps), [list(r) for r in refs]
-    bleu, chrf, ter = BLEU(), CHRF(), TER()
+    try:
+        bleu = BLEU(tokenize=tokenize)
+    except Exception as exc:  # an unknown name, or a tokenizer whose extra is not installed
+        raise DataError(f"sacreBLEU tokenizer '{tokenize}' is not available: {exc}") from None
+    chrf, ter = CHRF(), TER()
     return Scores(bleu=bleu.corpus_score(hyps, refs).score,
                   chrf=chrf.corpus_score(hyps, refs).score,
                   ter=ter.corpus_score(hyps, refs).score,

@@ -35,16 +35,16 @@ from nmt.checkpoint import (
     CHECKPOINT_DIR,
     CONFIG_FILE,
     MODEL_FILE,
-    STATE_FILE,
     load_trainer_state,
     load_weights,
     save_trainer_state,
     save_weights,
 )
 from nmt.config import Config, save_config, to_dict
+from nmt.data import TRAINER_STATE_FILE as STATE_FILE
 from nmt.data import Prepared, prepare
 from nmt.errors import ConfigError, NMTError
-from nmt.evaluate import score
+from nmt.evaluate import bleu_tokenizer, score
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
 from nmt.search import greedy
@@ -147,7 +147,7 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
-    best_bleu: float = -1.0
+    best_score: float = float("-inf")  # validation BLEU, or -training loss without validation
     best_step: int = 0
     bad_validations: int = 0
     elapsed: float = 0.0
@@ -167,6 +167,8 @@ class Trainer:
                            "with --resume, or choose another output_dir")
         if resume and not (self.out / STATE_FILE).exists():
             raise NMTError(f"nothing to resume: {self.out / STATE_FILE} does not exist")
+        if resume:
+            _check_resume_config(config)
         torch.manual_seed(self.tcfg.seed)
         self.prepared = prepared or prepare(config)
         self.device = resolve_device(self.tcfg.device)
@@ -200,8 +202,10 @@ class Trainer:
                 self.optimizer, mode="max", factor=self.tcfg.plateau_factor,
                 patience=self.tcfg.plateau_patience, min_lr=self.tcfg.min_lr)
         if self.tcfg.schedule == "inverse_sqrt":
-            return torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                     inverse_sqrt(self.tcfg.warmup_steps))
+            floor = self.tcfg.min_lr / self.tcfg.lr
+            decay = inverse_sqrt(self.tcfg.warmup_steps)
+            return torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lambda step: max(decay(step), floor))
         return None
 
     @property
@@ -280,8 +284,10 @@ class Trainer:
             self._validate_and_save(sum(losses) / max(len(losses), 1), rate)
         if bar is not None:
             bar.close()
-        log.info("training finished after %d updates, %d epochs, %.0f s; best BLEU %.2f at "
-                 "step %d", p.step, p.epoch, p.elapsed, p.best_bleu, p.best_step)
+        log.info("training finished after %d updates, %d epochs, %.0f s; best %s %.2f at "
+                 "step %d", p.step, p.epoch, p.elapsed,
+                 "BLEU" if self.valid_corpus is not None else "-(training loss)", p.best_score,
+                 p.best_step)
 
     def _should_stop(self, p: Progress, start: float) -> bool:
         t = self.tcfg
@@ -296,14 +302,16 @@ class Trainer:
     def train_step(self, indices_group: list) -> tuple[float, int]:
         """One optimizer update over ``accumulate`` batches; returns (loss per token, tokens)."""
         self.model.train()
-        total_loss, total_tokens = 0.0, 0
+        # normalise by the target tokens of the whole update, known before any backward pass
+        total_tokens = sum(int((self.train_corpus.tgt_lengths[i] - 1).sum())
+                           for i in indices_group)
+        total_loss = 0.0
         for indices in indices_group:
             batch = self.train_corpus.batch(indices).to(self.device)
-            loss, tokens = self._batch_loss(batch, self.tcfg.label_smoothing,
-                                            self.tcfg.teacher_forcing_ratio)
-            self.scaler.scale(loss / tokens / len(indices_group)).backward()
+            loss, _ = self._batch_loss(batch, self.tcfg.label_smoothing,
+                                       self.tcfg.teacher_forcing_ratio)
+            self.scaler.scale(loss / total_tokens).backward()
             total_loss += loss.item()
-            total_tokens += tokens
         if self.tcfg.clip_norm > 0:
             self.scaler.unscale_(self.optimizer)
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_norm)
@@ -354,7 +362,8 @@ class Trainer:
         dec = self.config.decoding
         hyps = translate_corpus(self.model, self.valid_corpus, self.tgt_tok, dec.batch_tokens,
                                 self.device, self.dtype, dec.max_len_a, dec.max_len_b)
-        scores = score(hyps, [self.valid_refs])
+        scores = score(hyps, [self.valid_refs],
+                       tokenize=bleu_tokenizer(self.config.data.tgt_lang))
         loss = total / max(tokens, 1)
         return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "bleu": scores.bleu,
                 "chrf": scores.chrf}
@@ -362,12 +371,13 @@ class Trainer:
     def _validate_and_save(self, train_loss: float, tokens_per_s: float) -> None:
         p = self.progress
         metrics = self.validate()
-        row = {"step": p.step, "epoch": p.epoch + 1, "train_loss": train_loss, "lr": self.lr,
+        epochs = p.epoch + p.batch_in_epoch / max(len(self.sampler.batches(p.epoch)), 1)
+        row = {"step": p.step, "epoch": round(epochs, 3), "train_loss": train_loss, "lr": self.lr,
                "tokens_per_s": tokens_per_s, "elapsed_s": p.elapsed, **metrics}
         bleu = metrics.get("bleu", -train_loss)  # without a validation set: lowest train loss
-        improved = bleu > p.best_bleu
+        improved = bleu > p.best_score
         if improved:
-            p.best_bleu, p.best_step, p.bad_validations = bleu, p.step, 0
+            p.best_score, p.best_step, p.bad_validations = bleu, p.step, 0
             save_weights(self.model, self.out / MODEL_FILE)
         else:
             p.bad_validations += 1
@@ -442,7 +452,9 @@ class Trainer:
         except ImportError:
             log.warning("tensorboard is not installed: no TensorBoard events are written")
             return None
-        return SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        # on resume, events logged after the checkpoint are dropped: they are about to be redone
+        return SummaryWriter(log_dir=str(self.out / "tensorboard"),
+                             purge_step=self.progress.step + 1 if self.progress.step else None)
 
     def _scalar(self, tag: str, value: float) -> None:
         if self.writer is not None:
@@ -485,13 +497,15 @@ class Trainer:
 
 def train(config: Config, resume: bool = False, quiet: bool = False) -> Progress:
     """Train the run described by ``config`` (see :class:`Trainer`)."""
-    if resume:
-        _check_resume_config(config)
     return Trainer(config, resume=resume, quiet=quiet).fit()
 
 
 def _check_resume_config(config: Config) -> None:
-    """On resume, the model and data settings must equal those the run started with."""
+    """On resume, the settings that fix the model and the batch order must be unchanged.
+
+    Model, data and tokenizer settings, and the batching keys (a different seed, budget or
+    accumulation would make the saved position point into a different list of batches).
+    """
     from nmt.config import load_config
 
     saved_path = config.out / CONFIG_FILE
@@ -503,6 +517,11 @@ def _check_resume_config(config: Config) -> None:
             raise NMTError(f"cannot resume: the {section} settings differ from those in "
                            f"{saved_path}; resume with the same config or start a new "
                            "output_dir")
+    for key in ("seed", "batch_tokens", "accumulate"):
+        old, new = getattr(saved.training, key), getattr(config.training, key)
+        if old != new:
+            raise NMTError(f"cannot resume: training.{key} was {old} and is now {new}; the "
+                           "saved data position depends on it: resume with the same value")
 
 
 __all__ = ["Trainer", "train", "translate_corpus", "sequence_loss", "load_weights"]

@@ -76,8 +76,8 @@ def write_reverse_task(directory: Path, sizes: dict[str, int], min_len: int = 3,
 def reverse_overrides(out: Path, prefixes: dict[str, Path]) -> list[str]:
     """Config overrides for a tiny model on the reverse task (trains in seconds)."""
     return [f"output_dir={out}", "data.src_lang=src", "data.tgt_lang=tgt",
-            f"data.train={prefixes['train']}", f"data.valid={prefixes['valid']}",
-            *([f"data.test={prefixes['test']}"] if "test" in prefixes else []),
+            f"data.train={prefixes['train']}",
+            *(f"data.{s}={prefixes[s]}" for s in ("valid", "test") if s in prefixes),
             "tokenizer.vocab_size=16", "tokenizer.byte_fallback=false",
             "tokenizer.hard_vocab_limit=false", "model.embed_size=32", "model.hidden_size=64",
             "model.decoder_hidden_size=128", "model.dropout=0.0", "training.batch_tokens=800",

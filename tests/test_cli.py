@@ -30,8 +30,9 @@ def test_help_does_not_import_torch_or_datasets(argv):
 
 def test_every_subcommand_is_listed():
     proc = run("--help")
-    for command in ("prepare", "train", "translate", "evaluate"):
-        assert command in proc.stdout
+    listed = {line.split()[0] for line in proc.stdout.splitlines()
+              if line.startswith("    ") and line.split()}
+    assert {"prepare", "train", "translate", "evaluate"} <= listed
 
 
 def test_prepare_end_to_end(tmp_path, text_corpus):
@@ -83,3 +84,25 @@ def test_evaluate_scores_and_checks_line_counts(tmp_path):
     proc = run("evaluate", "--hyp", str(tmp_path / "bad.txt"), "--ref", str(tmp_path / "ref.txt"))
     assert proc.returncode == 2
     assert "bad.txt has 1 lines but" in proc.stderr and "has 3" in proc.stderr
+
+
+def test_language_flags_are_strings_not_yaml(tmp_path):
+    from conftest import make_pairs, write_text_corpus
+
+    prefix = write_text_corpus(tmp_path / "c" / "train", make_pairs(200), "no", "en")
+    proc = run("prepare", "-q", "--src-lang", "no", "--tgt-lang", "en", "--output-dir",
+               str(tmp_path / "run"), f"data.train={prefix}", "tokenizer.vocab_size=400",
+               "tokenizer.hard_vocab_limit=false")
+    assert proc.returncode == 0, proc.stderr
+    assert "src_lang: 'no'" in (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
+
+
+def test_evaluate_picks_a_tokenizer_for_unspaced_scripts(tmp_path):
+    (tmp_path / "ref.txt").write_text("我喜欢猫。\n", encoding="utf-8")
+    (tmp_path / "hyp.txt").write_text("我喜欢狗。\n", encoding="utf-8")
+    args = ["evaluate", "--hyp", str(tmp_path / "hyp.txt"), "--ref", str(tmp_path / "ref.txt"),
+            "--json"]
+    zh = json.loads(run(*args, "--lang", "zh").stdout)
+    plain = json.loads(run(*args).stdout)
+    assert "tok:zh" in zh["bleu_signature"] and "tok:13a" in plain["bleu_signature"]
+    assert plain["bleu"] == 0.0 < zh["bleu"]  # 13a sees one word per sentence

@@ -83,6 +83,8 @@ def test_out_of_range_values_are_refused(raw, expected):
     ({"decoding": {"beam_size": 2, "n_best": 3}}, "n_best"),
     ({"format_version": 99}, "newer version of nmt"),
     ({"tokenizer": {"src_model": "a.model"}}, "go together"),
+    ({"training": {"max_steps": None, "max_epochs": None, "patience": 0}}, "no stopping rule"),
+    ({"training": {"batch_tokens": 100}}, r"batch_tokens \(100\) must hold .* 130"),
 ])
 def test_cross_field_rules(raw, expected):
     with pytest.raises(ConfigError, match=expected):

@@ -219,3 +219,48 @@ def test_hub_unreachable_error_is_raised_by_the_library(tmp_path, monkeypatch):
                              "data.dataset_config=de-en"]).data
     with pytest.raises(HubUnreachableError, match="HF_HUB_OFFLINE=1"):
         load_splits(cfg, tmp_path / "cache")
+
+
+def test_null_fields_count_as_empty_pairs(tmp_path):
+    path = tmp_path / "n.jsonl"
+    rows = [{"en": e, "de": d} for e, d in make_pairs(60)] + [{"en": None, "de": "x"}]
+    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
+    prepared = prepare(load_config(None, [f"output_dir={tmp_path / 'run'}", "data.format=jsonl",
+                                          f"data.train={path}", "tokenizer.vocab_size=400",
+                                          "tokenizer.hard_vocab_limit=false"]))
+    assert prepared.stats["train"].dropped["empty"] == 1 and prepared.stats["train"].kept == 60
+
+
+def test_unnamed_missing_splits_are_skipped_named_ones_are_errors(tmp_path):
+    import datasets
+
+    path = tmp_path / "only_train"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"en": [e for e, _ in make_pairs(20)], "de": [d for _, d in make_pairs(20)]})}
+    ).save_to_disk(str(path))
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}"]).data
+    assert list(load_splits(cfg, tmp_path / "cache")) == ["train"]
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", "data.test=test"]).data
+    with pytest.raises(DataError, match="no split 'test' for data.test"):
+        load_splits(cfg, tmp_path / "cache")
+
+
+def test_switching_tokenizer_layout_removes_the_old_files(tmp_path, text_corpus):
+    prepare(config(tmp_path, text_corpus))
+    assert (tmp_path / "run" / "spm.model").is_file()
+    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.joint=false"))
+    assert not (tmp_path / "run" / "spm.model").exists()
+    from nmt.tokenizer import load_from_dir
+
+    src, tgt = load_from_dir(tmp_path / "run")
+    assert src is not tgt and src.model_bytes == prepared.src_tok.model_bytes
+
+
+def test_trained_run_keeps_its_tokenizer(tmp_path, text_corpus):
+    first = prepare(config(tmp_path, text_corpus))
+    (tmp_path / "run" / "trainer_state.pt").write_bytes(b"")  # a model was trained here
+    os.utime(f"{text_corpus['train']}.en")  # touched corpus: new fingerprint, same settings
+    again = prepare(config(tmp_path, text_corpus))
+    assert again.src_tok.model_bytes == first.src_tok.model_bytes
+    with pytest.raises(DataError, match="holds a trained model whose tokenizer"):
+        prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))

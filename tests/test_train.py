@@ -91,11 +91,13 @@ def test_model_directory_is_complete_and_reloads_identically(tmp_path, reverse):
                                    rtol=0, atol=0)
 
 
-def test_resume_continues_exactly(tmp_path, reverse):
+@pytest.mark.parametrize("schedule", ["constant", "plateau", "inverse_sqrt"])
+def test_resume_continues_exactly(tmp_path, reverse, schedule):
     def run(out, steps, resume=False):
         config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
                                     "training.valid_every=20", "training.precision=fp32",
-                                    "model.dropout=0.2"])
+                                    "model.dropout=0.2", f"training.schedule={schedule}",
+                                    "training.warmup_steps=30", "training.plateau_patience=0"])
         trainer = Trainer(config, resume=resume, quiet=True)
         trainer.fit()
         return trainer
@@ -104,6 +106,7 @@ def test_resume_continues_exactly(tmp_path, reverse):
     run(tmp_path / "b", 20)
     resumed = run(tmp_path / "b", 40, resume=True)
     assert resumed.progress.step == 40
+    assert resumed.lr == straight.lr
     for (name, a), (_, b) in zip(straight.model.state_dict().items(),
                                  resumed.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
@@ -123,6 +126,19 @@ def test_run_directory_is_protected(tmp_path, reverse):
 
     with pytest.raises(NMTError, match="model settings differ"):
         train(changed, resume=True, quiet=True)
+    rebatched = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                   "training.max_steps=5", "training.batch_tokens=900"])
+    with pytest.raises(NMTError, match="training.batch_tokens was 800 and is now 900"):
+        Trainer(rebatched, resume=True, quiet=True)
+
+
+def test_training_without_validation_keeps_the_lowest_loss_weights(tmp_path, reverse):
+    no_valid = {k: v for k, v in reverse.items() if k == "train"}
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", no_valid),
+                                "training.max_steps=30", "training.valid_every=10"])
+    progress = Trainer(config, quiet=True).fit()
+    assert (tmp_path / "run" / "model.safetensors").is_file()
+    assert progress.best_step > 0 and progress.bad_validations < 3
 
 
 def test_early_stopping_and_accumulation(tmp_path, reverse):
