@@ -1,10 +1,12 @@
 """Search over the model's incremental API (``encode``, ``init_state``, ``step``, ``reorder``).
 
-This module holds batched greedy decoding, used by validation during training; beam search
-joins it here. Search never reaches into the model's modules.
+Batched greedy decoding (also used by validation during training) and batched beam search.
+Search never reaches into the model's modules.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import torch
 
@@ -24,8 +26,9 @@ def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
     Args:
         src: (B, S) source ids; src_lengths: (B,) their lengths.
     Returns:
-        B lists of output ids, without BOS and EOS. A sentence stops at EOS or at its own
-        maximum length; the loop stops when every sentence has stopped.
+        B lists of output ids, without BOS and EOS. A sentence stops at EOS, which is forced
+        at its maximum length (``a * src_len + b`` tokens, EOS included, as in beam search);
+        the loop stops when every sentence has stopped.
     """
     state = model.init_state(model.encode(src, src_lengths))
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)
@@ -35,9 +38,12 @@ def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
     steps = []
     for t in range(int(limits.max())):
         log_probs, state = model.step(tokens, state)  # (B, V)
-        tokens = log_probs.argmax(-1).masked_fill(finished, PAD_ID)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        tokens = log_probs.argmax(-1)
+        tokens = tokens.masked_fill(t + 1 >= limits, EOS_ID).masked_fill(finished, PAD_ID)
         steps.append(tokens)
-        finished |= (tokens == EOS_ID) | (t + 1 >= limits)
+        finished |= tokens == EOS_ID
         if bool(finished.all()):
             break
     results = []
@@ -46,3 +52,137 @@ def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
             row = row[: row.index(EOS_ID)]
         results.append([i for i in row if i != PAD_ID])
     return results
+
+
+@dataclass
+class Hypothesis:
+    """A finished hypothesis.
+
+    Attributes:
+        tokens: output ids without BOS and EOS.
+        score: the ranking score, ``log_prob / length_penalty(len(tokens) + 1, alpha)``.
+        log_prob: the model's log-probability of ``tokens`` followed by EOS.
+    """
+
+    tokens: list[int]
+    score: float
+    log_prob: float
+
+
+def length_penalty(length: torch.Tensor | int, alpha: float) -> torch.Tensor | float:
+    """GNMT length penalty ``((5 + length) / 6) ** alpha`` (length counts EOS)."""
+    return ((5 + length) / 6) ** alpha
+
+
+def _block_ngrams(history: torch.Tensor, log_probs: torch.Tensor, n: int) -> None:
+    """Forbid, in place, tokens that would repeat an n-gram already in a row's history.
+
+    history: (R, t) generated ids; log_probs: (R, V).
+    """
+    if n <= 0 or history.size(1) < n - 1:
+        return
+    prefix = history[:, history.size(1) - (n - 1):] if n > 1 else history[:, :0]
+    windows = history.unfold(1, n, 1) if history.size(1) >= n else None  # (R, W, n)
+    if windows is None:
+        return
+    match = (windows[:, :, : n - 1] == prefix[:, None, :]).all(-1)  # (R, W)
+    rows, cols = match.nonzero(as_tuple=True)
+    log_probs[rows, windows[rows, cols, n - 1]] = float("-inf")
+
+
+@torch.no_grad()
+def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+                beam_size: int = 5, alpha: float = 1.0, max_len_a: float = 1.5,
+                max_len_b: int = 10, min_len: int = 0, n_best: int = 1,
+                no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+    """Batched beam search: B sentences x K beams run as B*K rows, no loop over sentences.
+
+    Args:
+        src: (B, S) source ids; src_lengths: (B,).
+        beam_size: K; alpha: GNMT length penalty exponent (0: plain log-probability).
+        max_len_a, max_len_b: at most ``a * src_len + b`` output tokens, EOS included (EOS is
+            forced at the limit); min_len: EOS is forbidden before this many tokens.
+        n_best: hypotheses returned per sentence, best first.
+        no_repeat_ngram: forbid repeating any n-gram of this size (0: off).
+    A sentence is finished when it holds K finished hypotheses and no open one can still beat
+    the K-th: an open hypothesis's log-probability only falls as it grows, so its best possible
+    score is its current log-probability over the largest length penalty it can still reach.
+    Finished sentences leave the batch, so the rest run on smaller tensors.
+    """
+    device = src.device
+    batch, k = src.size(0), beam_size
+    state = model.init_state(model.encode(src, src_lengths))
+    state = model.reorder(state, torch.arange(batch, device=device).repeat_interleave(k))
+    limits = max_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
+    sentence = torch.arange(batch, device=device)  # original index of each active sentence
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0  # one live beam per sentence at the start
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
+    for t in range(int(limits.max())):
+        active = sentence.size(0)
+        log_probs, state = model.step(tokens, state)  # (A*K, V) float32
+        vocab = log_probs.size(-1)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        if t < min_len:
+            log_probs[:, EOS_ID] = float("-inf")
+        at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
+        if bool(at_limit.any()):
+            eos = log_probs[at_limit, EOS_ID].clone()
+            log_probs[at_limit] = float("-inf")
+            log_probs[at_limit, EOS_ID] = eos
+        _block_ngrams(history, log_probs, no_repeat_ngram)
+        candidates = (scores.view(-1, 1) + log_probs).view(active, k * vocab)
+        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2K)
+        origin, token = top_index // vocab, top_index % vocab  # beam within sentence, token id
+        is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
+        # EOS among the top K candidates finishes a hypothesis
+        eos_rows, eos_cols = (is_eos[:, :k]).nonzero(as_tuple=True)
+        for row, col in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+            beam_row = row * k + int(origin[row, col])
+            log_prob = float(top_scores[row, col])
+            length = history.size(1) + 1
+            finished[int(sentence[row])].append(Hypothesis(
+                history[beam_row].tolist(), log_prob / length_penalty(length, alpha), log_prob))
+        # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
+        keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
+        scores = top_scores.gather(1, keep)
+        if bool(at_limit.any()):  # rows at their limit have no non-EOS candidate left
+            scores = scores.masked_fill((t + 1 >= limits)[:, None], float("-inf"))
+        rows = (torch.arange(active, device=device)[:, None] * k
+                + origin.gather(1, keep)).view(-1)  # (A*K,) source row of each new beam
+        tokens = token.gather(1, keep).view(-1)
+        history = torch.cat([history[rows], tokens[:, None]], dim=1)
+        state = model.reorder(state, rows)
+        # sentences whose K-th finished hypothesis cannot be beaten are done
+        done = _sentences_done(finished, sentence, scores, limits, t, k, alpha)
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            still = (~done).nonzero(as_tuple=True)[0]
+            beam_rows = (still[:, None] * k + torch.arange(k, device=device)).view(-1)
+            sentence, limits, scores = sentence[still], limits[still], scores[still]
+            history, tokens = history[beam_rows], tokens[beam_rows]
+            state = model.reorder(state, beam_rows)
+    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
+
+
+def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
+                    scores: torch.Tensor, limits: torch.Tensor, t: int, k: int,
+                    alpha: float) -> torch.Tensor:
+    """(A,) True where a sentence has K finished hypotheses none of its open ones can beat."""
+    best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
+    # the largest penalty an open hypothesis can still reach is at its length limit
+    reach = length_penalty(limits.float(), alpha) if alpha > 0 else torch.ones_like(best_open)
+    bound = (best_open / reach).tolist()
+    done = []
+    for i, index in enumerate(sentence.tolist()):
+        hyps = finished[index]
+        if len(hyps) < k:
+            done.append(bound[i] == float("-inf"))
+            continue
+        kth = sorted((h.score for h in hyps), reverse=True)[k - 1]
+        done.append(kth >= bound[i])
+    return torch.tensor(done, device=scores.device)

@@ -1,0 +1,105 @@
+"""Search: beam 1 equals greedy, a wide beam finds the exhaustive best, scores are the model's
+log-probabilities, and a sentence's result does not depend on its batch."""
+
+import itertools
+
+import pytest
+import torch
+
+from nmt.batching import pad
+from nmt.config import ModelConfig
+from nmt.model import build_model
+from nmt.search import beam_search, greedy, length_penalty
+from nmt.tokenizer import BOS_ID, EOS_ID
+
+
+def random_model(vocab=12, seed=0, attention="general", input_feeding=False):
+    torch.manual_seed(seed)
+    cfg = ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=16, dropout=0.0,
+                      attention=attention, input_feeding=input_feeding)
+    model = build_model(cfg, vocab, vocab).eval()
+    with torch.no_grad():  # sharpen the output so that EOS competes with other tokens
+        model.decoder.output.weight.mul_(3)
+    return model
+
+
+def sources(lengths, vocab=12, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return pad([torch.randint(4, vocab, (n - 1,), generator=g).tolist() + [EOS_ID]
+                for n in lengths])
+
+
+def sequence_log_prob(model, src, src_len, tokens):
+    """log p(tokens + EOS | src) from the teacher-forced forward pass."""
+    target = torch.tensor([[BOS_ID, *tokens, EOS_ID]])
+    with torch.no_grad():
+        logp = torch.log_softmax(model(src, src_len, target[:, :-1]).float(), -1)
+    return float(logp[0].gather(1, target[0, 1:, None]).sum())
+
+
+@pytest.mark.parametrize("attention, feeding", [("general", False), ("mlp", True),
+                                                ("none", False)])
+def test_beam_of_one_equals_greedy(attention, feeding):
+    model = random_model(attention=attention, input_feeding=feeding)
+    src, src_len = sources([5, 9, 2, 7, 7, 3])
+    expected = greedy(model, src, src_len, 1.0, 3)
+    got = beam_search(model, src, src_len, beam_size=1, alpha=0.0, max_len_a=1.0, max_len_b=3)
+    assert [h[0].tokens for h in got] == expected
+
+
+def test_wide_beam_finds_the_exhaustive_best():
+    vocab, limit = 6, 4  # real tokens 4 and 5; at most 3 of them, then EOS
+    for seed in range(5):
+        model = random_model(vocab=vocab, seed=seed)
+        src, src_len = sources([3], vocab=vocab, seed=seed)
+        candidates = [list(seq) for n in range(limit) for seq in
+                      itertools.product(range(4, vocab), repeat=n)]
+        scored = {tuple(c): sequence_log_prob(model, src, src_len, c) for c in candidates}
+        best = max(scored, key=scored.get)
+        (hyps,) = beam_search(model, src, src_len, beam_size=8, alpha=0.0, max_len_a=0.0,
+                              max_len_b=limit, n_best=3)
+        assert tuple(hyps[0].tokens) == best
+        assert hyps[0].log_prob == pytest.approx(scored[best], abs=1e-4)
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_scores_are_the_model_log_probabilities(alpha):
+    model = random_model()
+    src, src_len = sources([6, 4])
+    results = beam_search(model, src, src_len, beam_size=4, alpha=alpha, n_best=4)
+    for i, hyps in enumerate(results):
+        assert len(hyps) == 4
+        assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+        for h in hyps:
+            logp = sequence_log_prob(model, src[i:i + 1, : src_len[i]], src_len[i:i + 1],
+                                     h.tokens)
+            assert h.log_prob == pytest.approx(logp, abs=1e-4)
+            assert h.score == pytest.approx(logp / length_penalty(len(h.tokens) + 1, alpha),
+                                            abs=1e-4)
+
+
+@pytest.mark.parametrize("beam", [1, 5])
+def test_batch_composition_does_not_change_results(beam):
+    model = random_model(input_feeding=True)
+    src, src_len = sources([4, 15, 1, 9, 4, 30])
+    together = beam_search(model, src, src_len, beam_size=beam, alpha=1.0)
+    for i in range(len(src_len)):
+        alone = beam_search(model, src[i:i + 1, : src_len[i]], src_len[i:i + 1],
+                            beam_size=beam, alpha=1.0)
+        assert alone[0][0].tokens == together[i][0].tokens
+        assert alone[0][0].score == pytest.approx(together[i][0].score, abs=1e-4)
+
+
+def test_length_limits_and_ngram_blocking():
+    model = random_model()
+    src, src_len = sources([3, 8])
+    for hyps, n in zip(beam_search(model, src, src_len, beam_size=3, max_len_a=1.0,
+                                   max_len_b=2, min_len=2, n_best=3), [3, 8], strict=True):
+        for h in hyps:
+            assert 2 <= len(h.tokens) + 1 <= n + 2
+    blocked = beam_search(model, src, src_len, beam_size=3, max_len_a=3.0, max_len_b=10,
+                          no_repeat_ngram=2, n_best=3)
+    for hyps in blocked:
+        for h in hyps:
+            bigrams = list(zip(h.tokens, h.tokens[1:], strict=False))
+            assert len(bigrams) == len(set(bigrams))
