@@ -1,4 +1,4 @@
-"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``evaluate``.
+"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``encode``, ``evaluate``.
 
 Only the standard library is imported at start-up; each subcommand imports what it needs when
 it runs, so ``nmt --help`` and ``nmt translate --help`` answer without loading torch or
@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from nmt import __version__
 
@@ -73,17 +73,43 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("translate", help="translate text with a trained model",
                        description="Translate lines of text with a trained model directory: one "
-                       "output line per input line, in order.")
+                       "output line per input line, in order (an empty line gives an empty "
+                       "line). Settings not given come from the model's decoding config.")
     p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
     p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
-    p.add_argument("-o", "--output", metavar="FILE", help="output text (default: stdout)")
-    p.add_argument("--beam-size", type=int, metavar="K", help="beam size (1: greedy)")
-    p.set_defaults(handler=_not_yet("translate", "search"))
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="output text, written atomically (default: stdout)")
+    _add_decoding_args(p)
+    p.add_argument("--n-best", type=int, default=1, metavar="N",
+                   help="write N lines per input: hypothesis<TAB>score")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="invalid UTF-8 input: stop with the line number (strict) or replace")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info logs")
+    p.set_defaults(handler=_cmd_translate)
+
+    p = sub.add_parser("encode", help="sentence vectors from the encoder",
+                       description="Write one fixed-length vector per input line: the top "
+                       "encoder layer's final forward and backward hidden states, (N, 2H) "
+                       "float32, as a NumPy .npy file, rows in input order.")
+    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
+    p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
+    p.add_argument("-o", "--output", metavar="FILE", required=True, help="output .npy file")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(handler=_cmd_encode)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU",
                        description="Score a hypothesis file against one or more reference files "
-                       "with sacreBLEU: BLEU, chrF and TER, with their signatures.")
-    p.add_argument("--hyp", metavar="FILE", required=True, help="hypotheses, one per line")
+                       "with sacreBLEU: BLEU, chrF and TER, with their signatures. With -m and "
+                       "--src, translate the source first and write the hypotheses beside the "
+                       "scores.")
+    p.add_argument("--hyp", metavar="FILE", help="hypotheses, one per line")
+    p.add_argument("-m", "--model", metavar="DIR", help="translate --src with this model")
+    p.add_argument("--src", metavar="FILE", help="source lines to translate (with -m)")
+    p.add_argument("--hyp-out", metavar="FILE", help="where -m writes its hypotheses "
+                   "(default: MODEL_DIR/SRC_NAME.beamK.hyp)")
+    _add_decoding_args(p)
     p.add_argument("--ref", metavar="FILE", required=True, action="append",
                    help="references, one per line (repeat for several references)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -94,6 +120,127 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokenization for Chinese, Japanese, Korean, Thai)")
     p.set_defaults(handler=_cmd_evaluate)
     return parser
+
+
+def _add_decoding_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--beam-size", type=int, metavar="K", help="beam size (1: greedy)")
+    p.add_argument("--length-penalty", type=float, metavar="ALPHA",
+                   help="GNMT length penalty exponent")
+    p.add_argument("--max-len-a", type=float, metavar="A", help="max output length a*src+b")
+    p.add_argument("--max-len-b", type=int, metavar="B", help="max output length a*src+b")
+    p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+
+
+def _decoding_options(args: argparse.Namespace) -> dict:
+    for name in ("beam_size", "max_len_b", "batch_tokens"):
+        value = getattr(args, name)
+        if value is not None and value < (0 if name == "max_len_b" else 1):
+            from nmt.errors import ConfigError
+
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least "
+                              f"{0 if name == 'max_len_b' else 1}, got {value}")
+    if args.max_len_a is not None and args.max_len_a < 0:
+        from nmt.errors import ConfigError
+
+        raise ConfigError(f"--max-len-a must be at least 0, got {args.max_len_a}")
+    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty,
+            "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
+            "batch_tokens": args.batch_tokens}
+
+
+def _read_input(path: str | None, errors: str) -> list[str]:
+    """Input lines (file or stdin) split on \n only; invalid UTF-8 named by line number."""
+    from nmt.errors import DataError
+
+    if path is None:
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(path, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise DataError(f"cannot read {path}: {exc.strerror}") from None
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            lines.append(line.decode("utf-8", errors=errors).rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{path or 'stdin'}: line {number} is not valid UTF-8 "
+                            f"({exc.reason}); fix the input or pass --errors replace") from None
+    return lines
+
+
+def _write_lines(path: str | None, lines: list[str]) -> None:
+    text = "".join(line.replace("\n", " ") + "\n" for line in lines)
+    if path is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    from nmt.fileio import write_text_atomic
+
+    write_text_atomic(path, text)
+
+
+def _translate_lines(translator, lines: list[str], options: dict, n_best: int,
+                     show_progress: bool) -> list[list[tuple[str, float]]]:
+    bar = None
+    if show_progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(1 for x in lines if x.strip()), unit="sent", file=sys.stderr,
+                   dynamic_ncols=True, leave=False)
+    try:
+        results = translator.translate_nbest(lines, n_best=n_best,
+                                             progress=bar.update if bar else None, **options)
+    finally:
+        if bar is not None:
+            bar.close()
+    for cut in translator.truncated:
+        sys.stderr.write(f"nmt: line {cut.index + 1}: {cut.pieces} source pieces, translated "
+                         f"from the first {cut.kept} (the model's data.max_len)\n")
+    return results
+
+
+def _cmd_translate(args: argparse.Namespace) -> int:
+    options = _decoding_options(args)
+    if args.n_best < 1:
+        from nmt.errors import ConfigError
+
+        raise ConfigError(f"--n-best must be at least 1, got {args.n_best}")
+    lines = _read_input(args.input, args.errors)
+    from nmt.translate import Translator
+
+    translator = Translator.load(args.model, args.device, args.precision)
+    results = _translate_lines(translator, lines, options, args.n_best,
+                               show_progress=bool(args.output) and not args.quiet)
+    if args.n_best == 1:
+        out = [hyps[0][0] for hyps in results]
+    else:
+        out = [f"{text}\t{score:.4f}" for hyps in results for text, score in hyps]
+    _write_lines(args.output, out)
+    return 0
+
+
+def _cmd_encode(args: argparse.Namespace) -> int:
+    lines = _read_input(args.input, args.errors)
+    from nmt.translate import Translator
+
+    vectors = Translator.load(args.model, args.device).encode_sentences(lines)
+    import numpy as np
+
+    from nmt.fileio import atomic_write
+
+    with atomic_write(args.output, "wb") as handle:
+        np.save(handle, vectors)
+    if not args.quiet:
+        sys.stderr.write(f"nmt encode: {vectors.shape[0]} vectors of size {vectors.shape[1]} "
+                         f"written to {args.output}\n")
+    return 0
 
 
 def _setup_logging(quiet: bool) -> None:
@@ -150,26 +297,36 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from nmt.errors import ConfigError
     from nmt.evaluate import format_scores, read_lines, score
 
-    hyps = read_lines(args.hyp)
     refs = [read_lines(r) for r in args.ref]
+    if args.model:
+        if not args.src or args.hyp:
+            raise ConfigError("with -m give --src (the source to translate), not --hyp")
+        from pathlib import Path
+
+        from nmt.translate import Translator
+
+        src = read_lines(args.src)
+        translator = Translator.load(args.model, args.device, args.precision)
+        options = _decoding_options(args)
+        results = _translate_lines(translator, src, options, 1, show_progress=False)
+        hyps = [r[0][0] for r in results]
+        beam = options["beam_size"] or translator.config.decoding.beam_size
+        args.hyp = args.hyp_out or str(Path(args.model) / f"{Path(args.src).name}.beam{beam}.hyp")
+        _write_lines(args.hyp, hyps)
+        sys.stderr.write(f"nmt evaluate: hypotheses written to {args.hyp}\n")
+    elif not args.hyp:
+        raise ConfigError("give --hyp FILE, or -m MODEL_DIR --src FILE to translate first")
+    else:
+        hyps = read_lines(args.hyp)
     from nmt.evaluate import bleu_tokenizer
 
     tokenize = args.tokenize or bleu_tokenizer(args.lang)
     scores = score(hyps, refs, hyp_name=args.hyp, ref_names=args.ref, tokenize=tokenize)
     print(format_scores(scores, as_json=args.json))
     return 0
-
-
-def _not_yet(command: str, what: str) -> Callable[[argparse.Namespace], int]:
-    def handler(args: argparse.Namespace) -> int:
-        from nmt.errors import NMTError
-
-        raise NMTError(f"'nmt {command}' is not available in this version yet (it arrives with "
-                       f"{what}); see the README for what works today")
-
-    return handler
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -179,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2
-    _setup_logging(getattr(args, "quiet", False))
+    # translate, encode and evaluate keep stderr for what concerns the user's lines
+    _setup_logging(getattr(args, "quiet", False)
+                   or args.command in ("translate", "encode", "evaluate"))
     from nmt.errors import NMTError
 
     try:

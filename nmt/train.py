@@ -12,7 +12,6 @@ with a gradient scaler on CUDA devices without bf16. Loss and softmax stay in fl
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import logging
 import math
@@ -43,7 +42,8 @@ from nmt.checkpoint import (
 from nmt.config import Config, save_config, to_dict
 from nmt.data import TRAINER_STATE_FILE as STATE_FILE
 from nmt.data import Prepared, prepare
-from nmt.errors import ConfigError, NMTError
+from nmt.device import autocast, resolve_device, resolve_precision
+from nmt.errors import NMTError
 from nmt.evaluate import bleu_tokenizer, score
 from nmt.loss import linear_cross_entropy
 from nmt.model import Seq2Seq, build_model, count_parameters
@@ -55,43 +55,6 @@ log = logging.getLogger(__name__)
 METRICS_FILE = "metrics.csv"
 METRIC_FIELDS = ("step", "epoch", "train_loss", "lr", "valid_loss", "valid_ppl", "bleu", "chrf",
                  "tokens_per_s", "elapsed_s")
-
-
-# --------------------------------------------------------------------------- devices and precision
-
-
-def resolve_device(name: str) -> torch.device:
-    """``auto`` -> cuda when available, else cpu; ``cuda`` without a GPU is an error."""
-    if name == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("training.device is 'cuda' but no CUDA device is available; use auto "
-                          "or cpu")
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
-def cpu_has_fast_bf16() -> bool:
-    """Whether this CPU runs bf16 matrix products natively (AVX-512-BF16 or AMX)."""
-    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
-    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
-
-
-def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype for ``auto | fp32 | bf16`` on ``device``; None means plain fp32."""
-    if name == "fp32":
-        return None
-    if name == "bf16":
-        return torch.bfloat16
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-    return torch.bfloat16 if cpu_has_fast_bf16() else None
-
-
-def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
-    """The autocast context for a resolved precision (a no-op for fp32)."""
-    if dtype is None:
-        return contextlib.nullcontext()
-    return torch.autocast(device.type, dtype=dtype)
 
 
 # --------------------------------------------------------------------------- loss and schedules

@@ -11,16 +11,9 @@ from conftest import reverse_overrides, write_reverse_task
 from nmt.batching import Corpus
 from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
+from nmt.device import cpu_has_fast_bf16, resolve_device, resolve_precision
 from nmt.errors import ConfigError, NMTError
-from nmt.train import (
-    Trainer,
-    cpu_has_fast_bf16,
-    inverse_sqrt,
-    resolve_device,
-    resolve_precision,
-    sequence_loss,
-    translate_corpus,
-)
+from nmt.train import Trainer, inverse_sqrt, sequence_loss, translate_corpus
 
 
 @pytest.fixture(scope="module")

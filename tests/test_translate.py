@@ -1,0 +1,110 @@
+"""Translator API and the nmt translate / encode / evaluate commands on a reverse-task model."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from conftest import reverse_overrides, write_reverse_task
+
+from nmt.config import load_config
+from nmt.train import Trainer
+from nmt.translate import Translator
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    root = tmp_path_factory.mktemp("translate")
+    data = write_reverse_task(root / "data", {"train": 3000, "valid": 100})
+    config = load_config(None, [*reverse_overrides(root / "model", data),
+                                "training.max_steps=300", "training.valid_every=150",
+                                "data.max_len=40", "training.batch_tokens=800"])
+    Trainer(config, quiet=True).fit()
+    return root / "model"
+
+
+def nmt(*args, stdin=None):
+    return subprocess.run([sys.executable, "-m", "nmt", *args], input=stdin,
+                          capture_output=True, timeout=120)
+
+
+def test_translator_reverses_and_keeps_order(model_dir):
+    translator = Translator.load(model_dir)
+    lines = ["a b c", "", "h g f e d", "   ", "d d e"]  # lengths seen in training (3-8)
+    assert translator.translate(lines) == ["c b a", "", "d e f g h", "", "e d d"]
+    assert translator.translate(lines, beam_size=1) == ["c b a", "", "d e f g h", "", "e d d"]
+    nbest = translator.translate_nbest(lines, beam_size=4, n_best=3)
+    assert [len(h) for h in nbest] == [3] * 5
+    assert nbest[0][0][0] == "c b a" and nbest[0][0][1] >= nbest[0][1][1] >= nbest[0][2][1]
+
+
+def test_line_contract_through_the_command(model_dir, tmp_path):
+    text = "a b c\r\n\n   \nd e f\nunseen XYZ ✓ 😀\n\tb\nh g f"  # CRLF, blanks, no final \n
+    (tmp_path / "in.txt").write_bytes(text.encode())
+    proc = nmt("translate", "-m", str(model_dir), "-i", str(tmp_path / "in.txt"), "-o",
+               str(tmp_path / "out.txt"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    out = (tmp_path / "out.txt").read_text(encoding="utf-8").split("\n")
+    assert out[-1] == "" and len(out) - 1 == 7
+    assert out[0] == "c b a" and out[1] == "" and out[2] == "" and out[3] == "f e d"
+    assert out[6] == "f g h"
+    assert not list(tmp_path.glob(".out.txt.*"))  # no temporary file left behind
+    piped = nmt("translate", "-m", str(model_dir), stdin=b"a b c\n\nc b a\n")
+    assert piped.returncode == 0 and piped.stdout.decode() == "c b a\n\na b c\n"
+
+
+def test_invalid_utf8_is_named_unless_replaced(model_dir):
+    proc = nmt("translate", "-m", str(model_dir), stdin=b"a b\nc \xff d\n")
+    assert proc.returncode == 2 and proc.stdout == b""
+    assert b"line 2 is not valid UTF-8" in proc.stderr and b"Traceback" not in proc.stderr
+    proc = nmt("translate", "-m", str(model_dir), "--errors", "replace", stdin=b"a b\nc \xff d\n")
+    assert proc.returncode == 0 and len(proc.stdout.decode().splitlines()) == 2
+
+
+def test_long_lines_are_truncated_and_reported(model_dir):
+    long_line = " ".join("abcdefgh"[i % 8] for i in range(60))
+    proc = nmt("translate", "-m", str(model_dir), "--beam-size", "1",
+               stdin=f"a b\n{long_line}\n".encode())
+    assert proc.returncode == 0
+    assert len(proc.stdout.decode().splitlines()) == 2
+    assert b"line 2:" in proc.stderr and b"first 40" in proc.stderr
+
+
+def test_nbest_output_and_bad_values(model_dir):
+    proc = nmt("translate", "-m", str(model_dir), "--beam-size", "3", "--n-best", "2",
+               stdin=b"a b c\n\n")
+    rows = proc.stdout.decode().splitlines()
+    assert len(rows) == 4 and rows[0].split("\t")[0] == "c b a"
+    assert float(rows[0].split("\t")[1]) >= float(rows[1].split("\t")[1])
+    for args, message in ((["--beam-size", "0"], b"--beam-size must be at least 1"),
+                          (["--beam-size", "2", "--n-best", "3"], b"cannot exceed"),
+                          (["--max-len-b", "-1"], b"--max-len-b must be at least 0")):
+        proc = nmt("translate", "-m", str(model_dir), *args, stdin=b"a\n")
+        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    proc = nmt("translate", "-m", "/nonexistent/model", stdin=b"a\n")
+    assert proc.returncode == 2 and b"model directory not found" in proc.stderr
+
+
+def test_encode_writes_one_vector_per_line(model_dir, tmp_path):
+    (tmp_path / "in.txt").write_text("a b c\n\nh g\na b c\n", encoding="utf-8")
+    proc = nmt("encode", "-m", str(model_dir), "-i", str(tmp_path / "in.txt"), "-o",
+               str(tmp_path / "v.npy"), "-q")
+    assert proc.returncode == 0, proc.stderr
+    vectors = np.load(tmp_path / "v.npy")
+    translator = Translator.load(model_dir)
+    assert vectors.shape == (4, 2 * translator.config.model.hidden_size)
+    assert vectors.dtype == np.float32
+    np.testing.assert_allclose(vectors[0], vectors[3], atol=1e-5)
+    np.testing.assert_allclose(vectors[2], translator.encode_sentences(["h g"])[0], atol=1e-5)
+    assert not np.allclose(vectors[0], vectors[2])
+
+
+def test_evaluate_translates_and_scores(model_dir, tmp_path):
+    (tmp_path / "src.txt").write_text("a b c\nd e\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("c b a\ne d\n", encoding="utf-8")
+    proc = nmt("evaluate", "-m", str(model_dir), "--src", str(tmp_path / "src.txt"), "--ref",
+               str(tmp_path / "ref.txt"), "--hyp-out", str(tmp_path / "hyp.txt"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["chrf"] == pytest.approx(100.0)
+    assert (tmp_path / "hyp.txt").read_text(encoding="utf-8") == "c b a\ne d\n"
