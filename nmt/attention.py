@@ -27,11 +27,22 @@ class Attention(nn.Module):
 
     def forward(self, query: torch.Tensor, keys: torch.Tensor, proj_keys: torch.Tensor,
                 mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Context (B, T, 2H) and weights (B, T, S) for queries (B, T, Hd)."""
-        scores = self.scores(query, proj_keys)  # (B, T, S)
+        """Context (R, T, 2H) and weights (R, T, S) for queries (R, T, Hd).
+
+        Keys, projected keys and mask may hold one row per group of ``R / N`` consecutive
+        query rows (N, S, ...): the beams of a sentence share its encoder memory, which is then
+        neither copied nor reordered during beam search.
+        """
+        rows, steps = query.shape[:2]
+        memory_rows = keys.size(0)
+        if rows != memory_rows:  # (R, T, Hd) -> (N, group * T, Hd): a sentence's beams together
+            query = query.reshape(memory_rows, (rows // memory_rows) * steps, query.size(-1))
+        scores = self.scores(query, proj_keys)  # (N, group * T, S)
         scores = scores.masked_fill(~mask[:, None, :], float("-inf"))
         weights = torch.softmax(scores.float(), dim=-1).to(keys.dtype)
-        return torch.bmm(weights, keys), weights
+        context = torch.bmm(weights, keys)  # (N, group * T, 2H)
+        return (context.reshape(rows, steps, context.size(-1)),
+                weights.reshape(rows, steps, weights.size(-1)))
 
 
 class DotAttention(Attention):

@@ -84,6 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write N lines per input: hypothesis<TAB>score")
     p.add_argument("--errors", choices=("strict", "replace"), default="strict",
                    help="invalid UTF-8 input: stop with the line number (strict) or replace")
+    p.add_argument("--attention-dir", metavar="DIR",
+                   help="write one attention heat map (PNG) per non-empty line into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info logs")
     p.set_defaults(handler=_cmd_translate)
 
@@ -131,6 +133,8 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--quantize", choices=("int8",),
+                   help="dynamic int8 quantization of the LSTMs and linear layers (CPU)")
 
 
 def _decoding_options(args: argparse.Namespace) -> dict:
@@ -215,9 +219,19 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     lines = _read_input(args.input, args.errors)
     from nmt.translate import Translator
 
-    translator = Translator.load(args.model, args.device, args.precision)
+    translator = Translator.load(args.model, args.device, args.precision, args.quantize)
     results = _translate_lines(translator, lines, options, args.n_best,
                                show_progress=bool(args.output) and not args.quiet)
+    if args.attention_dir:
+        from pathlib import Path
+
+        from nmt.translate import plot_attention
+
+        best = [hyps[0][0] for hyps in results]
+        for index, (src, tgt, weights) in enumerate(translator.attention(lines, best)):
+            if src:
+                plot_attention(Path(args.attention_dir) / f"{index + 1:06d}.png", src, tgt,
+                               weights)
     if args.n_best == 1:
         out = [hyps[0][0] for hyps in results]
     else:
@@ -309,7 +323,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         from nmt.translate import Translator
 
         src = read_lines(args.src)
-        translator = Translator.load(args.model, args.device, args.precision)
+        translator = Translator.load(args.model, args.device, args.precision, args.quantize)
         options = _decoding_options(args)
         results = _translate_lines(translator, src, options, 1, show_progress=False)
         hyps = [r[0][0] for r in results]

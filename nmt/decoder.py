@@ -33,6 +33,8 @@ class DecoderState:
         proj_keys: keys projected once for the attention scorer, None without attention.
         mask: (B, S) True at real source tokens.
         weights: (B, S) attention weights of the last step (for display), or None.
+        group: consecutive rows sharing one row of keys / proj_keys / mask; after
+            :meth:`expand` (beam search) those hold one row per sentence, (B / group, S, ...).
     """
 
     h: torch.Tensor
@@ -42,14 +44,45 @@ class DecoderState:
     proj_keys: torch.Tensor | None
     mask: torch.Tensor
     weights: torch.Tensor | None = None
+    group: int = 1
 
     def index_select(self, index: torch.Tensor) -> DecoderState:
-        """The state of rows ``index`` (B',) of the batch: for beam search reordering."""
+        """The state of rows ``index`` (B',) of the batch: for beam search reordering.
+
+        The encoder memory follows at the granularity of groups: when every block of ``group``
+        new rows comes from one memory row (beams reordered within their sentence, or finished
+        sentences dropped), memory rows are selected once per block, or not at all when they
+        are unchanged; otherwise the memory is expanded to one row per new row.
+        """
+        def pick(x: torch.Tensor | None, rows: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
+            return None if x is None else x.index_select(dim, rows)
+
+        memory, group = index // self.group, self.group
+        blocks = memory.view(-1, group) if memory.numel() % group == 0 else None
+        if blocks is not None and bool((blocks == blocks[:, :1]).all()):
+            memory = blocks[:, 0]
+            if memory.numel() == self.mask.size(0) and bool(
+                    (memory == torch.arange(memory.numel(), device=memory.device)).all()):
+                keys, proj_keys, mask = self.keys, self.proj_keys, self.mask  # unchanged
+            else:
+                keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
+                mask = pick(self.mask, memory)
+        else:
+            group = 1
+            keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
+            mask = pick(self.mask, memory)
+        return DecoderState(pick(self.h, index, 1), pick(self.c, index, 1),
+                            pick(self.feed, index), keys, proj_keys, mask,
+                            pick(self.weights, index), group)
+
+    def expand(self, k: int) -> DecoderState:
+        """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
+        index = torch.arange(self.h.size(1), device=self.h.device).repeat_interleave(k)
         def pick(x: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
             return None if x is None else x.index_select(dim, index)
 
-        return DecoderState(pick(self.h, 1), pick(self.c, 1), pick(self.feed), pick(self.keys),
-                            pick(self.proj_keys), pick(self.mask), pick(self.weights))
+        return DecoderState(pick(self.h, 1), pick(self.c, 1), pick(self.feed), self.keys,
+                            self.proj_keys, self.mask, pick(self.weights), self.group * k)
 
 
 class Decoder(nn.Module):

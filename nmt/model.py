@@ -65,6 +65,11 @@ class Seq2Seq(nn.Module):
         """Select (and repeat) rows of the state: ``index`` (B',) into the batch dimension."""
         return state.index_select(index)
 
+    @staticmethod
+    def expand(state: DecoderState, k: int) -> DecoderState:
+        """Repeat each row ``k`` times for beam search, sharing the encoder memory."""
+        return state.expand(k)
+
     def encode_sentences(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
         """(B, 2H) fixed-length sentence vectors: top-layer final forward and backward h."""
         return self.encoder.sentence_vectors(self.encode(src, src_lengths))

@@ -112,7 +112,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     device = src.device
     batch, k = src.size(0), beam_size
     state = model.init_state(model.encode(src, src_lengths))
-    state = model.reorder(state, torch.arange(batch, device=device).repeat_interleave(k))
+    state = model.expand(state, k)  # (B*K) rows; the encoder memory stays (B, S, ...)
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
     sentence = torch.arange(batch, device=device)  # original index of each active sentence
     scores = torch.full((batch, k), float("-inf"), device=device)

@@ -22,6 +22,7 @@ from nmt.batching import TokenBatchSampler, collate
 from nmt.checkpoint import load_model_dir
 from nmt.config import Config
 from nmt.device import autocast, resolve_device, resolve_precision
+from nmt.errors import ConfigError
 from nmt.model import Seq2Seq
 from nmt.search import beam_search, greedy
 from nmt.tokenizer import Tokenizer
@@ -49,12 +50,23 @@ class Translator:
         self.truncated: list[Truncation] = []
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto",
-             precision: str = "fp32") -> Translator:
-        """Load a model directory (weights, config, tokenizers) for translation."""
+    def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "fp32",
+             quantize: str | None = None) -> Translator:
+        """Load a model directory (weights, config, tokenizers) for translation.
+
+        ``quantize="int8"``: dynamic int8 quantization of the LSTMs and linear layers (CPU
+        only; weights int8, activations quantized on the fly; runs in fp32 otherwise).
+        """
         dev = resolve_device(device)
         model, config, src_tok, tgt_tok = load_model_dir(model_dir, dev)
-        return cls(model, config, src_tok, tgt_tok, dev, resolve_precision(precision, dev))
+        dtype = resolve_precision(precision, dev)
+        if quantize == "int8":
+            if dev.type != "cpu":
+                raise ConfigError("--quantize int8 runs on the CPU only; use --device cpu")
+            model, dtype = quantize_int8(model), None
+        elif quantize is not None:
+            raise ConfigError(f"unknown quantization '{quantize}' (int8 is supported)")
+        return cls(model, config, src_tok, tgt_tok, dev, dtype)
 
     # ----------------------------------------------------------------- encoding the input
 
@@ -100,8 +112,6 @@ class Translator:
         a = dec.max_len_a if max_len_a is None else max_len_a
         b = dec.max_len_b if max_len_b is None else max_len_b
         if n_best > beam:
-            from nmt.errors import ConfigError
-
             raise ConfigError(f"n-best ({n_best}) cannot exceed the beam size ({beam})")
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * n_best for _ in lines]
         indices, ids = self._encode(lines)
@@ -125,6 +135,70 @@ class Translator:
     def translate(self, lines: Sequence[str], **options: object) -> list[str]:
         """The best translation of each line, in input order (options as translate_nbest)."""
         return [hyps[0][0] for hyps in self.translate_nbest(lines, **options)]
+
+    @torch.no_grad()
+    def attention(self, lines: Sequence[str],
+                  translations: Sequence[str]) -> list[tuple[list[str], list[str], np.ndarray]]:
+        """(source pieces, target pieces, weights (T, S)) of each non-empty line.
+
+        The translation is decoded again under teacher forcing, which yields the attention
+        weights the search saw on that path; EOS is included on both sides. Empty lines give
+        empty entries.
+        """
+        if self.model.decoder.attention is None:
+            raise ConfigError("this model has no attention (model.attention: none): there is "
+                              "nothing to plot")
+        limit = self.config.data.max_len
+        out: list[tuple[list[str], list[str], np.ndarray]] = []
+        for line, hyp in zip(lines, translations, strict=True):
+            if not line.strip():
+                out.append(([], [], np.zeros((0, 0), dtype=np.float32)))
+                continue
+            src_ids = [*self.src_tok.encode(line.strip(), add_eos=False)[:limit],
+                       self.src_tok.eos_id]
+            tgt_ids = self.tgt_tok.encode(hyp, add_bos=True, add_eos=True)
+            src = torch.tensor([src_ids], device=self.device)
+            tgt = torch.tensor([tgt_ids[:-1]], device=self.device)
+            state = self.model.init_state(self.model.encode(src, torch.tensor([len(src_ids)])))
+            _, weights = self.model.decoder.features(tgt, state)  # (1, T, S)
+            out.append(([self.src_tok.id_to_piece(i) for i in src_ids],
+                        [self.tgt_tok.id_to_piece(i) for i in tgt_ids[1:]],
+                        weights[0].float().cpu().numpy()))
+        return out
+
+
+def quantize_int8(model: Seq2Seq) -> Seq2Seq:
+    """Dynamic int8 quantization of every ``nn.LSTM`` and ``nn.Linear`` (CPU inference)."""
+    import warnings
+
+    with warnings.catch_warnings():  # torch.ao.quantization warns that it is deprecated
+        warnings.simplefilter("ignore")
+        return torch.ao.quantization.quantize_dynamic(
+            model, {torch.nn.LSTM, torch.nn.Linear}, dtype=torch.qint8)
+
+
+def plot_attention(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequence[str],
+                   weights: np.ndarray) -> None:
+    """Heat map of attention weights (T, S): source pieces across, target pieces down."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from nmt.fileio import atomic_write
+
+    width = max(4.0, 0.35 * len(src_pieces) + 1.5)
+    height = max(3.0, 0.35 * len(tgt_pieces) + 1.0)
+    fig, ax = plt.subplots(figsize=(width, height))
+    ax.imshow(weights, cmap="viridis", aspect="auto", vmin=0.0, vmax=1.0)
+    ax.set_xticks(range(len(src_pieces)), src_pieces, rotation=90, fontsize=8)
+    ax.set_yticks(range(len(tgt_pieces)), tgt_pieces, fontsize=8)
+    ax.set_xlabel("source")
+    ax.set_ylabel("translation")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as handle:
+        fig.savefig(handle, format="png", dpi=90)
+    plt.close(fig)
 
     @torch.no_grad()
     def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:

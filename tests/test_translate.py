@@ -108,3 +108,25 @@ def test_evaluate_translates_and_scores(model_dir, tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["chrf"] == pytest.approx(100.0)
     assert (tmp_path / "hyp.txt").read_text(encoding="utf-8") == "c b a\ne d\n"
+
+
+def test_int8_quantization_keeps_the_translations(model_dir):
+    lines = ["a b c", "h g f e d", "d d e f", ""]
+    fp32 = Translator.load(model_dir).translate(lines)
+    int8 = Translator.load(model_dir, quantize="int8")
+    assert any("quantized" in type(m).__module__ for m in int8.model.modules())
+    assert int8.translate(lines) == fp32
+
+
+def test_attention_maps(model_dir, tmp_path):
+    translator = Translator.load(model_dir)
+    (src, tgt, weights), empty = translator.attention(["a b c", ""], ["c b a", ""])
+    assert weights.shape == (len(tgt), len(src)) and tgt[-1] == "</s>" and src[-1] == "</s>"
+    np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
+    assert empty[0] == []
+    proc = nmt("translate", "-m", str(model_dir), "--attention-dir", str(tmp_path / "att"),
+               stdin=b"a b c\n\nh g f\n")
+    assert proc.returncode == 0, proc.stderr
+    pngs = sorted(p.name for p in (tmp_path / "att").iterdir())
+    assert pngs == ["000001.png", "000003.png"]
+    assert (tmp_path / "att" / "000001.png").read_bytes()[:4] == b"\x89PNG"
