@@ -167,6 +167,24 @@ class Translator:
         return out
 
 
+    @torch.no_grad()
+    def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:
+        """(N, 2H) float32 sentence vectors: the top encoder layer's final forward and
+        backward hidden states, rows in input order (an empty line encodes as EOS alone)."""
+        limit = self.config.data.max_len
+        ids = [[*self.src_tok.encode(line.strip(), add_eos=False)[:limit], self.src_tok.eos_id]
+               for line in lines]
+        out = np.zeros((len(lines), self.model.encoder.output_size), dtype=np.float32)
+        if not ids:
+            return out
+        for rows in self._batches(ids, batch_tokens or self.config.decoding.batch_tokens):
+            batch = collate([ids[i] for i in rows], None, rows).to(self.device)
+            with autocast(self.device, self.dtype):
+                vectors = self.model.encode_sentences(batch.src, batch.src_lengths)
+            out[rows] = vectors.float().cpu().numpy()
+        return out
+
+
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:
     """Dynamic int8 quantization of every ``nn.LSTM`` and ``nn.Linear`` (CPU inference)."""
     import warnings
@@ -199,20 +217,3 @@ def plot_attention(path: str | Path, src_pieces: Sequence[str], tgt_pieces: Sequ
     with atomic_write(path, "wb") as handle:
         fig.savefig(handle, format="png", dpi=90)
     plt.close(fig)
-
-    @torch.no_grad()
-    def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:
-        """(N, 2H) float32 sentence vectors: the top encoder layer's final forward and
-        backward hidden states, rows in input order (an empty line encodes as EOS alone)."""
-        limit = self.config.data.max_len
-        ids = [[*self.src_tok.encode(line.strip(), add_eos=False)[:limit], self.src_tok.eos_id]
-               for line in lines]
-        out = np.zeros((len(lines), self.model.encoder.output_size), dtype=np.float32)
-        if not ids:
-            return out
-        for rows in self._batches(ids, batch_tokens or self.config.decoding.batch_tokens):
-            batch = collate([ids[i] for i in rows], None, rows).to(self.device)
-            with autocast(self.device, self.dtype):
-                vectors = self.model.encode_sentences(batch.src, batch.src_lengths)
-            out[rows] = vectors.float().cpu().numpy()
-        return out
