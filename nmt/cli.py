@@ -109,10 +109,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--hyp", metavar="FILE", help="hypotheses, one per line")
     p.add_argument("-m", "--model", metavar="DIR", help="translate --src with this model")
     p.add_argument("--src", metavar="FILE", help="source lines to translate (with -m)")
+    p.add_argument("--split", choices=("valid", "test"),
+                   help="with -m instead of --src/--ref: the split named in the model's "
+                        "config.yaml data section (files or a Hugging Face dataset)")
     p.add_argument("--hyp-out", metavar="FILE", help="where -m writes its hypotheses "
                    "(default: MODEL_DIR/SRC_NAME.beamK.hyp)")
     _add_decoding_args(p)
-    p.add_argument("--ref", metavar="FILE", required=True, action="append",
+    p.add_argument("--ref", metavar="FILE", action="append", default=[],
                    help="references, one per line (repeat for several references)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
     p.add_argument("--tokenize", metavar="NAME", default=None,
@@ -316,23 +319,38 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
     refs = [read_lines(r) for r in args.ref]
     if args.model:
-        if not args.src or args.hyp:
-            raise ConfigError("with -m give --src (the source to translate), not --hyp")
+        if args.hyp or not (args.src or args.split) or (args.src and args.split):
+            raise ConfigError("with -m give --src FILE and --ref FILE, or --split valid|test "
+                              "(not --hyp)")
         from pathlib import Path
 
         from nmt.translate import Translator
 
-        src = read_lines(args.src)
         translator = Translator.load(args.model, args.device, args.precision, args.quantize)
+        if args.split:
+            from nmt.data import load_splits
+
+            data = translator.config.data
+            pairs = load_splits(data, translator.config.out / "cache", (args.split,))
+            if args.split not in pairs:
+                raise ConfigError(f"the model's config names no {args.split} split")
+            src, refs = list(pairs[args.split]["src"]), [list(pairs[args.split]["tgt"])]
+            args.src = f"{data.dataset or getattr(data, args.split)}.{args.split}"
+        else:
+            src = read_lines(args.src)
+        if not refs:
+            raise ConfigError("give --ref FILE with --src")
         options = _decoding_options(args)
         results = _translate_lines(translator, src, options, 1, show_progress=False)
         hyps = [r[0][0] for r in results]
         beam = options["beam_size"] or translator.config.decoding.beam_size
-        args.hyp = args.hyp_out or str(Path(args.model) / f"{Path(args.src).name}.beam{beam}.hyp")
+        name = Path(args.src).name
+        args.hyp = args.hyp_out or str(Path(args.model) / f"{name}.beam{beam}.hyp")
         _write_lines(args.hyp, hyps)
         sys.stderr.write(f"nmt evaluate: hypotheses written to {args.hyp}\n")
-    elif not args.hyp:
-        raise ConfigError("give --hyp FILE, or -m MODEL_DIR --src FILE to translate first")
+    elif not args.hyp or not refs:
+        raise ConfigError("give --hyp FILE and --ref FILE, or -m MODEL_DIR with --src/--ref or "
+                          "--split to translate first")
     else:
         hyps = read_lines(args.hyp)
     from nmt.evaluate import bleu_tokenizer

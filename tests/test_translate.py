@@ -130,3 +130,13 @@ def test_attention_maps(model_dir, tmp_path):
     pngs = sorted(p.name for p in (tmp_path / "att").iterdir())
     assert pngs == ["000001.png", "000003.png"]
     assert (tmp_path / "att" / "000001.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_a_split_named_in_the_model_config(model_dir):
+    proc = nmt("evaluate", "-m", str(model_dir), "--split", "valid", "--beam-size", "1",
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["sentences"] == 100
+    assert list(model_dir.glob("*.valid.beam1.hyp"))
+    proc = nmt("evaluate", "-m", str(model_dir), "--split", "test")
+    assert proc.returncode == 2 and b"names no test split" in proc.stderr
