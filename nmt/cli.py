@@ -169,17 +169,12 @@ def _read_input(path: str | None, errors: str) -> list[str]:
                 data = handle.read()
         except OSError as exc:
             raise DataError(f"cannot read {path}: {exc.strerror}") from None
-    raw = data.split(b"\n")
-    if raw and raw[-1] == b"":
-        raw.pop()
-    lines = []
-    for number, line in enumerate(raw, start=1):
-        try:
-            lines.append(line.decode("utf-8", errors=errors).rstrip("\r"))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path or 'stdin'}: line {number} is not valid UTF-8 "
-                            f"({exc.reason}); fix the input or pass --errors replace") from None
-    return lines
+    from nmt.fileio import split_lines
+
+    try:
+        return split_lines(data, path or "stdin", errors)
+    except DataError as exc:
+        raise DataError(f"{exc} (or pass --errors replace)") from None
 
 
 def _write_lines(path: str | None, lines: list[str]) -> None:

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from nmt.errors import DataError
+from nmt.fileio import split_lines
 
 
 @dataclass
@@ -32,17 +33,7 @@ def read_lines(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise DataError(f"file not found: {path}")
-    data = path.read_bytes()
-    lines = data.split(b"\n")
-    if lines and lines[-1] == b"":
-        lines.pop()
-    out = []
-    for number, raw in enumerate(lines, start=1):
-        try:
-            out.append(raw.decode("utf-8").rstrip("\r"))
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{path}: line {number} is not valid UTF-8 ({exc.reason})") from None
-    return out
+    return split_lines(path.read_bytes(), str(path))
 
 
 #: BLEU tokenizers for scripts written without spaces (13a would score whole sentences as words).

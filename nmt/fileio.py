@@ -63,6 +63,27 @@ def _fsync_dir(directory: Path) -> None:
             os.close(fd)
 
 
+def split_lines(data: bytes, name: str, errors: str = "strict") -> list[str]:
+    """Lines of UTF-8 text split on ``\\n`` only (``\\r\\n`` accepted), without endings.
+
+    Invalid UTF-8 raises :class:`~nmt.errors.DataError` naming ``name`` and the line number,
+    unless ``errors="replace"``.
+    """
+    from nmt.errors import DataError
+
+    raw = data.split(b"\n")
+    if raw and raw[-1] == b"":
+        raw.pop()
+    lines = []
+    for number, line in enumerate(raw, start=1):
+        try:
+            lines.append(line.decode("utf-8", errors=errors).rstrip("\r"))
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: line {number} is not valid UTF-8 ({exc.reason}); fix the "
+                            "input or re-encode it as UTF-8") from None
+    return lines
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -1,4 +1,4 @@
-"""Shared fixtures: small parallel corpora made on the fly (no test reads ../shared)."""
+"""Shared fixtures: small parallel corpora made on the fly (no corpus from outside)."""
 
 from __future__ import annotations
 
