@@ -330,7 +330,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             if args.split not in pairs:
                 raise ConfigError(f"the model's config names no {args.split} split")
             src, refs = list(pairs[args.split]["src"]), [list(pairs[args.split]["tgt"])]
-            args.src = f"{data.dataset or getattr(data, args.split)}.{args.split}"
+            args.src = args.split  # hypotheses go to MODEL_DIR/SPLIT.beamK.hyp
         else:
             src = read_lines(args.src)
         if not refs:
