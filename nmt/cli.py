@@ -371,8 +371,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return args.handler(args)
     except NMTError as exc:
-        sys.stderr.write(f"nmt {args.command}: error: {exc}\n")
-        return 2
+        code = getattr(exc, "exit_code", 2)  # 130 / 143: training interrupted, checkpoint saved
+        sys.stderr.write(f"nmt {args.command}: {'error: ' if code == 2 else ''}{exc}\n")
+        return code
     except KeyboardInterrupt:
         sys.stderr.write(f"nmt {args.command}: interrupted\n")
         return 130

@@ -16,8 +16,11 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 # oneDNN keeps a compiled kernel per LSTM shape (batch x length) it meets, 1,024 by default;
@@ -101,6 +104,16 @@ def translate_corpus(model: Seq2Seq, corpus: Corpus, tgt_tok: Tokenizer, batch_t
 
 
 # --------------------------------------------------------------------------- the trainer
+
+
+class TrainingInterrupted(NMTError):
+    """Training stopped by SIGINT or SIGTERM after saving a checkpoint."""
+
+    def __init__(self, signum: int, step: int, out: Path) -> None:
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at update {step}; the "
+                         f"checkpoint is saved: continue with nmt train --config "
+                         f"{out / CONFIG_FILE} --resume")
+        self.exit_code = 128 + signum
 
 
 @dataclass
@@ -194,9 +207,12 @@ class Trainer:
         log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch",
                  self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
                  f"{self.params:,}", len(self.train_corpus), len(self.sampler.batches(0)))
+        previous = self._catch_signals()
         try:
             self._loop()
         finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
             package_logger.removeHandler(handler)
             package_logger.setLevel(level)
             handler.close()
@@ -204,6 +220,27 @@ class Trainer:
                 self.writer.close()
         self._plot_curve()
         return self.progress
+
+    def _catch_signals(self) -> dict[int, Any]:
+        """SIGINT / SIGTERM set a flag; the loop saves a checkpoint after the current update."""
+        self._signal: int | None = None
+        if threading.current_thread() is not threading.main_thread():
+            return {}
+
+        def note(signum: int, _frame: object) -> None:
+            self._signal = signum
+
+        return {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
+
+    def _interrupted(self, start: float) -> None:
+        """Save a checkpoint at the current update and stop with :class:`TrainingInterrupted`."""
+        p = self.progress
+        p.elapsed = time.perf_counter() - start
+        self._save_checkpoint()
+        name = signal.Signals(self._signal).name
+        log.warning("%s at update %d: checkpoint saved; continue with: nmt train --config "
+                    "%s --resume", name, p.step, self.out / CONFIG_FILE)
+        raise TrainingInterrupted(self._signal, p.step, self.out)
 
     def _loop(self) -> None:
         p, t = self.progress, self.tcfg
@@ -220,6 +257,10 @@ class Trainer:
                 p.step += 1
                 losses.append(loss)
                 window_tokens += tokens
+                if self._signal is not None:
+                    if bar is not None:
+                        bar.close()
+                    self._interrupted(start)
                 if bar is not None:
                     rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                     bar.update(1)

@@ -185,3 +185,31 @@ def test_precision_and_device_resolution():
         assert resolve_device("auto") == cpu
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+@pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
+def test_sigint_and_sigterm_save_a_checkpoint_and_resume(tmp_path, reverse, signum, code):
+    import os
+    import time
+
+    out = tmp_path / "run"
+    args = [sys.executable, "-m", "nmt", "train", "-q", *reverse_overrides(out, reverse),
+            "training.valid_every=1000", "training.log_every=5", "training.max_steps=100000"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def logged_fifth_update() -> bool:
+        log = out / "train.log"
+        return log.exists() and "step 5 " in log.read_text(encoding="utf-8")
+
+    deadline = time.time() + 120
+    while time.time() < deadline and not logged_fifth_update():
+        time.sleep(0.2)
+    assert not (out / "trainer_state.pt").exists()  # no checkpoint yet: the signal makes one
+    os.kill(proc.pid, signum)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == code, stderr
+    assert "--resume" in stderr and "Traceback" not in stderr
+    step = torch.load(out / "trainer_state.pt", weights_only=True)["progress"]["step"]
+    assert step >= 5
+    config = load_config(None, [*reverse_overrides(out, reverse), "training.valid_every=1000",
+                                "training.log_every=5", f"training.max_steps={step + 3}"])
+    assert Trainer(config, resume=True, quiet=True).fit().step == step + 3
