@@ -75,15 +75,10 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Translate lines of text with a trained model directory: one "
                        "output line per input line, in order (an empty line gives an empty "
                        "line). Settings not given come from the model's decoding config.")
-    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
-    p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
-    p.add_argument("-o", "--output", metavar="FILE",
-                   help="output text, written atomically (default: stdout)")
+    _add_model_io_args(p, output_help="output text, written atomically (default: stdout)")
     _add_decoding_args(p)
     p.add_argument("--n-best", type=int, default=1, metavar="N",
                    help="write N lines per input: hypothesis<TAB>score")
-    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
-                   help="invalid UTF-8 input: stop with the line number (strict) or replace")
     p.add_argument("--attention-dir", metavar="DIR",
                    help="write one attention heat map (PNG) per non-empty line into DIR")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info logs")
@@ -93,11 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Write one fixed-length vector per input line: the top "
                        "encoder layer's final forward and backward hidden states, (N, 2H) "
                        "float32, as a NumPy .npy file, rows in input order.")
-    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
-    p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
-    p.add_argument("-o", "--output", metavar="FILE", required=True, help="output .npy file")
+    _add_model_io_args(p, output_help="output .npy file", output_required=True)
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--errors", choices=("strict", "replace"), default="strict")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.set_defaults(handler=_cmd_encode)
 
@@ -125,6 +117,16 @@ def build_parser() -> argparse.ArgumentParser:
                    "tokenization for Chinese, Japanese, Korean, Thai)")
     p.set_defaults(handler=_cmd_evaluate)
     return parser
+
+
+def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
+                       output_required: bool = False) -> None:
+    """-m MODEL_DIR, -i input text, -o output and --errors (translate, encode)."""
+    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
+    p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
+    p.add_argument("-o", "--output", metavar="FILE", required=output_required, help=output_help)
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="invalid UTF-8 input: stop with the line number (strict) or replace")
 
 
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:

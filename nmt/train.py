@@ -165,6 +165,8 @@ class Trainer:
         self.sampler = TokenBatchSampler(self.train_corpus.src_lengths,
                                          self.train_corpus.tgt_lengths, self.tcfg.batch_tokens,
                                          seed=self.tcfg.seed)
+        # batches per epoch (the count varies a little with the shuffle); set by the loop
+        self._epoch_batches = len(self.sampler.batches(0))
         self.progress = Progress()
         if resume:
             self._load_state()
@@ -206,7 +208,7 @@ class Trainer:
         self.writer = self._tensorboard()
         log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch",
                  self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
-                 f"{self.params:,}", len(self.train_corpus), len(self.sampler.batches(0)))
+                 f"{self.params:,}", len(self.train_corpus), self._epoch_batches)
         previous = self._catch_signals()
         try:
             self._loop()
@@ -248,8 +250,13 @@ class Trainer:
         bar = self._bar()
         window_tokens, window_start, losses = 0, time.perf_counter(), []
         validated_at = p.step
+
+        def rate() -> float:  # target tokens per second since the last validation
+            return window_tokens / max(time.perf_counter() - window_start, 1e-9)
+
         while not self._should_stop(p, start):
             batches = self.sampler.batches(p.epoch)
+            self._epoch_batches = len(batches)
             while p.batch_in_epoch < len(batches) and not self._should_stop(p, start):
                 group = batches[p.batch_in_epoch: p.batch_in_epoch + t.accumulate]
                 loss, tokens = self.train_step(group)
@@ -262,21 +269,19 @@ class Trainer:
                         bar.close()
                     self._interrupted(start)
                 if bar is not None:
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                     bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.2e}", tok_s=f"{rate:,.0f}")
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.2e}",
+                                    tok_s=f"{rate():,.0f}")
                 if p.step % t.log_every == 0:
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
                     mean = sum(losses) / len(losses)
                     log.info("step %d epoch %d: loss %.4f, lr %.2e, %.0f target tokens/s",
-                             p.step, p.epoch + 1, mean, self.lr, rate)
+                             p.step, p.epoch + 1, mean, self.lr, rate())
                     self._scalar("train/loss", mean)
                     self._scalar("train/lr", self.lr)
-                    self._scalar("train/tokens_per_s", rate)
+                    self._scalar("train/tokens_per_s", rate())
                 if p.step % t.valid_every == 0:
                     p.elapsed = time.perf_counter() - start
-                    rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-                    self._validate_and_save(sum(losses) / max(len(losses), 1), rate)
+                    self._validate_and_save(sum(losses) / max(len(losses), 1), rate())
                     validated_at = p.step
                     window_tokens, window_start, losses = 0, time.perf_counter(), []
             if p.batch_in_epoch >= len(batches):
@@ -284,8 +289,7 @@ class Trainer:
                 p.batch_in_epoch = 0
         if p.step != validated_at:
             p.elapsed = time.perf_counter() - start
-            rate = window_tokens / max(time.perf_counter() - window_start, 1e-9)
-            self._validate_and_save(sum(losses) / max(len(losses), 1), rate)
+            self._validate_and_save(sum(losses) / max(len(losses), 1), rate())
         if bar is not None:
             bar.close()
         log.info("training finished after %d updates, %d epochs, %.0f s; best %s %.2f at "
@@ -375,7 +379,7 @@ class Trainer:
     def _validate_and_save(self, train_loss: float, tokens_per_s: float) -> None:
         p = self.progress
         metrics = self.validate()
-        epochs = p.epoch + p.batch_in_epoch / max(len(self.sampler.batches(p.epoch)), 1)
+        epochs = p.epoch + p.batch_in_epoch / max(self._epoch_batches, 1)
         row = {"step": p.step, "epoch": round(epochs, 3), "train_loss": train_loss, "lr": self.lr,
                "tokens_per_s": tokens_per_s, "elapsed_s": p.elapsed, **metrics}
         bleu = metrics.get("bleu", -train_loss)  # without a validation set: lowest train loss

@@ -55,10 +55,8 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -67,6 +65,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from benchlib import parse_configs, peak_rss_mb, run_child, warn_if_busy
 
 CONFIGS = ("ours-bf16", "ours-fp32", "naive-fp32")
 TARGET_RATIO, TARGET_MATMUL_SHARE, TARGET_RSS_MB = 6.0, 0.30, 2048.0
@@ -146,10 +145,6 @@ def matmul_flops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
         times.append(time.perf_counter() - start)
     return 2.0 * n ** 3 / statistics.median(times)
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def summarise(name: str, step_times: list[float], tokens: list[int], flops: list[float],
@@ -364,10 +359,7 @@ def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
     if args.input_feeding:
         command.append("--input-feeding")
     start = time.perf_counter()
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=os.environ.copy())
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed with exit status {proc.returncode}")
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = run_child(command, name)
     print(f"  {name}: {record['tokens_per_s']:,.0f} target tokens/s "
           f"({time.perf_counter() - start:.0f} s with set-up)", file=sys.stderr, flush=True)
     return record
@@ -399,19 +391,13 @@ def main() -> int:
         return 2
     if args.only:
         return run_one(args)
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        parser.error(f"unknown configs: {', '.join(unknown)}")
+    names = parse_configs(parser, args.configs, CONFIGS)
 
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")  # children inherit it
     import torch
 
     start = time.perf_counter()
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        print(f"warning: load average {load:.2f} before starting: other processes share the "
-              f"{os.cpu_count()} cores and will lower every figure", file=sys.stderr)
+    load = warn_if_busy()
     print(f"preparing data in {args.out} ...", file=sys.stderr, flush=True)
     prepare_data(args)
     matmul = {"bf16": matmul_flops("bf16", reps=args.matmul_reps),

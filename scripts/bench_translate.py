@@ -39,13 +39,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from benchlib import parse_configs, peak_rss_mb, run_child, warn_if_busy
 
 SEARCHES = {"greedy": 1, "beam5": 5}
 MODES = ("fp32", "bf16", "int8")
@@ -54,10 +55,6 @@ TARGET_SENT_PER_S, TARGET_BLEU_DROP, TARGET_HELP_S, TARGET_THREADS = 100.0, 0.3,
 WARMUP_LINES = 8
 ONE_SENTENCE = "Open the file."
 
-
-def peak_rss_mb() -> float:
-    """Peak resident set size of this process in MB (Linux reports ru_maxrss in KiB)."""
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
 def read_lines(path: str, limit: int | None) -> list[str]:
@@ -133,10 +130,7 @@ def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
         command += ["--batch-tokens", str(args.batch_tokens)]
     env = {**os.environ, "OMP_NUM_THREADS": str(args.threads)}
     start = time.perf_counter()
-    proc = subprocess.run(command, stdout=subprocess.PIPE, text=True, env=env)
-    if proc.returncode != 0:
-        raise SystemExit(f"{name} failed with exit status {proc.returncode}")
-    record = json.loads(proc.stdout.strip().splitlines()[-1])
+    record = run_child(command, name, env)
     took = time.perf_counter() - start
     if record["supported"]:
         print(f"  {name}: {record['sentences_per_s']:,.1f} sentences/s, BLEU "
@@ -216,16 +210,10 @@ def main() -> int:
         parser.error("--limit must be at least 1")
     if args.only:
         return run_one(args)
-    names = [n.strip() for n in args.configs.split(",") if n.strip()]
-    unknown = sorted(set(names) - set(CONFIGS))
-    if unknown:
-        parser.error(f"unknown configs: {', '.join(unknown)}")
+    names = parse_configs(parser, args.configs, CONFIGS)
 
     start = time.perf_counter()
-    load = os.getloadavg()[0]
-    if load > 0.5:
-        print(f"warning: load average {load:.2f} before starting: other processes share the "
-              f"{os.cpu_count()} cores and will lower every figure", file=sys.stderr)
+    load = warn_if_busy()
     records = {name: child(args, name) for name in names}  # one after another, never at once
     print("  timing whole processes ...", file=sys.stderr, flush=True)
     help_run = median_wall([sys.executable, "-m", "nmt", "translate", "--help"], 5)
