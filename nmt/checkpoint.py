@@ -9,11 +9,13 @@ TensorBoard events and ``curve.png``. Every file is written atomically.
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -27,6 +29,8 @@ from nmt.tokenizer import Tokenizer, load_from_dir
 MODEL_FILE = "model.safetensors"
 CONFIG_FILE = "config.yaml"
 CHECKPOINT_DIR = "checkpoints"
+
+log = logging.getLogger(__name__)
 
 
 def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -43,8 +47,14 @@ def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
-    """Write the model's weights as safetensors, atomically."""
-    data = st_save(_unique_state(model), metadata={"format_version": str(FORMAT_VERSION)})
+    """Write the model's weights as safetensors, atomically; non-finite weights are refused."""
+    state = _unique_state(model)
+    bad = [name for name, t in state.items()
+           if t.is_floating_point() and not bool(torch.isfinite(t).all())]
+    if bad:
+        raise NMTError(f"not writing {path}: weights {', '.join(bad[:3])} hold NaN or infinite "
+                       "values; the previous files are left as they were")
+    data = st_save(state, metadata={"format_version": str(FORMAT_VERSION)})
     write_bytes_atomic(path, data)
 
 
@@ -84,11 +94,19 @@ def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
 
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     """Read a trainer state with ``weights_only=True``: a pickle that runs code is refused."""
+    path = Path(path)
+    if not path.is_file():
+        raise NMTError(f"trainer state not found: {path}")
     try:
-        return torch.load(path, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():  # torch warns about legacy pickles before refusing them
+            warnings.simplefilter("ignore")
+            return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # torch raises UnpicklingError / RuntimeError variants
-        raise NMTError(f"{path}: refused to load the trainer state ({str(exc).splitlines()[0]}); "
-                       "it is not a trainer state written by nmt") from None
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        log.debug("torch.load(weights_only=True) refused %s: %s", path, exc)
+        raise NMTError(f"{path}: refused to load the trainer state: it is not one written by "
+                       "nmt (it holds more than tensors, numbers and strings, or is damaged); "
+                       f"nothing in it was run ({reason[:80]})") from None
 
 
 def load_model_dir(directory: str | Path,
@@ -96,10 +114,33 @@ def load_model_dir(directory: str | Path,
                                                                  Tokenizer]:
     """Model (eval mode), config and tokenizers of a model directory."""
     directory = Path(directory)
+    if directory.is_file():
+        raise NMTError(f"{directory} is a file: -m takes a model directory (config.yaml, "
+                       f"{MODEL_FILE} and the SentencePiece model)")
     if not directory.is_dir():
         raise NMTError(f"model directory not found: {directory}")
     config = load_config(directory / CONFIG_FILE)
     src_tok, tgt_tok = load_from_dir(directory)
+    _check_vocab_sizes(directory / MODEL_FILE, src_tok, tgt_tok)
     model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
     load_weights(model, directory / MODEL_FILE)
     return model.to(device).eval(), config, src_tok, tgt_tok
+
+
+def _check_vocab_sizes(path: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+    """The embeddings' rows must equal the SentencePiece vocabularies (both sizes named)."""
+    if not path.is_file():
+        raise NMTError(f"weights not found: {path}")
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
+                       "from safetensors") from None
+    for side, name, tok in (("source", "encoder.embed.weight", src_tok),
+                            ("target", "decoder.embed.weight", tgt_tok)):
+        if name in shapes and shapes[name][0] != tok.vocab_size:
+            raise NMTError(f"{path.parent}: the {side} vocabulary of the weights has "
+                           f"{shapes[name][0]} entries but its SentencePiece model has "
+                           f"{tok.vocab_size}: the weights and the tokenizer come from "
+                           "different runs")

@@ -258,11 +258,15 @@ def _cmd_encode(args: argparse.Namespace) -> int:
 
 
 def _setup_logging(quiet: bool) -> None:
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if getattr(h, "_nmt_cli", False)]:
+        root.removeHandler(old)  # main() called again in one process (the API, tests)
     handler = logging.StreamHandler(sys.stderr)
+    handler._nmt_cli = True  # type: ignore[attr-defined]
     handler.setLevel(logging.WARNING if quiet else logging.INFO)
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
                                            datefmt="%H:%M:%S"))
-    logging.getLogger().addHandler(handler)
+    root.addHandler(handler)
     logging.getLogger("nmt").setLevel(logging.INFO)  # files such as train.log get INFO even if -q
     import os
 
@@ -299,6 +303,16 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     config = _load(args)
+    if args.resume and args.config:
+        from pathlib import Path
+
+        run_dir = Path(args.config).resolve().parent
+        if (run_dir / "trainer_state.pt").exists() and run_dir != config.out.resolve():
+            from nmt.errors import ConfigError
+
+            raise ConfigError(f"{args.config} lies in the run directory {run_dir} but its "
+                              f"output_dir is {config.output_dir} (moved or copied?): add "
+                              f"output_dir={run_dir} to resume it there")
     from nmt.train import train
 
     progress = train(config, resume=args.resume, quiet=args.quiet)
@@ -358,10 +372,30 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                  extras: list[str]) -> None:
+    """Refuse unknown arguments through the subcommand's parser, naming the closest flag."""
+    import difflib
+
+    sub = parser
+    if getattr(args, "command", None):
+        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        sub = action.choices[args.command]
+    message = f"unrecognized arguments: {' '.join(extras)}"
+    flags = [s for a in sub._actions for s in a.option_strings if s.startswith("--")]
+    unknown = next((x.split("=")[0] for x in extras if x.startswith("--")), None)
+    close = difflib.get_close_matches(unknown, flags, n=1) if unknown else []
+    if close:
+        message += f"; did you mean {close[0]}?"
+    sub.error(message)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmt`` console script."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _unrecognized(parser, args, extras)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

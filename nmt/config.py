@@ -157,7 +157,11 @@ class TrainingConfig:
     precision: str = _f("auto", "auto (bf16 autocast on CPUs that support it, AMP on CUDA), "
                         "fp32 or bf16.", choices=("auto", "fp32", "bf16"))
     device: str = _f("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
-    keep_last: int = _f(3, "Checkpoints kept besides the best one.", min=1)
+    keep_last: int = _f(3, "Checkpoints kept besides the best one (which is never deleted).",
+                        min=1)
+    max_bad_updates: int = _f(5, "Consecutive updates with a non-finite loss or gradient that "
+                              "are skipped (and logged) before training stops with an error.",
+                              min=1)
     log_every: int = _f(100, "Log training loss every N updates.", min=1)
 
 

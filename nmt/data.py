@@ -143,6 +143,11 @@ def _from_generator(generator: Any, gen_kwargs: dict[str, Any],
     try:
         return datasets.Dataset.from_generator(generator, features=features, gen_kwargs=gen_kwargs,
                                                cache_dir=str(cache_dir / "raw"))
+    except ValueError as exc:
+        if "corresponds to no data" not in str(exc):
+            raise
+        # datasets refuses to build a dataset from an empty generator: an empty split
+        return datasets.Dataset.from_dict({"src": [], "tgt": []}, features=features)
     except Exception as exc:  # datasets wraps generator errors in DatasetGenerationError
         cause = exc
         while cause is not None and not isinstance(cause, NMTError):
@@ -579,7 +584,8 @@ def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
         splits = ("train", *splits)
     raw = load_splits(config.data, cache_dir, splits)
     if len(raw["train"]) == 0:
-        raise DataError("the training split is empty")
+        where = config.data.train or config.data.dataset
+        raise DataError(f"the training split is empty ({where}): there is nothing to learn from")
     src_tok, tgt_tok = prepare_tokenizers(config, raw["train"])
     encoded, stats = {}, {}
     for split, ds in raw.items():

@@ -126,6 +126,7 @@ class Progress:
     best_score: float = float("-inf")  # validation BLEU, or -training loss without validation
     best_step: int = 0
     bad_validations: int = 0
+    bad_updates: int = 0  # consecutive updates skipped for a non-finite loss or gradient
     elapsed: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
@@ -261,6 +262,12 @@ class Trainer:
                 group = batches[p.batch_in_epoch: p.batch_in_epoch + t.accumulate]
                 loss, tokens = self.train_step(group)
                 p.batch_in_epoch += len(group)
+                if not math.isfinite(loss):
+                    self._skipped_update()
+                    if self._signal is not None:
+                        self._interrupted(start)
+                    continue
+                p.bad_updates = 0
                 p.step += 1
                 losses.append(loss)
                 window_tokens += tokens
@@ -307,8 +314,25 @@ class Trainer:
             return True
         return bool(t.patience and p.bad_validations >= t.patience)
 
+    def _skipped_update(self) -> None:
+        """Log an update skipped for a non-finite loss or gradient; stop after too many."""
+        p, limit = self.progress, self.tcfg.max_bad_updates
+        p.bad_updates += 1
+        log.warning("update %d skipped: %s (%d in a row; training stops at %d)", p.step + 1,
+                    self._skip_reason, p.bad_updates, limit)
+        if p.bad_updates >= limit:
+            raise NMTError(f"training diverged: {p.bad_updates} updates in a row had a "
+                           f"non-finite loss or gradient after update {p.step}; the last "
+                           f"checkpoint is intact: lower training.lr or training.clip_norm, or "
+                           "use training.precision=fp32, then resume with --resume")
+
     def train_step(self, indices_group: list) -> tuple[float, int]:
-        """One optimizer update over ``accumulate`` batches; returns (loss per token, tokens)."""
+        """One optimizer update over ``accumulate`` batches; returns (loss per token, tokens).
+
+        An update whose loss or gradient norm is not finite is skipped (no optimizer or
+        schedule step) and returned with a non-finite loss. With an fp16 gradient scaler,
+        gradient overflow is the scaler's business: it skips the step and lowers the scale.
+        """
         self.model.train()
         # normalise by the target tokens of the whole update, known before any backward pass
         total_tokens = sum(int((self.train_corpus.tgt_lengths[i] - 1).sum())
@@ -320,9 +344,19 @@ class Trainer:
                                        self.tcfg.teacher_forcing_ratio)
             self.scaler.scale(loss / total_tokens).backward()
             total_loss += loss.item()
-        if self.tcfg.clip_norm > 0:
+        finite = math.isfinite(total_loss)
+        if finite and (self.tcfg.clip_norm > 0 or not self.scaler.is_enabled()):
             self.scaler.unscale_(self.optimizer)
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.tcfg.clip_norm)
+            norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(),
+                                                  self.tcfg.clip_norm or math.inf)
+            finite = self.scaler.is_enabled() or bool(torch.isfinite(norm))
+        if not finite:
+            self._skip_reason = ("non-finite gradient norm" if math.isfinite(total_loss)
+                                 else f"loss is {total_loss}")
+            self.optimizer.zero_grad(set_to_none=True)
+            if self.scaler.is_enabled():
+                self.scaler.update()
+            return math.nan, total_tokens
         self.scaler.step(self.optimizer)
         self.scaler.update()
         self.optimizer.zero_grad(set_to_none=True)
@@ -392,7 +426,7 @@ class Trainer:
         if self.tcfg.schedule == "plateau":
             self.scheduler.step(bleu)
         p.history.append({k: float(v) for k, v in row.items()})
-        self._append_metrics(row)
+        self._write_metrics()
         for key in ("valid_loss", "valid_ppl", "bleu", "chrf"):
             if key in metrics:
                 self._scalar(f"valid/{key}", metrics[key])
@@ -419,9 +453,11 @@ class Trainer:
             "history": p.history,
         }
         save_trainer_state(state, self.out / STATE_FILE)
+        best = f"step-{p.best_step:08d}.safetensors"
         kept = sorted(directory.glob("step-*.safetensors"))
         for old in kept[: -self.tcfg.keep_last]:
-            old.unlink()
+            if old.name != best:  # the best checkpoint is never deleted
+                old.unlink()
 
     def _load_state(self) -> None:
         state = load_trainer_state(self.out / STATE_FILE)
@@ -437,14 +473,18 @@ class Trainer:
         log.info("resumed from %s: step %d, epoch %d", state["checkpoint"], self.progress.step,
                  self.progress.epoch + 1)
 
-    def _append_metrics(self, row: dict[str, float]) -> None:
-        path = self.out / METRICS_FILE
-        new = not path.exists()
-        with open(path, "a", newline="", encoding="utf-8") as handle:
-            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                writer.writeheader()
-            writer.writerow({k: row.get(k, "") for k in METRIC_FIELDS})
+    def _write_metrics(self) -> None:
+        """metrics.csv from the history, rewritten atomically (after a resume it holds exactly
+        the validations of the checkpointed history, none twice)."""
+        from nmt.fileio import atomic_write
+
+        with atomic_write(self.out / METRICS_FILE, "w") as handle:
+            writer = csv.DictWriter(handle, fieldnames=METRIC_FIELDS, extrasaction="ignore",
+                                    lineterminator="\n")
+            writer.writeheader()
+            for row in self.progress.history:
+                writer.writerow({k: int(row[k]) if k == "step" else row.get(k, "")
+                                 for k in METRIC_FIELDS})
 
     def _bar(self) -> Any:
         if self.quiet:

@@ -60,15 +60,17 @@ def small_overrides(out: Path, corpus: dict[str, Path]) -> list[str]:
 
 
 def write_reverse_task(directory: Path, sizes: dict[str, int], min_len: int = 3,
-                       max_len: int = 8, symbols: str = "abcdefgh") -> dict[str, Path]:
-    """Reverse-the-sequence task as text files ``SPLIT.src`` / ``SPLIT.tgt``; returns prefixes."""
+                       max_len: int = 8, symbols: str = "abcdefgh",
+                       copy: bool = False) -> dict[str, Path]:
+    """Reverse-the-sequence task (or, with ``copy``, the copy task) as text files ``SPLIT.src`` /
+    ``SPLIT.tgt``; returns the prefixes."""
     prefixes = {}
     for offset, (split, n) in enumerate(sizes.items()):
         rng = random.Random(100 + offset)
         pairs = []
         for _ in range(n):
             seq = [rng.choice(symbols) for _ in range(rng.randint(min_len, max_len))]
-            pairs.append((" ".join(seq), " ".join(reversed(seq))))
+            pairs.append((" ".join(seq), " ".join(seq if copy else reversed(seq))))
         prefixes[split] = write_text_corpus(directory / split, pairs, "src", "tgt")
     return prefixes
 
