@@ -372,6 +372,23 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def parse_args(parser: argparse.ArgumentParser,
+               argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse with KEY=VALUE overrides allowed anywhere, also after flags.
+
+    argparse gives a ``nargs="*"`` positional only its first run of values, so in
+    ``--config run.yaml a=1 -q b=2`` it would reject ``b=2``; such leftovers join the overrides.
+    """
+    args, extras = parser.parse_known_args(argv)
+    if hasattr(args, "overrides"):
+        moved = [x for x in extras if "=" in x and not x.startswith("-")]
+        args.overrides = [*args.overrides, *moved]
+        extras = [x for x in extras if x not in moved]
+    if extras:
+        _unrecognized(parser, args, extras)
+    return args
+
+
 def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,
                   extras: list[str]) -> None:
     """Refuse unknown arguments through the subcommand's parser, naming the closest flag."""
@@ -393,9 +410,7 @@ def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmt`` console script."""
     parser = build_parser()
-    args, extras = parser.parse_known_args(argv)
-    if extras:
-        _unrecognized(parser, args, extras)
+    args = parse_args(parser, argv)
     if not getattr(args, "handler", None):
         parser.print_help()
         return 2

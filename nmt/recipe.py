@@ -1,0 +1,437 @@
+"""Recipes: one experiment end to end, in stages that can run alone and skip finished work.
+
+Stages: 0 ``data`` (fetch or unpack, load through ``datasets``, cache as Arrow), 1
+``tokenizer`` (train SentencePiece, encode and clean every split), 2 ``train`` (fresh, resumed
+after an interruption, or skipped when finished), 3 ``translate`` (the test set with the
+config's beam search; skipped when the hypotheses of the same weights exist), 4 ``score``
+(sacreBLEU BLEU and chrF with signatures, ``results.json`` and the model card ``README.md``).
+
+A recipe script in ``recipes/`` is a :class:`Recipe` (its YAML config, plus an optional hook that
+prepares the data) handed to :func:`main`::
+
+    python recipes/lohelp_en_de.py [--stage N] [--stop-stage M] [--out RUN_DIR] [KEY=VALUE ...]
+
+Every stage's wall time lands in ``RUN_DIR/stages.json``; all files are written atomically.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nmt.config import Config
+from nmt.errors import NMTError
+
+log = logging.getLogger(__name__)
+
+STAGES = ("data", "tokenizer", "train", "translate", "score")
+STAGES_FILE = "stages.json"
+TRAINING_FILE = "training.json"
+RESULTS_FILE = "results.json"
+CARD_FILE = "README.md"
+
+
+@dataclass
+class Recipe:
+    """What makes one experiment: a name, a config file, and how its data is made ready.
+
+    ``values(args)`` returns config values computed at run time (absolute paths of shipped
+    data, for instance); they apply over the YAML file and under command-line overrides.
+    ``fetch(config, args)`` runs first in stage 0 (unpack an archive, generate toy data).
+    ``add_arguments(parser)`` adds recipe-specific flags, read by ``values``.
+    """
+
+    name: str
+    description: str
+    config_file: Path
+    data_notice: str = ""
+    values: Callable[[argparse.Namespace], dict[str, Any]] = lambda args: {}
+    fetch: Callable[[Config, argparse.Namespace], None] | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
+    cite: list[str] = field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
+    """The recipe's arguments: stages, run directory, overrides (and its own flags)."""
+    from nmt.cli import _Parser
+
+    stages = ", ".join(f"{i} {name}" for i, name in enumerate(STAGES))
+    parser = _Parser(prog=f"python recipes/{recipe.name}.py",
+                     description=f"{recipe.description} Stages: {stages}.",
+                     epilog="Finished stages are skipped when run again; KEY=VALUE overrides "
+                            "apply over the recipe's config, e.g. training.max_minutes=5.")
+    parser.add_argument("--stage", type=int, default=0, metavar="N",
+                        help="first stage to run (default 0)")
+    parser.add_argument("--stop-stage", type=int, default=len(STAGES) - 1, metavar="M",
+                        help=f"last stage to run (default {len(STAGES) - 1})")
+    parser.add_argument("--out", metavar="RUN_DIR",
+                        help=f"run directory (default: runs/{recipe.name})")
+    parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    if recipe.add_arguments is not None:
+        recipe.add_arguments(parser)
+    parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides")
+    return parser
+
+
+def main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
+    """Run the recipe's stages from the command line; user mistakes give one line, exit 2."""
+    from nmt.cli import _setup_logging, parse_args
+
+    parser = build_parser(recipe)
+    args = parse_args(parser, argv)
+    _setup_logging(args.quiet)
+    last = len(STAGES) - 1
+    if not 0 <= args.stage <= args.stop_stage <= last:
+        parser.error(f"need 0 <= --stage ({args.stage}) <= --stop-stage ({args.stop_stage}) "
+                     f"<= {last}")
+    try:
+        config = recipe_config(recipe, args)
+        run(recipe, config, args.stage, args.stop_stage, quiet=args.quiet, args=args)
+    except NMTError as exc:
+        code = getattr(exc, "exit_code", 2)
+        sys.stderr.write(f"{parser.prog}: {'error: ' if code == 2 else ''}{exc}\n")
+        return code
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{parser.prog}: interrupted\n")
+        return 130
+    return 0
+
+
+def recipe_config(recipe: Recipe, args: argparse.Namespace) -> Config:
+    """The YAML file, then the recipe's computed values, then ``--out``, then the overrides."""
+    from nmt.config import from_dict, merge, parse_overrides, read_yaml
+
+    raw = read_yaml(recipe.config_file)
+    raw.setdefault("name", recipe.name)
+    merge(raw, recipe.values(args))
+    if args.out:
+        merge(raw, {"output_dir": args.out})
+    elif "output_dir" not in raw:
+        raw["output_dir"] = f"runs/{recipe.name}"
+    merge(raw, parse_overrides(args.overrides))
+    return from_dict(raw)
+
+
+# --------------------------------------------------------------------------- the stages
+
+
+@dataclass
+class Job:
+    """What every stage gets: the recipe, the resolved config, and the command line."""
+
+    recipe: Recipe
+    config: Config
+    quiet: bool
+    args: argparse.Namespace
+
+
+def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) - 1,
+        quiet: bool = False, args: argparse.Namespace | None = None) -> None:
+    """Run stages ``first`` to ``last`` of ``recipe`` into ``config.out``."""
+    job = Job(recipe, config, quiet, args or argparse.Namespace())
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    for index in range(first, last + 1):
+        name = STAGES[index]
+        print(f"== stage {index} {name}", flush=True)
+        start = time.perf_counter()
+        summary = STAGE_FUNCTIONS[name](job)
+        seconds = time.perf_counter() - start
+        _record_stage(out, name, seconds, summary)
+        print(f"   {summary} ({seconds:.1f} s)", flush=True)
+
+
+def _stage_data(job: Job) -> str:
+    recipe, config = job.recipe, job.config
+    from nmt.data import SPLITS, load_splits
+
+    if recipe.fetch is not None:
+        recipe.fetch(config, job.args)
+    splits = load_splits(config.data, _cache_dir(config), SPLITS)
+    return ", ".join(f"{name}: {len(ds):,} pairs" for name, ds in splits.items())
+
+
+def _stage_tokenizer(job: Job) -> str:
+    config = job.config
+    from nmt.config import save_config
+    from nmt.data import prepare
+
+    prepared = prepare(config)
+    if not (config.out / "trainer_state.pt").exists():
+        save_config(config, config.out / "config.yaml")
+    for line in prepared.summary().splitlines():
+        if "pairs kept" not in line:  # nmt.data has logged those
+            log.info("%s", line)
+    vocab = (f"{prepared.src_tok.vocab_size}" if prepared.src_tok is prepared.tgt_tok else
+             f"{prepared.src_tok.vocab_size}/{prepared.tgt_tok.vocab_size}")
+    return f"vocabulary {vocab}; " + "; ".join(s.describe() for s in prepared.stats.values())
+
+
+def _stage_train(job: Job) -> str:
+    config = job.config
+    from nmt.data import TRAINER_STATE_FILE
+    from nmt.fileio import write_text_atomic
+    from nmt.train import Trainer
+
+    done = _read_json(config.out / TRAINING_FILE)
+    if done is not None:
+        return (f"already trained ({done['steps']} updates, {done['seconds']:.0f} s): skipped; "
+                f"delete {config.out / TRAINING_FILE} and use --resume with nmt train to "
+                "train further")
+    resume = (config.out / TRAINER_STATE_FILE).exists()
+    if resume:
+        log.info("resuming the interrupted training in %s", config.out)
+    trainer = Trainer(config, resume=resume, quiet=job.quiet)
+    progress = trainer.fit()
+    info = {"steps": progress.step, "epochs": progress.epoch, "seconds": progress.elapsed,
+            "best_step": progress.best_step, "best_valid_bleu": progress.best_score
+            if trainer.valid_corpus is not None else None, "parameters": trainer.params,
+            "device": str(trainer.device), "precision": _precision_name(trainer.dtype),
+            "target_tokens_per_s": _mean_speed(progress.history)}
+    write_text_atomic(config.out / TRAINING_FILE, json.dumps(info, indent=2) + "\n")
+    best = (f"best validation BLEU {progress.best_score:.2f}" if trainer.valid_corpus is not None
+            else "no validation set")
+    return f"{progress.step} updates, {progress.epoch} epochs, {best} at update " \
+           f"{progress.best_step}"
+
+
+def _stage_translate(job: Job) -> str:
+    config = job.config
+    from nmt.checkpoint import MODEL_FILE
+    from nmt.data import load_splits
+    from nmt.fileio import sha256_file, write_text_atomic
+    from nmt.translate import Translator
+
+    test = load_splits(config.data, _cache_dir(config), ("train", "test")).get("test")
+    if test is None:
+        raise NMTError("the config names no test split (data.test): nothing to translate")
+    weights = config.out / MODEL_FILE
+    if not weights.is_file():
+        raise NMTError(f"{weights} does not exist: run stage 2 (train) first")
+    beam = config.decoding.beam_size
+    hyp_path = config.out / f"test.beam{beam}.hyp"
+    meta_path = config.out / f"test.beam{beam}.json"
+    digest = sha256_file(weights)
+    meta = _read_json(meta_path)
+    if meta is not None and meta.get("model_sha256") == digest and hyp_path.is_file():
+        return f"{hyp_path.name} is up to date: skipped"
+    # the training precision: bf16 autocast where the CPU has it (same BLEU, about 1.6x faster)
+    translator = Translator.load(config.out, config.training.device, config.training.precision)
+    src = list(test["src"])
+    start = time.perf_counter()
+    hyps = translator.translate(src)
+    seconds = time.perf_counter() - start
+    write_text_atomic(hyp_path, "".join(h.replace("\n", " ") + "\n" for h in hyps))
+    meta = {"model_sha256": digest, "beam_size": beam, "sentences": len(src),
+            "seconds": seconds, "sentences_per_s": len(src) / max(seconds, 1e-9),
+            "device": str(translator.device), "precision": _precision_name(translator.dtype)}
+    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
+    return f"{len(src):,} sentences, beam {beam}, {meta['sentences_per_s']:.1f} sentences/s"
+
+
+def _stage_score(job: Job) -> str:
+    recipe, config = job.recipe, job.config
+    from nmt.data import load_splits
+    from nmt.evaluate import bleu_tokenizer, read_lines, score
+    from nmt.fileio import write_text_atomic
+
+    beam = config.decoding.beam_size
+    hyp_path = config.out / f"test.beam{beam}.hyp"
+    if not hyp_path.is_file():
+        raise NMTError(f"{hyp_path} does not exist: run stage 3 (translate) first")
+    test = load_splits(config.data, _cache_dir(config), ("train", "test"))["test"]
+    scores = score(read_lines(hyp_path), [list(test["tgt"])], hyp_name=str(hyp_path),
+                   ref_names=["test references"], tokenize=bleu_tokenizer(config.data.tgt_lang))
+    training = _read_json(config.out / TRAINING_FILE) or {}
+    translation = _read_json(config.out / f"test.beam{beam}.json") or {}
+    stages = _read_json(config.out / STAGES_FILE) or {}
+    results = {
+        "recipe": recipe.name, "name": config.name,
+        "data": {"source": config.data.dataset or config.data.train, "format": config.data.format,
+                 "src_lang": config.data.src_lang, "tgt_lang": config.data.tgt_lang,
+                 "pairs": stages.get("tokenizer", {}).get("summary", "")},
+        "test": {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
+                 "ter": round(scores.ter, 2), "sentences": scores.sentences,
+                 "beam_size": beam, "bleu_signature": scores.bleu_signature,
+                 "chrf_signature": scores.chrf_signature},
+        "training": training,
+        "translation": translation,
+        "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
+        "hardware": hardware(),
+        "config": _config_dict(config),
+    }
+    write_text_atomic(config.out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
+    write_text_atomic(config.out / CARD_FILE, model_card(recipe, config, results))
+    return (f"test BLEU {scores.bleu:.2f}, chrF {scores.chrf:.2f} ({scores.bleu_signature}); "
+            f"{RESULTS_FILE} and {CARD_FILE} written")
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Job], str]] = {
+    "data": _stage_data, "tokenizer": _stage_tokenizer, "train": _stage_train,
+    "translate": _stage_translate, "score": _stage_score}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cache_dir(config: Config) -> Path:
+    return Path(config.data.cache_dir) if config.data.cache_dir else config.out / "cache"
+
+
+def _read_json(path: Path) -> dict[str, Any] | None:
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError):
+        raise NMTError(f"{path} is damaged (not JSON): delete it to redo its stage") from None
+
+
+def _record_stage(out: Path, name: str, seconds: float, summary: str) -> None:
+    from nmt.fileio import write_text_atomic
+
+    stages = _read_json(out / STAGES_FILE) or {}
+    stages[name] = {"seconds": seconds, "summary": summary,
+                    "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    write_text_atomic(out / STAGES_FILE, json.dumps(stages, indent=2) + "\n")
+
+
+def _precision_name(dtype: Any) -> str:
+    return "fp32" if dtype is None else str(dtype).split(".")[-1]
+
+
+def _mean_speed(history: list[dict[str, float]]) -> float | None:
+    speeds = [h["tokens_per_s"] for h in history if h.get("tokens_per_s")]
+    return round(sum(speeds) / len(speeds), 1) if speeds else None
+
+
+def _config_dict(config: Config) -> dict[str, Any]:
+    from nmt.config import to_dict
+
+    return to_dict(config)
+
+
+def hardware() -> dict[str, Any]:
+    """What the run ran on: CPU model and cores, memory, torch version and threads, GPU."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "memory_gib": memory, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
+    """The run directory's README.md: data, model, training, scores, how to use it."""
+    test, training = results["test"], results["training"]
+    hw = results["hardware"]
+    m = config.model
+    lines = [
+        f"# {config.name}: {config.data.src_lang}→{config.data.tgt_lang} LSTM translation model",
+        "",
+        f"Made by the recipe `recipes/{recipe.name}.py` of nmt. {recipe.description}",
+        "",
+        "## Data",
+        "",
+        f"- source: `{results['data']['source']}` ({config.data.format})",
+        f"- after cleaning: {results['data']['pairs'] or 'see stages.json'}",
+    ]
+    if recipe.data_notice:
+        lines.append(f"- licence: {recipe.data_notice}")
+    lines += [
+        "",
+        "## Model",
+        "",
+        f"- BiLSTM encoder {m.encoder_layers} x {m.hidden_size} per direction, embeddings "
+        f"{m.embed_size}; LSTM decoder {m.decoder_layers} x {m.decoder_hidden_size}; attention "
+        f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
+        f"dropout {m.dropout}",
+        f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
+        f"{' (joint)' if config.tokenizer.joint else ''}",
+        f"- parameters: {training.get('parameters', 0):,}",
+        "",
+        "## Training",
+        "",
+        f"- {training.get('steps', '?')} updates, {training.get('epochs', '?')} epochs, "
+        f"{training.get('seconds', 0) / 60:.1f} minutes, "
+        f"{training.get('target_tokens_per_s') or '?'} target tokens/s, "
+        f"{training.get('precision', '?')} on {training.get('device', '?')}",
+        f"- hardware: {hw['cpu']}, {hw['cores']} cores"
+        f"{', ' + hw['gpu'] if hw.get('gpu') else ''}; torch {hw['torch']}",
+        "",
+        "## Scores on the test set",
+        "",
+        "| sentences | beam | BLEU | chrF |",
+        "|---|---|---|---|",
+        f"| {test['sentences']} | {test['beam_size']} | {test['bleu']:.2f} | {test['chrf']:.2f} |",
+        "",
+        f"- BLEU signature: `{test['bleu_signature']}`",
+        f"- chrF signature: `{test['chrf_signature']}`",
+        "",
+        "## Use",
+        "",
+        "```bash",
+        f"nmt translate -m {config.out} -i input.{config.data.src_lang} "
+        f"-o output.{config.data.tgt_lang}",
+        f"nmt evaluate -m {config.out} --src test.{config.data.src_lang} "
+        f"--ref test.{config.data.tgt_lang}",
+        "```",
+        "",
+        "```python",
+        "from nmt.translate import Translator",
+        "",
+        f"translator = Translator.load({str(config.out)!r})",
+        "print(translator.translate([\"...\"]))",
+        "```",
+    ]
+    if recipe.cite:
+        lines += ["", "## References", ""] + [f"- {c}" for c in recipe.cite]
+    return "\n".join(lines) + "\n"
+
+
+def unpack(archive: Path, target: Path) -> None:
+    """Extract a ``.tar.xz`` beside itself once: into a temporary folder, then renamed."""
+    import shutil
+    import tarfile
+    import tempfile
+
+    if target.is_dir():
+        return
+    if not archive.is_file():
+        raise NMTError(f"corpus archive not found: {archive}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        with tarfile.open(archive, "r:xz") as tar:
+            try:
+                tar.extractall(tmp, filter="data")  # refuses links and paths out of tmp
+            except TypeError:  # Python < 3.10.12 has no filters
+                tar.extractall(tmp)
+        os.replace(tmp / target.name, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log.info("unpacked %s into %s", archive.name, target)

@@ -1,0 +1,166 @@
+"""Recipes end to end: every stage and artifact, skipping finished work, the copy task to BLEU
+above 90, the hub recipes on local datasets of the same schema, and offline failure."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import make_pairs, write_text_corpus
+
+RECIPES = Path(__file__).resolve().parents[1] / "recipes"
+TINY = ["tokenizer.vocab_size=300", "tokenizer.hard_vocab_limit=false", "model.embed_size=32",
+        "model.hidden_size=32", "model.decoder_hidden_size=64", "training.batch_tokens=1000",
+        "training.valid_every=10", "training.max_steps=20", "training.log_every=10"]
+
+
+def recipe(name: str, *args: object, env: dict | None = None,
+           timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, str(RECIPES / f"{name}.py"), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout,
+                          env={**os.environ, "HF_DATASETS_DISABLE_PROGRESS_BARS": "1",
+                               **(env or {})})
+
+
+def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
+    corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
+              for split, n, seed in (("train", 400, 0), ("valid", 30, 1), ("test", 40, 2))}
+    out = tmp_path / "run"
+    args = ["--train", corpus["train"], "--valid", corpus["valid"], "--test", corpus["test"],
+            "--src-lang", "en", "--tgt-lang", "de", "--out", out, "-q", *TINY]
+    proc = recipe("from_files", *args)
+    assert proc.returncode == 0, proc.stderr
+    for index, stage in enumerate(("data", "tokenizer", "train", "translate", "score")):
+        assert f"== stage {index} {stage}" in proc.stdout
+
+    for name in ("config.yaml", "spm.model", "model.safetensors", "trainer_state.pt",
+                 "metrics.csv", "curve.png", "training.json", "test.beam5.hyp",
+                 "test.beam5.json", "results.json", "README.md", "stages.json"):
+        assert (out / name).is_file(), name
+    hyps = (out / "test.beam5.hyp").read_text(encoding="utf-8").split("\n")
+    assert len(hyps) == 41 and hyps[-1] == ""  # one line per test sentence
+    results = json.loads((out / "results.json").read_text())
+    assert results["recipe"] == "from_files" and results["name"] == "en_de"
+    test = results["test"]
+    assert test["sentences"] == 40 and test["beam_size"] == 5
+    assert 0 <= test["bleu"] <= 100 and 0 <= test["chrf"] <= 100
+    assert test["bleu_signature"].startswith("nrefs:1|") and "tok:13a" in test["bleu_signature"]
+    assert "chrf_signature" in test
+    assert results["training"]["steps"] == 20 and results["training"]["parameters"] > 0
+    assert results["training"]["seconds"] > 0
+    assert results["hardware"]["cores"] >= 1 and results["hardware"]["torch"]
+    assert set(results["stage_seconds"]) == {"data", "tokenizer", "train", "translate"}
+    assert results["config"]["model"]["hidden_size"] == 32
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"| 40 | 5 | {test['bleu']:.2f} | {test['chrf']:.2f} |" in card
+    assert f"nmt translate -m {out}" in card
+
+    # a second run skips what is done; stages can run alone
+    start = time.time()
+    again = recipe("from_files", *args)
+    assert again.returncode == 0, again.stderr
+    assert "already trained (20 updates" in again.stdout
+    assert "is up to date: skipped" in again.stdout
+    assert json.loads((out / "results.json").read_text())["test"] == test
+    (out / "test.beam5.hyp").unlink()
+    alone = recipe("from_files", *args, "--stage", "3", "--stop-stage", "3")
+    assert alone.returncode == 0, alone.stderr
+    assert "== stage 3 translate" in alone.stdout and "stage 4" not in alone.stdout
+    assert (out / "test.beam5.hyp").read_text(encoding="utf-8").count("\n") == 40
+    assert time.time() - start < 120
+
+
+def test_recipe_resumes_an_interrupted_training(tmp_path):
+    corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
+              for split, n, seed in (("train", 300, 0), ("test", 20, 2))}
+    out = tmp_path / "run"
+    args = ["--train", corpus["train"], "--test", corpus["test"], "--src-lang", "en",
+            "--tgt-lang", "de", "--out", out, "-q", *TINY]
+    first = recipe("from_files", *args, "--stop-stage", "2", "training.max_steps=10")
+    assert first.returncode == 0, first.stderr
+    (out / "training.json").unlink()  # as if the process had died before finishing stage 2
+    second = recipe("from_files", *args)
+    assert second.returncode == 0, second.stderr
+    assert json.loads((out / "training.json").read_text())["steps"] == 20
+
+
+def test_copy_task_recipe_reaches_bleu_above_90(tmp_path):
+    out = tmp_path / "copy"
+    proc = recipe("copy_task", "--out", out, "--pairs", "3000", "-q", "training.max_steps=300",
+                  "training.valid_every=150")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["bleu"] > 90, results["test"]
+    assert results["test"]["chrf"] > 90
+    # the hypotheses are detokenised text equal to the sources, not pieces
+    hyps = (out / "test.beam5.hyp").read_text(encoding="utf-8").splitlines()
+    srcs = (out / "data" / "test.src").read_text(encoding="utf-8").splitlines()
+    assert sum(h == s for h, s in zip(hyps, srcs, strict=True)) / len(srcs) > 0.8
+    assert "▁" not in "".join(hyps)
+
+
+def _hub_like(tmp_path: Path, name: str) -> Path:
+    """A DatasetDict with the hub dataset's schema and split names, saved to disk."""
+    import datasets
+
+    data = {}
+    for split, n, seed in (("train", 300, 0), ("validation", 20, 1), ("test", 20, 2)):
+        pairs = make_pairs(n, seed)  # (English-like, German-like)
+        if name == "multi30k_de_en":  # flat columns de, en
+            rows = {"en": [p[0] for p in pairs], "de": [p[1] for p in pairs]}
+        else:  # translation: {de, en}
+            rows = {"translation": [{"de": p[1], "en": p[0]} for p in pairs]}
+        data[split] = datasets.Dataset.from_dict(rows)
+    path = tmp_path / f"{name}_local"
+    datasets.DatasetDict(data).save_to_disk(str(path))
+    return path
+
+
+@pytest.mark.parametrize("name", ["multi30k_de_en", "iwslt2017_de_en", "wmt16_de_en"])
+def test_hub_recipes_run_on_a_local_dataset_of_the_same_schema(tmp_path, name):
+    local = _hub_like(tmp_path, name)
+    out = tmp_path / "run"
+    proc = recipe(name, "--out", out, "-q", "data.format=disk", f"data.dataset={local}",
+                  "data.num_proc=1", "tokenizer.max_sentences=1000", *TINY,
+                  "decoding.batch_tokens=2000", "training.batch_tokens=1000",
+                  "model.encoder_layers=1", "model.decoder_layers=1")
+    assert proc.returncode == 0, proc.stderr
+    results = json.loads((out / "results.json").read_text())
+    assert results["test"]["sentences"] == 20
+    assert results["config"]["data"]["src_lang"] == "de"
+    assert results["config"]["data"]["translation_field"] == (
+        None if name == "multi30k_de_en" else "translation")
+
+
+@pytest.mark.parametrize("name", ["multi30k_de_en", "iwslt2017_de_en", "wmt16_de_en"])
+def test_hub_recipes_fail_fast_offline(tmp_path, name):
+    start = time.time()
+    proc = recipe(name, "--out", tmp_path / "run",
+                  env={"HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf"),
+                       "HF_HUB_OFFLINE": "0"})
+    assert proc.returncode == 2
+    err = proc.stderr.strip().splitlines()
+    assert len(err) == 1 and "cannot reach the Hugging Face hub" in err[0], proc.stderr
+    assert time.time() - start < 30
+
+
+def test_embedded_corpus_loads_offline_through_datasets(tmp_path):
+    proc = recipe("lohelp_en_de", "--out", tmp_path / "run", "--stop-stage", "0", "-q")
+    assert proc.returncode == 0, proc.stderr
+    assert "train: 32,069 pairs, valid: 718 pairs, test: 2,378 pairs" in proc.stdout
+    stages = json.loads((tmp_path / "run" / "stages.json").read_text())
+    assert list(stages) == ["data"]
+
+
+def test_recipe_flags_are_checked(tmp_path):
+    proc = recipe("copy_task", "--stage", "3", "--stop-stage", "1")
+    assert proc.returncode == 2 and "--stage (3) <= --stop-stage (1)" in proc.stderr
+    proc = recipe("from_files", "--train", tmp_path / "nope", "--src-lang", "en",
+                  "--tgt-lang", "de", "--out", tmp_path / "run")
+    assert proc.returncode == 2 and "source file not found" in proc.stderr
+    assert len(proc.stderr.strip().splitlines()) == 1
