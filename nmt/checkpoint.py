@@ -61,13 +61,7 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors weights into ``model``; mismatches are reported with both shapes."""
     path = Path(path)
-    if not path.is_file():
-        raise NMTError(f"weights not found: {path}")
-    try:
-        tensors = st_load(path.read_bytes())
-    except (SafetensorError, ValueError) as exc:
-        raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
-                       "from safetensors") from None
+    tensors = read_weights(path)
     expected = model.state_dict()
     tied = set(expected) - set(_unique_state(model))
     for name, tensor in tensors.items():
@@ -144,3 +138,89 @@ def _check_vocab_sizes(path: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) -> No
                            f"{shapes[name][0]} entries but its SentencePiece model has "
                            f"{tok.vocab_size}: the weights and the tokenizer come from "
                            "different runs")
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file (never a pickle)."""
+    path = Path(path)
+    if not path.is_file():
+        raise NMTError(f"weights not found: {path}")
+    try:
+        return st_load(path.read_bytes())
+    except (SafetensorError, ValueError) as exc:
+        raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
+                       "from safetensors") from None
+
+
+def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of weight files with the same names and shapes (float64 sums)."""
+    if not paths:
+        raise NMTError("no checkpoints to average")
+    first = read_weights(paths[0])
+    sums = {k: v.double() if v.is_floating_point() else v for k, v in first.items()}
+    for path in paths[1:]:
+        tensors = read_weights(path)
+        if tensors.keys() != first.keys():
+            raise NMTError(f"cannot average {paths[0]} and {path}: they hold different weights "
+                           "(checkpoints of different models?)")
+        for name, tensor in tensors.items():
+            if tensor.shape != first[name].shape:
+                raise NMTError(f"cannot average {paths[0]} and {path}: '{name}' has shapes "
+                               f"{tuple(first[name].shape)} and {tuple(tensor.shape)}")
+            if tensor.is_floating_point():
+                sums[name] += tensor.double()
+    return {k: (v / len(paths)).to(first[k].dtype) if first[k].is_floating_point() else v
+            for k, v in sums.items()}
+
+
+def checkpoints_of(run_dir: Path) -> list[Path]:
+    """The checkpoints of a run, oldest first (names carry the zero-padded update number)."""
+    return sorted((run_dir / CHECKPOINT_DIR).glob("step-*.safetensors"))
+
+
+def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None = None,
+                      checkpoints: list[str | Path] | None = None) -> list[Path]:
+    """Write a model directory whose weights average checkpoints of ``run_dir``.
+
+    Either the ``last`` N checkpoints under ``run_dir/checkpoints`` or explicit ``checkpoints``
+    paths. ``out_dir`` gets ``config.yaml``, the SentencePiece model(s), ``model.safetensors``
+    and ``averaged.json`` naming the sources; it must not hold a model already.
+    """
+    import json
+
+    from nmt.fileio import write_text_atomic
+
+    run_dir, out_dir = Path(run_dir), Path(out_dir)
+    model, _, _, _ = load_model_dir(run_dir)  # checks config, vocabulary and weights agree
+    if checkpoints:
+        paths = [Path(c) for c in checkpoints]
+    else:
+        available = checkpoints_of(run_dir)
+        if last is None or last < 1:
+            raise NMTError("give --last N (N >= 1) or the checkpoint files to average")
+        if len(available) < last:
+            raise NMTError(f"{run_dir / CHECKPOINT_DIR} holds {len(available)} checkpoints, "
+                           f"fewer than --last {last} (training.keep_last sets how many are kept)")
+        paths = available[-last:]
+    if (out_dir / MODEL_FILE).exists():
+        raise NMTError(f"{out_dir} already holds a model: choose a new output directory")
+    averaged = average_weights(paths)
+    load_weights_from_tensors(model, averaged, paths[0])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for item in sorted(run_dir.iterdir()):
+        if item.name == CONFIG_FILE or item.name.endswith("spm.model"):
+            write_bytes_atomic(out_dir / item.name, item.read_bytes())
+    save_weights(model, out_dir / MODEL_FILE)
+    write_text_atomic(out_dir / "averaged.json", json.dumps(
+        {"run": str(run_dir), "checkpoints": [str(p) for p in paths]}, indent=2) + "\n")
+    return paths
+
+
+def load_weights_from_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
+                              source: Path) -> None:
+    """Load already-read tensors, checking names and shapes like :func:`load_weights`."""
+    expected = model.state_dict()
+    for name, tensor in tensors.items():
+        if name not in expected or tensor.shape != expected[name].shape:
+            raise NMTError(f"{source}: weight '{name}' does not match the run's config.yaml")
+    model.load_state_dict(tensors, strict=False)

@@ -1,4 +1,5 @@
-"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``encode``, ``evaluate``.
+"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``encode``, ``average``,
+``evaluate``.
 
 Only the standard library is imported at start-up; each subcommand imports what it needs when
 it runs, so ``nmt --help`` and ``nmt translate --help`` answer without loading torch or
@@ -75,7 +76,8 @@ def build_parser() -> argparse.ArgumentParser:
                        description="Translate lines of text with a trained model directory: one "
                        "output line per input line, in order (an empty line gives an empty "
                        "line). Settings not given come from the model's decoding config.")
-    _add_model_io_args(p, output_help="output text, written atomically (default: stdout)")
+    _add_model_io_args(p, output_help="output text, written atomically (default: stdout)",
+                       ensemble=True)
     _add_decoding_args(p)
     p.add_argument("--n-best", type=int, default=1, metavar="N",
                    help="write N lines per input: hypothesis<TAB>score")
@@ -92,6 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.set_defaults(handler=_cmd_encode)
+
+    p = sub.add_parser("average", help="average checkpoints into a new model directory",
+                       description="Average the weights of a run's last N checkpoints (or of "
+                       "the checkpoint files given) into a new model directory with the run's "
+                       "config and SentencePiece model(s).",
+                       epilog="examples:\n  nmt average -m runs/big --last 5 -o runs/big-avg5\n"
+                              "  nmt average -m runs/big -o runs/avg --checkpoints "
+                              "runs/big/checkpoints/step-00030000.safetensors "
+                              "runs/big/checkpoints/step-00031000.safetensors",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", metavar="RUN_DIR", required=True, help="training run")
+    p.add_argument("--last", type=int, metavar="N", help="average the newest N checkpoints")
+    p.add_argument("--checkpoints", nargs="+", metavar="FILE",
+                   help="checkpoint files (safetensors) to average instead")
+    p.add_argument("-o", "--output", metavar="OUT_DIR", required=True,
+                   help="new model directory")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(handler=_cmd_average)
 
     p = sub.add_parser("evaluate", help="score hypotheses against references with sacreBLEU",
                        description="Score a hypothesis file against one or more reference files "
@@ -120,9 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
-                       output_required: bool = False) -> None:
+                       output_required: bool = False, ensemble: bool = False) -> None:
     """-m MODEL_DIR, -i input text, -o output and --errors (translate, encode)."""
-    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
+    if ensemble:
+        p.add_argument("-m", "--model", metavar="DIR", required=True, action="append",
+                       help="model directory; repeat it to decode with an ensemble (the average "
+                            "of the models' log-probabilities; shared vocabularies needed)")
+    else:
+        p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
     p.add_argument("-i", "--input", metavar="FILE", help="input text (default: stdin)")
     p.add_argument("-o", "--output", metavar="FILE", required=output_required, help=output_help)
     p.add_argument("--errors", choices=("strict", "replace"), default="strict",
@@ -219,7 +244,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     lines = _read_input(args.input, args.errors)
     from nmt.translate import Translator
 
-    translator = Translator.load(args.model, args.device, args.precision, args.quantize)
+    translator = Translator.load_ensemble(args.model, args.device, args.precision,
+                                          args.quantize)
     results = _translate_lines(translator, lines, options, args.n_best,
                                show_progress=bool(args.output) and not args.quiet)
     if args.attention_dir:
@@ -254,6 +280,18 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     if not args.quiet:
         sys.stderr.write(f"nmt encode: {vectors.shape[0]} vectors of size {vectors.shape[1]} "
                          f"written to {args.output}\n")
+    return 0
+
+
+def _cmd_average(args: argparse.Namespace) -> int:
+    from nmt.checkpoint import average_model_dir
+    from nmt.errors import ConfigError
+
+    if (args.last is None) == (args.checkpoints is None):
+        raise ConfigError("give either --last N or --checkpoints FILE ...")
+    paths = average_model_dir(args.model, args.output, args.last, args.checkpoints)
+    print(f"averaged {len(paths)} checkpoints ({paths[0].name} ... {paths[-1].name}) into "
+          f"{args.output}")
     return 0
 
 

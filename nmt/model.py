@@ -1,7 +1,8 @@
 """The sequence-to-sequence model: encoder, bridge, decoder, and the incremental search API.
 
-``forward`` trains with teacher forcing; search uses only ``encode``, ``init_state``, ``step``
-and ``reorder`` and never reaches into the modules. :func:`build_model` turns a
+``forward`` trains with teacher forcing; search uses only ``encode``, ``init_state``,
+``expand``, ``step`` and ``reorder`` and never reaches into the modules, so an
+:class:`Ensemble` of models decodes through the same search code. :func:`build_model` turns a
 :class:`~nmt.config.ModelConfig` into a model.
 """
 
@@ -73,6 +74,40 @@ class Seq2Seq(nn.Module):
     def encode_sentences(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
         """(B, 2H) fixed-length sentence vectors: top-layer final forward and backward h."""
         return self.encoder.sentence_vectors(self.encode(src, src_lengths))
+
+
+class Ensemble(nn.Module):
+    """Several models sharing vocabularies, searched as one: each step's log-probabilities are
+    the average of the models' log-probabilities (B, V). States are lists, one per model."""
+
+    def __init__(self, models: list[Seq2Seq]) -> None:
+        super().__init__()
+        self.models = nn.ModuleList(models)
+
+    def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> list[EncoderOutput]:
+        """Each model's encoding of the source (B, S)."""
+        return [m.encode(src, src_lengths) for m in self.models]
+
+    def init_state(self, encs: list[EncoderOutput]) -> list[DecoderState]:
+        """Each model's initial decoder state."""
+        return [m.init_state(e) for m, e in zip(self.models, encs, strict=True)]
+
+    def step(self, prev_tokens: torch.Tensor,
+             states: list[DecoderState]) -> tuple[torch.Tensor, list[DecoderState]]:
+        """Mean of the models' log-probabilities (B, V) for the next token, and new states."""
+        outputs = [m.step(prev_tokens, s) for m, s in zip(self.models, states, strict=True)]
+        log_probs = torch.stack([lp for lp, _ in outputs]).mean(0)
+        return log_probs, [s for _, s in outputs]
+
+    @staticmethod
+    def reorder(states: list[DecoderState], index: torch.Tensor) -> list[DecoderState]:
+        """Select (and repeat) rows of every model's state."""
+        return [s.index_select(index) for s in states]
+
+    @staticmethod
+    def expand(states: list[DecoderState], k: int) -> list[DecoderState]:
+        """Repeat each row ``k`` times in every model's state."""
+        return [s.expand(k) for s in states]
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:

@@ -12,6 +12,7 @@ with a gradient scaler on CUDA devices without bf16. Loss and softmax stay in fl
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import logging
 import math
@@ -32,6 +33,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 import torch
 import torch.nn.functional as F
 
+from nmt import distributed
 from nmt.batching import Batch, Corpus, TokenBatchSampler
 from nmt.checkpoint import (
     CHECKPOINT_DIR,
@@ -80,6 +82,31 @@ def inverse_sqrt(warmup: int) -> Any:
         return math.sqrt(max(warmup, 1) / step)
 
     return factor
+
+
+class TrainingLoss(torch.nn.Module):
+    """The summed, label-smoothed training loss of a batch as one module call.
+
+    Wrapping the model this way lets :class:`~torch.nn.parallel.DistributedDataParallel` see
+    the whole computation in ``forward`` (its gradient hooks need that). The vocabulary
+    projection is fused with the loss over the real (non-padding) target tokens only
+    (:func:`nmt.loss.linear_cross_entropy`).
+    """
+
+    def __init__(self, model: Seq2Seq, label_smoothing: float, teacher_forcing_ratio: float):
+        super().__init__()
+        self.model = model
+        self.label_smoothing, self.teacher_forcing_ratio = label_smoothing, teacher_forcing_ratio
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor,
+                tgt: torch.Tensor) -> torch.Tensor:
+        """Summed loss of source (B, S) and BOS + target + EOS (B, T + 1)."""
+        tgt_in, gold = tgt[:, :-1], tgt[:, 1:]  # BOS + gold[:-1] -> gold
+        real = gold != PAD_ID  # (B, T)
+        features = self.model.features(src, src_lengths, tgt_in,
+                                       self.teacher_forcing_ratio)  # (B, T, Hd)
+        return linear_cross_entropy(features[real], self.model.output_layer, gold[real],
+                                    self.label_smoothing)
 
 
 # --------------------------------------------------------------------------- translation helper
@@ -147,13 +174,23 @@ class Trainer:
         if resume:
             _check_resume_config(config)
         torch.manual_seed(self.tcfg.seed)
-        self.prepared = prepared or prepare(config)
         self.device = resolve_device(self.tcfg.device)
+        self.dist = distributed.setup(self.device.type)  # a no-op without torchrun
+        if self.dist.enabled and self.device.type == "cuda":
+            self.device = torch.device("cuda", self.dist.local_rank)
+            torch.cuda.set_device(self.device)
+        if not self.dist.main:
+            distributed.barrier(self.dist)  # rank 0 prepares first; the others re-use its files
+        self.prepared = prepared or prepare(config)
+        if self.dist.main:
+            distributed.barrier(self.dist)
         self.dtype = resolve_precision(self.tcfg.precision, self.device)
         self.src_tok, self.tgt_tok = self.prepared.src_tok, self.prepared.tgt_tok
         self.model = build_model(config.model, self.src_tok.vocab_size,
                                  self.tgt_tok.vocab_size).to(self.device)
         self.params = count_parameters(self.model)
+        if self.dist.rank:
+            torch.manual_seed(self.tcfg.seed + self.dist.rank)  # own dropout masks per rank
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=self.tcfg.lr,
                                           weight_decay=self.tcfg.weight_decay)
         self.scheduler = self._make_scheduler()
@@ -171,6 +208,15 @@ class Trainer:
         self.progress = Progress()
         if resume:
             self._load_state()
+        self.loss_module = TrainingLoss(self.model, self.tcfg.label_smoothing,
+                                        self.tcfg.teacher_forcing_ratio)
+        self.ddp = None
+        if self.dist.enabled:
+            from torch.nn.parallel import DistributedDataParallel
+
+            self.ddp = DistributedDataParallel(  # broadcasts rank 0's weights
+                self.loss_module,
+                device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.writer = None
 
     # ----------------------------------------------------------------- setup helpers
@@ -195,7 +241,12 @@ class Trainer:
     # ----------------------------------------------------------------- the loop
 
     def fit(self) -> Progress:
-        """Train until a stopping rule fires; returns the final progress."""
+        """Train until a stopping rule fires; returns the final progress.
+
+        Under torchrun only rank 0 logs, validates and writes files; every rank trains.
+        """
+        if not self.dist.main:
+            return self._fit_worker()
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out / CONFIG_FILE)
         handler = logging.FileHandler(self.out / "train.log", encoding="utf-8")
@@ -207,9 +258,11 @@ class Trainer:
         if package_logger.getEffectiveLevel() > logging.INFO:
             package_logger.setLevel(logging.INFO)  # train.log records INFO whatever the console
         self.writer = self._tensorboard()
-        log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch",
+        backend = "nccl" if self.device.type == "cuda" else "gloo"
+        log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch%s",
                  self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
-                 f"{self.params:,}", len(self.train_corpus), self._epoch_batches)
+                 f"{self.params:,}", len(self.train_corpus), self._epoch_batches,
+                 f", {self.dist.world} processes ({backend})" if self.dist.enabled else "")
         previous = self._catch_signals()
         try:
             self._loop()
@@ -221,7 +274,23 @@ class Trainer:
             handler.close()
             if self.writer is not None:
                 self.writer.close()
+            distributed.teardown(self.dist)
         self._plot_curve()
+        return self.progress
+
+    def _fit_worker(self) -> Progress:
+        """Ranks other than 0: train quietly (warnings and errors only), write nothing."""
+        package_logger = logging.getLogger("nmt")
+        level = package_logger.level
+        package_logger.setLevel(logging.WARNING)
+        previous = self._catch_signals()
+        try:
+            self._loop()
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            package_logger.setLevel(level)
+            distributed.teardown(self.dist)
         return self.progress
 
     def _catch_signals(self) -> dict[int, Any]:
@@ -241,8 +310,9 @@ class Trainer:
         p.elapsed = time.perf_counter() - start
         self._save_checkpoint()
         name = signal.Signals(self._signal).name
-        log.warning("%s at update %d: checkpoint saved; continue with: nmt train --config "
-                    "%s --resume", name, p.step, self.out / CONFIG_FILE)
+        if self.dist.main:
+            log.warning("%s at update %d: checkpoint saved; continue with: nmt train --config "
+                        "%s --resume", name, p.step, self.out / CONFIG_FILE)
         raise TrainingInterrupted(self._signal, p.step, self.out)
 
     def _loop(self) -> None:
@@ -255,13 +325,21 @@ class Trainer:
         def rate() -> float:  # target tokens per second since the last validation
             return window_tokens / max(time.perf_counter() - window_start, 1e-9)
 
+        # one update takes `accumulate` batches on each of the `world` processes, disjoint
+        span = t.accumulate * self.dist.world
+        rank_slice = slice(self.dist.rank * t.accumulate, (self.dist.rank + 1) * t.accumulate)
+
+        def update_left(batches: list) -> bool:  # several processes need a batch each
+            return p.batch_in_epoch + (span if self.dist.enabled else 1) <= len(batches)
+
         while not self._should_stop(p, start):
             batches = self.sampler.batches(p.epoch)
             self._epoch_batches = len(batches)
-            while p.batch_in_epoch < len(batches) and not self._should_stop(p, start):
-                group = batches[p.batch_in_epoch: p.batch_in_epoch + t.accumulate]
-                loss, tokens = self.train_step(group)
-                p.batch_in_epoch += len(group)
+            while update_left(batches) and not self._should_stop(p, start):
+                chunk = batches[p.batch_in_epoch: p.batch_in_epoch + span]
+                loss, tokens = self.train_step(chunk[rank_slice])
+                p.batch_in_epoch += len(chunk)
+                self._agree_on_signal()
                 if not math.isfinite(loss):
                     self._skipped_update()
                     if self._signal is not None:
@@ -291,7 +369,7 @@ class Trainer:
                     self._validate_and_save(sum(losses) / max(len(losses), 1), rate())
                     validated_at = p.step
                     window_tokens, window_start, losses = 0, time.perf_counter(), []
-            if p.batch_in_epoch >= len(batches):
+            if not update_left(batches):
                 p.epoch += 1
                 p.batch_in_epoch = 0
         if p.step != validated_at:
@@ -305,14 +383,20 @@ class Trainer:
                  p.best_step)
 
     def _should_stop(self, p: Progress, start: float) -> bool:
+        """Whether a stopping rule fires (on any process: all processes stop together)."""
         t = self.tcfg
-        if t.max_steps is not None and p.step >= t.max_steps:
-            return True
-        if t.max_epochs is not None and p.epoch >= t.max_epochs:
-            return True
-        if t.max_minutes is not None and time.perf_counter() - start >= t.max_minutes * 60:
-            return True
-        return bool(t.patience and p.bad_validations >= t.patience)
+        stop = ((t.max_steps is not None and p.step >= t.max_steps)
+                or (t.max_epochs is not None and p.epoch >= t.max_epochs)
+                or (t.max_minutes is not None
+                    and time.perf_counter() - start >= t.max_minutes * 60)
+                or bool(t.patience and p.bad_validations >= t.patience))
+        return bool(distributed.any_true(self.dist, [stop], self.device)[0])
+
+    def _agree_on_signal(self) -> None:
+        """A SIGINT/SIGTERM seen by any process stops every process at the same update."""
+        if self.dist.enabled:
+            signum = distributed.any_true(self.dist, [self._signal or 0], self.device)[0]
+            self._signal = signum or None
 
     def _skipped_update(self) -> None:
         """Log an update skipped for a non-finite loss or gradient; stop after too many."""
@@ -334,16 +418,24 @@ class Trainer:
         gradient overflow is the scaler's business: it skips the step and lowers the scale.
         """
         self.model.train()
-        # normalise by the target tokens of the whole update, known before any backward pass
-        total_tokens = sum(int((self.train_corpus.tgt_lengths[i] - 1).sum())
+        # normalise by the target tokens of the whole update (all processes), known before any
+        # backward pass; DDP averages gradients over processes, hence the factor `world`
+        local_tokens = sum(int((self.train_corpus.tgt_lengths[i] - 1).sum())
                            for i in indices_group)
+        total_tokens = int(distributed.sum_floats(self.dist, [local_tokens], self.device)[0])
+        scale = self.dist.world / max(total_tokens, 1)
         total_loss = 0.0
-        for indices in indices_group:
+        for number, indices in enumerate(indices_group):
             batch = self.train_corpus.batch(indices).to(self.device)
-            loss, _ = self._batch_loss(batch, self.tcfg.label_smoothing,
-                                       self.tcfg.teacher_forcing_ratio)
-            self.scaler.scale(loss / total_tokens).backward()
+            last = number == len(indices_group) - 1
+            # gradients are exchanged once an update, after its last batch
+            sync = (self.ddp.no_sync() if self.ddp is not None and not last
+                    else contextlib.nullcontext())
+            with sync:
+                loss, _ = self._batch_loss(batch)
+                self.scaler.scale(loss * scale).backward()
             total_loss += loss.item()
+        total_loss = distributed.sum_floats(self.dist, [total_loss], self.device)[0]
         finite = math.isfinite(total_loss)
         if finite and (self.tcfg.clip_norm > 0 or not self.scaler.is_enabled()):
             self.scaler.unscale_(self.optimizer)
@@ -364,20 +456,12 @@ class Trainer:
             self.scheduler.step()
         return total_loss / max(total_tokens, 1), total_tokens
 
-    def _batch_loss(self, batch: Batch, label_smoothing: float,
-                    teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, int]:
-        """Summed training loss of a batch and its number of target tokens.
-
-        The vocabulary projection is fused with the loss over the real (non-padding) target
-        tokens only (:func:`nmt.loss.linear_cross_entropy`).
-        """
-        tgt_in, gold = batch.tgt[:, :-1], batch.tgt[:, 1:]  # BOS + gold[:-1] -> gold
-        real = gold != PAD_ID  # (B, T)
+    def _batch_loss(self, batch: Batch) -> tuple[torch.Tensor, int]:
+        """Summed training loss of a batch and its number of target tokens (through DDP when
+        several processes train; see :class:`TrainingLoss`)."""
+        module = self.ddp if self.ddp is not None else self.loss_module
         with autocast(self.device, self.dtype):
-            features = self.model.features(batch.src, batch.src_lengths, tgt_in,
-                                           teacher_forcing_ratio)  # (B, T, Hd)
-            loss = linear_cross_entropy(features[real], self.model.output_layer, gold[real],
-                                        label_smoothing)
+            loss = module(batch.src, batch.src_lengths, batch.tgt)
         return loss, batch.ntokens
 
     # ----------------------------------------------------------------- validation and files
@@ -412,7 +496,8 @@ class Trainer:
 
     def _validate_and_save(self, train_loss: float, tokens_per_s: float) -> None:
         p = self.progress
-        metrics = self.validate()
+        # rank 0 validates; every process takes the same decisions from its figures
+        metrics = distributed.broadcast(self.dist, self.validate() if self.dist.main else None)
         epochs = p.epoch + p.batch_in_epoch / max(self._epoch_batches, 1)
         row = {"step": p.step, "epoch": round(epochs, 3), "train_loss": train_loss, "lr": self.lr,
                "tokens_per_s": tokens_per_s, "elapsed_s": p.elapsed, **metrics}
@@ -420,12 +505,16 @@ class Trainer:
         improved = bleu > p.best_score
         if improved:
             p.best_score, p.best_step, p.bad_validations = bleu, p.step, 0
-            save_weights(self.model, self.out / MODEL_FILE)
+            if self.dist.main:
+                save_weights(self.model, self.out / MODEL_FILE)
         else:
             p.bad_validations += 1
         if self.tcfg.schedule == "plateau":
             self.scheduler.step(bleu)
         p.history.append({k: float(v) for k, v in row.items()})
+        if not self.dist.main:
+            self._save_checkpoint()
+            return
         self._write_metrics()
         for key in ("valid_loss", "valid_ppl", "bleu", "chrf"):
             if key in metrics:
@@ -437,7 +526,11 @@ class Trainer:
         self._save_checkpoint()
 
     def _save_checkpoint(self) -> None:
-        """Weights under checkpoints/, then the trainer state that points at them."""
+        """Weights under checkpoints/, then the trainer state that points at them (rank 0;
+        every process calls it, to hand in its random state)."""
+        rng_states = distributed.gather(self.dist, torch.get_rng_state())
+        if not self.dist.main:
+            return
         p = self.progress
         directory = self.out / CHECKPOINT_DIR
         name = f"step-{p.step:08d}.safetensors"
@@ -448,6 +541,8 @@ class Trainer:
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else {},
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
+            "torch_rng_ranks": rng_states if self.dist.enabled else [],
+            "world_size": self.dist.world,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "progress": {k: v for k, v in vars(p).items() if k != "history"},
             "history": p.history,
@@ -466,7 +561,17 @@ class Trainer:
         if self.scheduler is not None and state["scheduler"]:
             self.scheduler.load_state_dict(state["scheduler"])
         self.scaler.load_state_dict(state["scaler"])
-        torch.set_rng_state(state["torch_rng"])
+        ranks = state.get("torch_rng_ranks") or []
+        if self.dist.enabled and len(ranks) == self.dist.world:
+            torch.set_rng_state(ranks[self.dist.rank])
+        else:
+            torch.set_rng_state(state["torch_rng"])
+            if self.dist.rank:
+                torch.manual_seed(self.tcfg.seed + self.dist.rank + state["progress"]["step"])
+        if state.get("world_size", 1) != self.dist.world:
+            log.warning("resuming a run of %d process(es) with %d: updates now take %d batches",
+                        state.get("world_size", 1), self.dist.world,
+                        self.dist.world * self.tcfg.accumulate)
         if state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.progress = Progress(**state["progress"], history=list(state["history"]))
@@ -487,7 +592,7 @@ class Trainer:
                                  for k in METRIC_FIELDS})
 
     def _bar(self) -> Any:
-        if self.quiet:
+        if self.quiet or not self.dist.main:
             return None
         from tqdm import tqdm
 

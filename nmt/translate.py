@@ -23,7 +23,7 @@ from nmt.checkpoint import load_model_dir
 from nmt.config import Config
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
-from nmt.model import Seq2Seq
+from nmt.model import Ensemble, Seq2Seq
 from nmt.search import beam_search, greedy
 from nmt.tokenizer import Tokenizer
 
@@ -67,6 +67,32 @@ class Translator:
         elif quantize is not None:
             raise ConfigError(f"unknown quantization '{quantize}' (int8 is supported)")
         return cls(model, config, src_tok, tgt_tok, dev, dtype)
+
+    @classmethod
+    def load_ensemble(cls, model_dirs: Sequence[str | Path], device: str = "auto",
+                      precision: str = "fp32", quantize: str | None = None) -> Translator:
+        """Several model directories decoded as one :class:`~nmt.model.Ensemble`.
+
+        The models must share their source and target vocabularies (piece for piece); decoding
+        settings and ``data.max_len`` come from the first model's config.
+        """
+        if len(model_dirs) == 1:
+            return cls.load(model_dirs[0], device, precision, quantize)
+        members = [cls.load(d, device, precision, quantize) for d in model_dirs]
+        first = members[0]
+        for directory, other in zip(model_dirs[1:], members[1:], strict=True):
+            for side in ("src_tok", "tgt_tok"):
+                a, b = getattr(first, side), getattr(other, side)
+                if _pieces(a) != _pieces(b):
+                    what = "source" if side == "src_tok" else "target"
+                    raise ConfigError(
+                        f"cannot ensemble {model_dirs[0]} and {directory}: their {what} "
+                        f"vocabularies differ ({a.vocab_size} and {b.vocab_size} pieces"
+                        f"{', same size but other pieces' if a.vocab_size == b.vocab_size else ''}"
+                        "); ensembles need models trained with the same SentencePiece model")
+        ensemble = Ensemble([m.model for m in members]).eval()
+        return cls(ensemble, first.config, first.src_tok, first.tgt_tok, first.device,
+                   first.dtype)
 
     # ----------------------------------------------------------------- encoding the input
 
@@ -145,6 +171,8 @@ class Translator:
         weights the search saw on that path; EOS is included on both sides. Empty lines give
         empty entries.
         """
+        if isinstance(self.model, Ensemble):
+            raise ConfigError("attention maps come from one model: give a single -m")
         if self.model.decoder.attention is None:
             raise ConfigError("this model has no attention (model.attention: none): there is "
                               "nothing to plot")
@@ -183,6 +211,10 @@ class Translator:
                 vectors = self.model.encode_sentences(batch.src, batch.src_lengths)
             out[rows] = vectors.float().cpu().numpy()
         return out
+
+
+def _pieces(tok: Tokenizer) -> list[str]:
+    return [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]
 
 
 def quantize_int8(model: Seq2Seq) -> Seq2Seq:

@@ -1,0 +1,102 @@
+"""Data-parallel training across processes, as started by ``torchrun``.
+
+``torchrun --nproc_per_node=N -m nmt train --config run.yaml`` sets ``WORLD_SIZE``, ``RANK`` and
+``LOCAL_RANK``; :func:`setup` then joins the process group with NCCL when training on CUDA
+and gloo on the CPU. With one process everything here is a no-op, so the trainer has one code
+path: each helper takes the :class:`Dist` and does nothing when ``world == 1``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class Dist:
+    """This process's place in the job: ``world`` processes, this one is ``rank``."""
+
+    world: int = 1
+    rank: int = 0
+    local_rank: int = 0
+
+    @property
+    def enabled(self) -> bool:
+        """True when there is more than one process."""
+        return self.world > 1
+
+    @property
+    def main(self) -> bool:
+        """The process that logs, validates and writes files (rank 0)."""
+        return self.rank == 0
+
+
+def world_from_env() -> int:
+    """``WORLD_SIZE`` as set by torchrun (1 without it)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def setup(device_type: str) -> Dist:
+    """Join the process group torchrun describes (NCCL on CUDA, gloo on the CPU)."""
+    world = world_from_env()
+    if world <= 1:
+        return Dist()
+    if not dist.is_initialized():
+        backend = "nccl" if device_type == "cuda" else "gloo"
+        # validation runs on rank 0 while the others wait: allow it time
+        dist.init_process_group(backend, timeout=datetime.timedelta(hours=2))
+    return Dist(world=dist.get_world_size(), rank=dist.get_rank(),
+                local_rank=int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def teardown(d: Dist) -> None:
+    """Leave the process group."""
+    if d.enabled and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def barrier(d: Dist) -> None:
+    """Wait for every process."""
+    if d.enabled:
+        dist.barrier()
+
+
+def sum_floats(d: Dist, values: list[float], device: torch.device) -> list[float]:
+    """Element-wise sum over processes (float64)."""
+    if not d.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.SUM)
+    return tensor.tolist()
+
+
+def any_true(d: Dist, flags: list[bool | int], device: torch.device) -> list[int]:
+    """Element-wise maximum over processes: a flag (or a signal number) raised anywhere."""
+    if not d.enabled:
+        return [int(f) for f in flags]
+    tensor = torch.tensor([int(f) for f in flags], dtype=torch.int64, device=device)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return tensor.tolist()
+
+
+def broadcast(d: Dist, obj: Any) -> Any:
+    """Rank 0's ``obj`` on every process."""
+    if not d.enabled:
+        return obj
+    box = [obj]
+    dist.broadcast_object_list(box, src=0)
+    return box[0]
+
+
+def gather(d: Dist, obj: Any) -> list[Any]:
+    """Every process's ``obj``, in rank order, on every process."""
+    if not d.enabled:
+        return [obj]
+    out: list[Any] = [None] * d.world
+    dist.all_gather_object(out, obj)
+    return out

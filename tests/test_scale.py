@@ -1,0 +1,153 @@
+"""Scaling out: DDP with torchrun (gloo, 2 processes), checkpoint averaging, ensembles."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import torch
+from conftest import reverse_overrides, write_reverse_task
+from safetensors.torch import load_file
+
+from nmt.checkpoint import average_weights
+from nmt.cli import main
+from nmt.config import load_config
+from nmt.errors import ConfigError
+from nmt.train import Trainer
+from nmt.translate import Translator
+
+
+@pytest.fixture(scope="module")
+def reverse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("scale")
+    return write_reverse_task(root / "data", {"train": 2000, "valid": 60, "test": 50})
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, reverse):
+    """A trained reverse-task run with checkpoints at updates 100, 150, 200."""
+    out = tmp_path_factory.mktemp("run") / "run"
+    config = load_config(None, [*reverse_overrides(out, reverse), "training.max_steps=200",
+                                "training.valid_every=50", "training.keep_last=3"])
+    Trainer(config, quiet=True).fit()
+    return out
+
+
+def nmt(*args: object, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, *(launcher or []), "-m", "nmt", *map(str, args)],
+                          capture_output=True, text=True, timeout=600, env=env)
+
+
+TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, reverse):
+    common = [*reverse_overrides(tmp_path / "x", reverse)[1:], "training.precision=fp32",
+              "model.dropout=0.0", "training.max_steps=6", "training.valid_every=3",
+              "training.batch_tokens=400", "-q"]
+    one = tmp_path / "one"
+    proc = nmt("train", f"output_dir={one}", "training.accumulate=2", *common)
+    assert proc.returncode == 0, proc.stderr
+    two = tmp_path / "two"
+    proc = nmt("train", f"output_dir={two}", *common, launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_file(one / "checkpoints" / "step-00000006.safetensors")
+    b = load_file(two / "checkpoints" / "step-00000006.safetensors")
+    start = load_file(one / "checkpoints" / "step-00000003.safetensors")
+    assert any(not torch.equal(start[k], a[k]) for k in a)  # it trained
+    for name in a:
+        torch.testing.assert_close(a[name], b[name], rtol=0, atol=1e-5, msg=name)
+    state = torch.load(two / "trainer_state.pt", weights_only=True)
+    assert state["world_size"] == 2 and len(state["torch_rng_ranks"]) == 2
+    assert state["progress"]["batch_in_epoch"] == 12  # 6 updates x 2 processes x 1 batch
+    assert (two / "metrics.csv").read_text().count("\n") == 3  # header + 2 validations, once
+
+    # the two-process run resumes from its checkpoint
+    proc = nmt("train", f"output_dir={two}", *common, "training.max_steps=9", "--resume",
+               launcher=TORCHRUN)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    state = torch.load(two / "trainer_state.pt", weights_only=True)
+    assert state["progress"]["step"] == 9 and state["progress"]["batch_in_epoch"] == 18
+
+
+def test_a_crash_on_one_rank_stops_the_job(tmp_path, reverse):
+    # rank 0 fails preparing the data while rank 1 waits for it: the whole job ends
+    proc = nmt("train", *reverse_overrides(tmp_path / "run", reverse), "training.max_steps=3",
+               f"data.train={tmp_path / 'missing'}", "-q", launcher=TORCHRUN)
+    assert proc.returncode != 0
+    assert "source file not found" in proc.stderr
+
+
+def test_average_of_identical_checkpoints_reproduces_them(run_dir, tmp_path):
+    ckpt = run_dir / "checkpoints" / "step-00000150.safetensors"
+    assert main(["average", "-m", str(run_dir), "--checkpoints", str(ckpt), str(ckpt),
+                 "-o", str(tmp_path / "same"), "-q"]) == 0
+    same, original = load_file(tmp_path / "same" / "model.safetensors"), load_file(ckpt)
+    assert all(torch.equal(same[k], original[k]) for k in original)
+    assert {p.name for p in (tmp_path / "same").iterdir()} >= {"config.yaml", "spm.model",
+                                                              "model.safetensors"}
+    # the averaged directory is a model directory: it translates
+    assert Translator.load(tmp_path / "same").translate(["a b c"], beam_size=1)[0]
+
+
+def test_average_of_the_last_checkpoints_is_their_mean(run_dir, tmp_path):
+    assert main(["average", "-m", str(run_dir), "--last", "2", "-o", str(tmp_path / "avg"),
+                 "-q"]) == 0
+    avg = load_file(tmp_path / "avg" / "model.safetensors")
+    a = load_file(run_dir / "checkpoints" / "step-00000150.safetensors")
+    b = load_file(run_dir / "checkpoints" / "step-00000200.safetensors")
+    for name in a:
+        torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)
+    assert any(not torch.equal(avg[k], a[k]) for k in a)
+    assert any(not torch.equal(avg[k], b[k]) for k in b)
+    assert average_weights([run_dir / "checkpoints" / "step-00000150.safetensors"] * 3)[
+        "encoder.embed.weight"].equal(a["encoder.embed.weight"])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--last", "9"], "holds 3 checkpoints, fewer than --last 9"),
+    ([], "give either --last N or --checkpoints"),
+])
+def test_average_refuses_what_it_cannot_do(run_dir, tmp_path, capsys, argv, message):
+    assert main(["average", "-m", str(run_dir), *argv, "-o", str(tmp_path / "o")]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_an_ensemble_of_a_model_with_itself_gives_its_output(run_dir, tmp_path):
+    lines = ["a b c d", "h g f e d", "", "c c a b h e"]
+    alone = Translator.load(run_dir)
+    pair = Translator.load_ensemble([run_dir, run_dir])
+    for beam in (1, 4):
+        assert pair.translate(lines, beam_size=beam) == alone.translate(lines, beam_size=beam)
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n")
+    assert main(["translate", "-m", str(run_dir), "-m", str(run_dir), "-i",
+                 str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-q"]) == 0
+    assert (tmp_path / "out.txt").read_text().splitlines() == alone.translate(lines)
+
+
+def test_an_ensemble_of_different_models_differs_and_needs_shared_vocabularies(
+        run_dir, tmp_path, reverse):
+    # same vocabulary, other weights: an averaged model joins the ensemble
+    main(["average", "-m", str(run_dir), "--last", "3", "-o", str(tmp_path / "avg"), "-q"])
+    pair = Translator.load_ensemble([run_dir, tmp_path / "avg"])
+    src = torch.tensor([pair.src_tok.encode("a b c d", add_eos=True)])
+    state = pair.model.init_state(pair.model.encode(src, torch.tensor([src.size(1)])))
+    mixed, _ = pair.model.step(torch.tensor([2]), state)
+    single = [m.step(torch.tensor([2]), s)[0] for m, s in zip(pair.model.models, state,
+                                                                strict=True)]
+    torch.testing.assert_close(mixed, (single[0] + single[1]) / 2)
+
+    other = tmp_path / "other"
+    shutil.copytree(run_dir, other)
+    config = load_config(None, [*reverse_overrides(tmp_path / "o2", reverse),
+                                "tokenizer.vocab_size=20", "training.max_steps=1"])
+    Trainer(config, quiet=True).fit()
+    for name in ("spm.model", "model.safetensors", "config.yaml"):
+        shutil.copy(tmp_path / "o2" / name, other / name)
+    with pytest.raises(ConfigError, match=r"their source vocabularies differ \(\d+ and \d+ "
+                                          r"pieces"):
+        Translator.load_ensemble([run_dir, other])
