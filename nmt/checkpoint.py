@@ -20,7 +20,7 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
 from nmt import FORMAT_VERSION
-from nmt.config import Config, load_config
+from nmt.config import Config, load_config, save_config
 from nmt.errors import NMTError
 from nmt.fileio import write_bytes_atomic
 from nmt.model import Seq2Seq, build_model
@@ -208,8 +208,11 @@ def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None
     load_weights_from_tensors(model, averaged, paths[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     for item in sorted(run_dir.iterdir()):
-        if item.name == CONFIG_FILE or item.name.endswith("spm.model"):
+        if item.name.endswith("spm.model"):
             write_bytes_atomic(out_dir / item.name, item.read_bytes())
+    config = load_config(run_dir / CONFIG_FILE)
+    config.output_dir = str(out_dir)  # its own directory, not the run it came from
+    save_config(config, out_dir / CONFIG_FILE)
     save_weights(model, out_dir / MODEL_FILE)
     write_text_atomic(out_dir / "averaged.json", json.dumps(
         {"run": str(run_dir), "checkpoints": [str(p) for p in paths]}, indent=2) + "\n")
@@ -223,4 +226,8 @@ def load_weights_from_tensors(model: torch.nn.Module, tensors: dict[str, torch.T
     for name, tensor in tensors.items():
         if name not in expected or tensor.shape != expected[name].shape:
             raise NMTError(f"{source}: weight '{name}' does not match the run's config.yaml")
+    missing = set(expected) - set(tensors) - (set(expected) - set(_unique_state(model)))
+    if missing:
+        raise NMTError(f"{source}: missing weights {sorted(missing)[:3]}: not a checkpoint of "
+                       "this run's model")
     model.load_state_dict(tensors, strict=False)

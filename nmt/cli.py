@@ -241,11 +241,16 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         from nmt.errors import ConfigError
 
         raise ConfigError(f"--n-best must be at least 1, got {args.n_best}")
-    lines = _read_input(args.input, args.errors)
+    if args.attention_dir and len(args.model) > 1:
+        from nmt.errors import ConfigError
+
+        raise ConfigError("--attention-dir shows one model's attention: give a single -m")
     from nmt.translate import Translator
 
+    # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize)
+    lines = _read_input(args.input, args.errors)
     results = _translate_lines(translator, lines, options, args.n_best,
                                show_progress=bool(args.output) and not args.quiet)
     if args.attention_dir:
@@ -354,6 +359,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from nmt.train import train
 
     progress = train(config, resume=args.resume, quiet=args.quiet)
+    import os
+
+    if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
+        return 0
     best = (f"best validation BLEU {progress.best_score:.2f}"
             if config.data.valid or config.data.format in ("hub", "disk")
             else f"best training loss {-progress.best_score:.3f}")

@@ -127,6 +127,10 @@ def recipe_config(recipe: Recipe, args: argparse.Namespace) -> Config:
 # --------------------------------------------------------------------------- the stages
 
 
+class Skipped(str):
+    """A stage's summary when it found its work done: its earlier timing is kept."""
+
+
 @dataclass
 class Job:
     """What every stage gets: the recipe, the resolved config, and the command line."""
@@ -149,7 +153,8 @@ def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) 
         start = time.perf_counter()
         summary = STAGE_FUNCTIONS[name](job)
         seconds = time.perf_counter() - start
-        _record_stage(out, name, seconds, summary)
+        if not isinstance(summary, Skipped) or name not in (_read_json(out / STAGES_FILE) or {}):
+            _record_stage(out, name, seconds, summary)
         print(f"   {summary} ({seconds:.1f} s)", flush=True)
 
 
@@ -187,9 +192,9 @@ def _stage_train(job: Job) -> str:
 
     done = _read_json(config.out / TRAINING_FILE)
     if done is not None:
-        return (f"already trained ({done['steps']} updates, {done['seconds']:.0f} s): skipped; "
-                f"delete {config.out / TRAINING_FILE} and use --resume with nmt train to "
-                "train further")
+        return Skipped(f"already trained ({done['steps']} updates, {done['seconds']:.0f} s): "
+                       f"skipped; delete {config.out / TRAINING_FILE} and use --resume with nmt "
+                       "train to train further")
     resume = (config.out / TRAINER_STATE_FILE).exists()
     if resume:
         log.info("resuming the interrupted training in %s", config.out)
@@ -210,8 +215,9 @@ def _stage_train(job: Job) -> str:
 def _stage_translate(job: Job) -> str:
     config = job.config
     from nmt.checkpoint import MODEL_FILE
+    from nmt.config import to_dict
     from nmt.data import load_splits
-    from nmt.fileio import sha256_file, write_text_atomic
+    from nmt.fileio import sha256_file, sha256_text, write_text_atomic
     from nmt.translate import Translator
 
     test = load_splits(config.data, _cache_dir(config), ("train", "test")).get("test")
@@ -223,18 +229,21 @@ def _stage_translate(job: Job) -> str:
     beam = config.decoding.beam_size
     hyp_path = config.out / f"test.beam{beam}.hyp"
     meta_path = config.out / f"test.beam{beam}.json"
-    digest = sha256_file(weights)
+    src = list(test["src"])
+    # the hypotheses are re-made when the weights, the test sources or the search settings change
+    key = {"model_sha256": sha256_file(weights), "test_sha256": sha256_text(*src),
+           "decoding": to_dict(config.decoding)}
     meta = _read_json(meta_path)
-    if meta is not None and meta.get("model_sha256") == digest and hyp_path.is_file():
-        return f"{hyp_path.name} is up to date: skipped"
+    if meta is not None and all(meta.get(k) == v for k, v in key.items()) and hyp_path.is_file():
+        return Skipped(f"{hyp_path.name} is up to date: skipped")
     # the training precision: bf16 autocast where the CPU has it (same BLEU, about 1.6x faster)
     translator = Translator.load(config.out, config.training.device, config.training.precision)
-    src = list(test["src"])
+    translator.config.decoding = config.decoding  # this run's search settings, not the saved ones
     start = time.perf_counter()
     hyps = translator.translate(src)
     seconds = time.perf_counter() - start
     write_text_atomic(hyp_path, "".join(h.replace("\n", " ") + "\n" for h in hyps))
-    meta = {"model_sha256": digest, "beam_size": beam, "sentences": len(src),
+    meta = {**key, "beam_size": beam, "sentences": len(src),
             "seconds": seconds, "sentences_per_s": len(src) / max(seconds, 1e-9),
             "device": str(translator.device), "precision": _precision_name(translator.dtype)}
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")

@@ -176,6 +176,8 @@ class Trainer:
         torch.manual_seed(self.tcfg.seed)
         self.device = resolve_device(self.tcfg.device)
         self.dist = distributed.setup(self.device.type)  # a no-op without torchrun
+        if not self.dist.main:  # only rank 0 logs
+            logging.getLogger("nmt").setLevel(logging.WARNING)
         if self.dist.enabled and self.device.type == "cuda":
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
@@ -205,6 +207,12 @@ class Trainer:
                                          seed=self.tcfg.seed)
         # batches per epoch (the count varies a little with the shuffle); set by the loop
         self._epoch_batches = len(self.sampler.batches(0))
+        span = self.tcfg.accumulate * self.dist.world
+        if self.dist.enabled and self._epoch_batches < span:
+            raise NMTError(f"the training data make {self._epoch_batches} batches an epoch, fewer "
+                           f"than one update of {self.dist.world} processes x accumulate "
+                           f"{self.tcfg.accumulate}: use fewer processes or smaller "
+                           "training.batch_tokens")
         self.progress = Progress()
         if resume:
             self._load_state()
@@ -304,16 +312,16 @@ class Trainer:
 
         return {signum: signal.signal(signum, note) for signum in (signal.SIGINT, signal.SIGTERM)}
 
-    def _interrupted(self, start: float) -> None:
+    def _interrupted(self, start: float, signum: int) -> None:
         """Save a checkpoint at the current update and stop with :class:`TrainingInterrupted`."""
         p = self.progress
         p.elapsed = time.perf_counter() - start
         self._save_checkpoint()
-        name = signal.Signals(self._signal).name
+        name = signal.Signals(signum).name
         if self.dist.main:
             log.warning("%s at update %d: checkpoint saved; continue with: nmt train --config "
                         "%s --resume", name, p.step, self.out / CONFIG_FILE)
-        raise TrainingInterrupted(self._signal, p.step, self.out)
+        raise TrainingInterrupted(signum, p.step, self.out)
 
     def _loop(self) -> None:
         p, t = self.progress, self.tcfg
@@ -339,20 +347,20 @@ class Trainer:
                 chunk = batches[p.batch_in_epoch: p.batch_in_epoch + span]
                 loss, tokens = self.train_step(chunk[rank_slice])
                 p.batch_in_epoch += len(chunk)
-                self._agree_on_signal()
+                signum = self._agreed_signal()  # one snapshot per update, the same on every rank
                 if not math.isfinite(loss):
                     self._skipped_update()
-                    if self._signal is not None:
-                        self._interrupted(start)
+                    if signum:
+                        self._interrupted(start, signum)
                     continue
                 p.bad_updates = 0
                 p.step += 1
                 losses.append(loss)
                 window_tokens += tokens
-                if self._signal is not None:
+                if signum:
                     if bar is not None:
                         bar.close()
-                    self._interrupted(start)
+                    self._interrupted(start, signum)
                 if bar is not None:
                     bar.update(1)
                     bar.set_postfix(loss=f"{loss:.3f}", lr=f"{self.lr:.2e}",
@@ -392,18 +400,19 @@ class Trainer:
                 or bool(t.patience and p.bad_validations >= t.patience))
         return bool(distributed.any_true(self.dist, [stop], self.device)[0])
 
-    def _agree_on_signal(self) -> None:
-        """A SIGINT/SIGTERM seen by any process stops every process at the same update."""
-        if self.dist.enabled:
-            signum = distributed.any_true(self.dist, [self._signal or 0], self.device)[0]
-            self._signal = signum or None
+    def _agreed_signal(self) -> int:
+        """The SIGINT/SIGTERM seen by any process (0: none), so that every process stops at the
+        same update. A snapshot: decisions use it, never the flag the handler may set later."""
+        pending = self._signal or 0
+        return int(distributed.any_true(self.dist, [pending], self.device)[0])
 
     def _skipped_update(self) -> None:
         """Log an update skipped for a non-finite loss or gradient; stop after too many."""
         p, limit = self.progress, self.tcfg.max_bad_updates
         p.bad_updates += 1
-        log.warning("update %d skipped: %s (%d in a row; training stops at %d)", p.step + 1,
-                    self._skip_reason, p.bad_updates, limit)
+        if self.dist.main:
+                log.warning("update %d skipped: %s (%d in a row; training stops at %d)",
+                        p.step + 1, self._skip_reason, p.bad_updates, limit)
         if p.bad_updates >= limit:
             raise NMTError(f"training diverged: {p.bad_updates} updates in a row had a "
                            f"non-finite loss or gradient after update {p.step}; the last "
@@ -445,9 +454,7 @@ class Trainer:
         if not finite:
             self._skip_reason = ("non-finite gradient norm" if math.isfinite(total_loss)
                                  else f"loss is {total_loss}")
-            self.optimizer.zero_grad(set_to_none=True)
-            if self.scaler.is_enabled():
-                self.scaler.update()
+            self.optimizer.zero_grad(set_to_none=True)  # (the scaler recorded nothing to update)
             return math.nan, total_tokens
         self.scaler.step(self.optimizer)
         self.scaler.update()
@@ -529,6 +536,8 @@ class Trainer:
         """Weights under checkpoints/, then the trainer state that points at them (rank 0;
         every process calls it, to hand in its random state)."""
         rng_states = distributed.gather(self.dist, torch.get_rng_state())
+        cuda_states = (distributed.gather(self.dist, torch.cuda.get_rng_state(self.device))
+                       if self.dist.enabled and self.device.type == "cuda" else [])
         if not self.dist.main:
             return
         p = self.progress
@@ -542,6 +551,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "torch_rng": torch.get_rng_state(),
             "torch_rng_ranks": rng_states if self.dist.enabled else [],
+            "cuda_rng_ranks": cuda_states,
             "world_size": self.dist.world,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
             "progress": {k: v for k, v in vars(p).items() if k != "history"},
@@ -572,7 +582,10 @@ class Trainer:
             log.warning("resuming a run of %d process(es) with %d: updates now take %d batches",
                         state.get("world_size", 1), self.dist.world,
                         self.dist.world * self.tcfg.accumulate)
-        if state["cuda_rng"] and torch.cuda.is_available():
+        cuda_ranks = state.get("cuda_rng_ranks") or []
+        if self.dist.enabled and self.device.type == "cuda" and len(cuda_ranks) == self.dist.world:
+            torch.cuda.set_rng_state(cuda_ranks[self.dist.rank], self.device)
+        elif state["cuda_rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(state["cuda_rng"])
         self.progress = Progress(**state["progress"], history=list(state["history"]))
         log.info("resumed from %s: step %d, epoch %d", state["checkpoint"], self.progress.step,

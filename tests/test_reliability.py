@@ -51,7 +51,7 @@ def copy_model(tmp_path_factory, copy_task):
 
 def nmt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "nmt", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout)
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 # --------------------------------------------------------------------------- crashes and resume
@@ -72,9 +72,10 @@ def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, co
                               *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # a random instant after a random checkpoint (an update takes about 35 ms here), possibly
     # while a checkpoint or the trainer state is being written
-    after = killed / "checkpoints" / f"step-{random.randrange(10, 90, 10):08d}.safetensors"
+    after = killed / "checkpoints" / f"step-{random.randrange(20, 90, 10):08d}.safetensors"
     deadline = time.time() + 240
-    while not after.exists() and time.time() < deadline:
+    while not (after.exists() and (killed / "trainer_state.pt").exists()) \
+            and time.time() < deadline:
         time.sleep(0.005)
     delay = random.uniform(0.0, 0.5)
     time.sleep(delay)
@@ -219,11 +220,16 @@ def test_sigkill_during_translate_output_leaves_no_partial_file(copy_model, tmp_
     out = tmp_path / "out.txt"
     out.write_text("previous\n")
     child = subprocess.Popen([sys.executable, "-m", "nmt", "translate", "-m", str(copy_model),
-                              "-i", str(src), "-o", str(out), "--beam-size", "1", "-q"],
+                              "-i", str(src), "-o", str(out), "--beam-size", "1"],
                              stderr=subprocess.PIPE)
-    time.sleep(3)
+    # kill once the progress bar shows translation under way (it counts sentences)
+    seen = b""
+    deadline = time.time() + 120
+    while b"sent" not in seen and time.time() < deadline:
+        seen += child.stderr.read1(4096)
     child.kill()
     child.communicate(timeout=60)
+    assert b"sent" in seen, seen
     assert child.returncode == -signal.SIGKILL  # killed while translating
     assert out.read_text() == "previous\n"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out.txt"]
@@ -246,6 +252,13 @@ def test_the_crafted_pickle_really_runs_code_when_unpickled(tmp_path):
     marker = tmp_path / "pwned"
     pickle.loads(pickle.dumps(_Exploit(marker)))
     assert marker.exists()  # so the refusals below are meaningful
+
+
+def test_nonfinite_loss_with_the_fp16_gradient_scaler_is_skipped(tmp_path, copy_task):
+    trainer = _poisoned_trainer(tmp_path, copy_task, {4: "nan"})
+    trainer.scaler = torch.amp.GradScaler("cpu", enabled=True)  # as fp16 on CUDA uses
+    progress = trainer.fit()
+    assert progress.step == 12 and progress.batch_in_epoch == 13
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle"])

@@ -31,7 +31,8 @@ def run_dir(tmp_path_factory, reverse):
     """A trained reverse-task run with checkpoints at updates 100, 150, 200."""
     out = tmp_path_factory.mktemp("run") / "run"
     config = load_config(None, [*reverse_overrides(out, reverse), "training.max_steps=200",
-                                "training.valid_every=50", "training.keep_last=3"])
+                                "training.valid_every=50", "training.keep_last=3",
+                                "training.precision=fp32"])
     Trainer(config, quiet=True).fit()
     return out
 
@@ -90,6 +91,7 @@ def test_average_of_identical_checkpoints_reproduces_them(run_dir, tmp_path):
     assert all(torch.equal(same[k], original[k]) for k in original)
     assert {p.name for p in (tmp_path / "same").iterdir()} >= {"config.yaml", "spm.model",
                                                               "model.safetensors"}
+    assert load_config(tmp_path / "same" / "config.yaml").output_dir == str(tmp_path / "same")
     # the averaged directory is a model directory: it translates
     assert Translator.load(tmp_path / "same").translate(["a b c"], beam_size=1)[0]
 
@@ -108,13 +110,13 @@ def test_average_of_the_last_checkpoints_is_their_mean(run_dir, tmp_path):
         "encoder.embed.weight"].equal(a["encoder.embed.weight"])
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--last", "9"], "holds 3 checkpoints, fewer than --last 9"),
-    ([], "give either --last N or --checkpoints"),
-])
-def test_average_refuses_what_it_cannot_do(run_dir, tmp_path, capsys, argv, message):
-    assert main(["average", "-m", str(run_dir), *argv, "-o", str(tmp_path / "o")]) == 2
-    assert message in capsys.readouterr().err
+def test_average_refuses_what_it_cannot_do(run_dir, tmp_path, capsys):
+    kept = len(list((run_dir / "checkpoints").iterdir()))  # the last 3, and the best if older
+    for argv, message in ((["--last", "9"], f"holds {kept} checkpoints, fewer than --last 9"),
+                          ([], "give either --last N or --checkpoints")):
+        assert main(["average", "-m", str(run_dir), *argv, "-o", str(tmp_path / "o")]) == 2
+        assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
 
 
 def test_an_ensemble_of_a_model_with_itself_gives_its_output(run_dir, tmp_path):
@@ -129,16 +131,18 @@ def test_an_ensemble_of_a_model_with_itself_gives_its_output(run_dir, tmp_path):
     assert (tmp_path / "out.txt").read_text().splitlines() == alone.translate(lines)
 
 
-def test_an_ensemble_of_different_models_differs_and_needs_shared_vocabularies(
+def test_an_ensemble_averages_log_probabilities_and_needs_shared_vocabularies(
         run_dir, tmp_path, reverse):
     # same vocabulary, other weights: an averaged model joins the ensemble
-    main(["average", "-m", str(run_dir), "--last", "3", "-o", str(tmp_path / "avg"), "-q"])
+    assert main(["average", "-m", str(run_dir), "--last", "3", "-o", str(tmp_path / "avg"),
+                 "-q"]) == 0
     pair = Translator.load_ensemble([run_dir, tmp_path / "avg"])
     src = torch.tensor([pair.src_tok.encode("a b c d", add_eos=True)])
     state = pair.model.init_state(pair.model.encode(src, torch.tensor([src.size(1)])))
     mixed, _ = pair.model.step(torch.tensor([2]), state)
     single = [m.step(torch.tensor([2]), s)[0] for m, s in zip(pair.model.models, state,
                                                                 strict=True)]
+    assert not torch.allclose(single[0], single[1])  # two different models
     torch.testing.assert_close(mixed, (single[0] + single[1]) / 2)
 
     other = tmp_path / "other"
