@@ -253,8 +253,22 @@ class Trainer:
 
         Under torchrun only rank 0 logs, validates and writes files; every rank trains.
         """
-        if not self.dist.main:
-            return self._fit_worker()
+        handler = self._open_run_files() if self.dist.main else None
+        previous = self._catch_signals()
+        try:
+            self._loop()
+        finally:
+            for signum, old in previous.items():
+                signal.signal(signum, old)
+            if handler is not None:
+                self._close_run_files(handler)
+            distributed.teardown(self.dist)
+        if self.dist.main:
+            self._plot_curve()
+        return self.progress
+
+    def _open_run_files(self) -> logging.Handler:
+        """config.yaml, train.log (INFO whatever the console shows) and TensorBoard."""
         self.out.mkdir(parents=True, exist_ok=True)
         save_config(self.config, self.out / CONFIG_FILE)
         handler = logging.FileHandler(self.out / "train.log", encoding="utf-8")
@@ -262,44 +276,24 @@ class Trainer:
         handler.setLevel(logging.INFO)
         package_logger = logging.getLogger("nmt")
         package_logger.addHandler(handler)
-        level = package_logger.level
+        self._log_level = package_logger.level
         if package_logger.getEffectiveLevel() > logging.INFO:
-            package_logger.setLevel(logging.INFO)  # train.log records INFO whatever the console
+            package_logger.setLevel(logging.INFO)
         self.writer = self._tensorboard()
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch%s",
                  self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
                  f"{self.params:,}", len(self.train_corpus), self._epoch_batches,
                  f", {self.dist.world} processes ({backend})" if self.dist.enabled else "")
-        previous = self._catch_signals()
-        try:
-            self._loop()
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-            package_logger.removeHandler(handler)
-            package_logger.setLevel(level)
-            handler.close()
-            if self.writer is not None:
-                self.writer.close()
-            distributed.teardown(self.dist)
-        self._plot_curve()
-        return self.progress
+        return handler
 
-    def _fit_worker(self) -> Progress:
-        """Ranks other than 0: train quietly (warnings and errors only), write nothing."""
+    def _close_run_files(self, handler: logging.Handler) -> None:
         package_logger = logging.getLogger("nmt")
-        level = package_logger.level
-        package_logger.setLevel(logging.WARNING)
-        previous = self._catch_signals()
-        try:
-            self._loop()
-        finally:
-            for signum, old in previous.items():
-                signal.signal(signum, old)
-            package_logger.setLevel(level)
-            distributed.teardown(self.dist)
-        return self.progress
+        package_logger.removeHandler(handler)
+        package_logger.setLevel(self._log_level)
+        handler.close()
+        if self.writer is not None:
+            self.writer.close()
 
     def _catch_signals(self) -> dict[int, Any]:
         """SIGINT / SIGTERM set a flag; the loop saves a checkpoint after the current update."""
