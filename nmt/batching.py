@@ -90,19 +90,31 @@ class Corpus:
     """
 
     def __init__(self, ds: datasets.Dataset) -> None:
-        if ds._indices is not None:  # a filtered/selected view: materialise it contiguously
-            ds = ds.flatten_indices()
-        self.src_values, self.src_offsets = self._flat(ds, "src_ids")
-        self.tgt_values, self.tgt_offsets = self._flat(ds, "tgt_ids")
+        rows = None  # a selected view (cleaning's kept rows): row numbers into ds.data
+        if ds._indices is not None:
+            rows = ds._indices.column(0).to_numpy().astype(np.int64)
+        self.src_values, self.src_offsets = self._flat(ds, "src_ids", rows)
+        self.tgt_values, self.tgt_offsets = self._flat(ds, "tgt_ids", rows)
         self.src_lengths = np.diff(self.src_offsets)
         self.tgt_lengths = np.diff(self.tgt_offsets)
 
     @staticmethod
-    def _flat(ds: datasets.Dataset, column: str) -> tuple[np.ndarray, np.ndarray]:
+    def _flat(ds: datasets.Dataset, column: str,
+              rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """(values, offsets) of a list column; with ``rows``, only those rows, in that order."""
         col = ds.data.column(column).combine_chunks()
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)
-        return values, offsets
+        if offsets[0] != 0:  # a sliced array: offsets into a larger buffer
+            values, offsets = values[offsets[0]:], offsets - offsets[0]
+        if rows is None:
+            return values, offsets
+        lengths = offsets[rows + 1] - offsets[rows]
+        new_offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum(lengths, out=new_offsets[1:])
+        # position of every kept value in the old buffer: row start + position within the row
+        gather = np.repeat(offsets[rows] - new_offsets[:-1], lengths) + np.arange(new_offsets[-1])
+        return values[gather], new_offsets
 
     def __len__(self) -> int:
         return len(self.src_lengths)

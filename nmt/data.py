@@ -460,17 +460,18 @@ def encode_split(ds: datasets.Dataset, split: str, src_tok: Tokenizer, tgt_tok: 
     if split == "test":
         counts[:] = 0
         counts[KEEP] = len(encoded)
+    keep = reasons == KEEP if split != "test" else np.ones(len(encoded), dtype=bool)
     kept = encoded
-    if counts[KEEP] != len(encoded):
-        # a contiguous Arrow file of the kept rows (not an indices mapping over all rows)
-        kept = encoded.select(np.flatnonzero(reasons == KEEP)).flatten_indices(
-            cache_file_name=str(cache_dir / f"{split}-{key}-kept.arrow"),
-            new_fingerprint=key + "-kept")
+    if not keep.all():
+        # an indices mapping over the encoded rows, not a second copy of them: no pass over
+        # the ids here (batching.Corpus gathers the kept rows when training starts)
+        kept = encoded.select(np.flatnonzero(keep), indices_cache_file_name=str(
+            cache_dir / f"{split}-{key}-kept.indices.arrow"), new_fingerprint=key + "-kept")
     stats = SplitStats(split, len(encoded), len(kept),
                        {REASONS[r]: int(counts[r]) for r in REASONS})
     if len(kept):
-        stats.src_tokens = int(kept.data.column("src_len").to_numpy().sum())
-        stats.tgt_tokens = int(kept.data.column("tgt_len").to_numpy().sum())
+        stats.src_tokens = int(encoded.data.column("src_len").to_numpy()[keep].sum())
+        stats.tgt_tokens = int(encoded.data.column("tgt_len").to_numpy()[keep].sum())
     return kept, stats
 
 

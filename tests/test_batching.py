@@ -97,9 +97,15 @@ def test_corpus_gathers_the_right_examples(tmp_path, text_corpus):
         assert batch.src[row, :n].tolist() == ds[i]["src_ids"]
         assert batch.tgt[row, :m].tolist() == ds[i]["tgt_ids"]
         assert (batch.src[row, n:] == PAD_ID).all()
-    # a selected view is materialised, not read through the whole table
-    view = Corpus(ds.select([5, 2]))
-    assert view.batch([0]).src[0, : ds[5]["src_len"]].tolist() == ds[5]["src_ids"]
+    # selected views (cleaning keeps rows through an indices mapping) gather their own rows
+    for view, rows in ((ds.select([5, 2]), [5, 2]), (ds.select([5, 2, 9]).select([2, 0]), [9, 5])):
+        gathered = Corpus(view)
+        assert gathered.src_lengths.tolist() == [ds[i]["src_len"] for i in rows]
+        for row, i in enumerate(rows):
+            assert gathered._get(gathered.src_values, gathered.src_offsets, row).tolist() == \
+                ds[i]["src_ids"]
+            assert gathered._get(gathered.tgt_values, gathered.tgt_offsets, row).tolist() == \
+                ds[i]["tgt_ids"]
 
 
 def test_random_batches_respect_the_budget_and_cover_everything():
