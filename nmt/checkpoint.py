@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 
@@ -60,8 +60,11 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors weights into ``model``; mismatches are reported with both shapes."""
-    path = Path(path)
-    tensors = read_weights(path)
+    load_tensors(model, read_weights(path), Path(path))
+
+
+def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
+    """Load tensors read from ``path`` into ``model``, checking every name and shape."""
     expected = model.state_dict()
     tied = set(expected) - set(_unique_state(model))
     for name, tensor in tensors.items():
@@ -115,27 +118,21 @@ def load_model_dir(directory: str | Path,
         raise NMTError(f"model directory not found: {directory}")
     config = load_config(directory / CONFIG_FILE)
     src_tok, tgt_tok = load_from_dir(directory)
-    _check_vocab_sizes(directory / MODEL_FILE, src_tok, tgt_tok)
+    tensors = read_weights(directory / MODEL_FILE)
+    _check_vocab_sizes(directory / MODEL_FILE, tensors, src_tok, tgt_tok)
     model = build_model(config.model, src_tok.vocab_size, tgt_tok.vocab_size)
-    load_weights(model, directory / MODEL_FILE)
+    load_tensors(model, tensors, directory / MODEL_FILE)
     return model.to(device).eval(), config, src_tok, tgt_tok
 
 
-def _check_vocab_sizes(path: Path, src_tok: Tokenizer, tgt_tok: Tokenizer) -> None:
+def _check_vocab_sizes(path: Path, tensors: dict[str, torch.Tensor], src_tok: Tokenizer,
+                       tgt_tok: Tokenizer) -> None:
     """The embeddings' rows must equal the SentencePiece vocabularies (both sizes named)."""
-    if not path.is_file():
-        raise NMTError(f"weights not found: {path}")
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            shapes = {name: handle.get_slice(name).get_shape() for name in handle.keys()}
-    except (SafetensorError, OSError, ValueError) as exc:
-        raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
-                       "from safetensors") from None
     for side, name, tok in (("source", "encoder.embed.weight", src_tok),
                             ("target", "decoder.embed.weight", tgt_tok)):
-        if name in shapes and shapes[name][0] != tok.vocab_size:
+        if name in tensors and tensors[name].shape[0] != tok.vocab_size:
             raise NMTError(f"{path.parent}: the {side} vocabulary of the weights has "
-                           f"{shapes[name][0]} entries but its SentencePiece model has "
+                           f"{tensors[name].shape[0]} entries but its SentencePiece model has "
                            f"{tok.vocab_size}: the weights and the tokenizer come from "
                            "different runs")
 
@@ -204,8 +201,7 @@ def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None
         paths = available[-last:]
     if (out_dir / MODEL_FILE).exists():
         raise NMTError(f"{out_dir} already holds a model: choose a new output directory")
-    averaged = average_weights(paths)
-    load_weights_from_tensors(model, averaged, paths[0])
+    load_tensors(model, average_weights(paths), paths[0])
     out_dir.mkdir(parents=True, exist_ok=True)
     for item in sorted(run_dir.iterdir()):
         if item.name.endswith("spm.model"):
@@ -217,17 +213,3 @@ def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None
     write_text_atomic(out_dir / "averaged.json", json.dumps(
         {"run": str(run_dir), "checkpoints": [str(p) for p in paths]}, indent=2) + "\n")
     return paths
-
-
-def load_weights_from_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor],
-                              source: Path) -> None:
-    """Load already-read tensors, checking names and shapes like :func:`load_weights`."""
-    expected = model.state_dict()
-    for name, tensor in tensors.items():
-        if name not in expected or tensor.shape != expected[name].shape:
-            raise NMTError(f"{source}: weight '{name}' does not match the run's config.yaml")
-    missing = set(expected) - set(tensors) - (set(expected) - set(_unique_state(model)))
-    if missing:
-        raise NMTError(f"{source}: missing weights {sorted(missing)[:3]}: not a checkpoint of "
-                       "this run's model")
-    model.load_state_dict(tensors, strict=False)

@@ -386,10 +386,10 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
         translator = Translator.load(args.model, args.device, args.precision, args.quantize)
         if args.split:
-            from nmt.data import load_splits
+            from nmt.data import cache_dir, load_splits
 
             data = translator.config.data
-            pairs = load_splits(data, translator.config.out / "cache", (args.split,))
+            pairs = load_splits(data, cache_dir(translator.config), (args.split,))
             if args.split not in pairs:
                 raise ConfigError(f"the model's config names no {args.split} split")
             src, refs = list(pairs[args.split]["src"]), [list(pairs[args.split]["tgt"])]

@@ -576,14 +576,19 @@ class Prepared:
         return "\n".join(lines)
 
 
+def cache_dir(config: Config) -> Path:
+    """Where a run caches its Arrow files: ``data.cache_dir``, else ``OUTPUT_DIR/cache``."""
+    return Path(config.data.cache_dir) if config.data.cache_dir else config.out / "cache"
+
+
 def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
     """Load, clean and tokenise the corpus of a run (training the tokenizer if needed)."""
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
-    cache_dir = Path(config.data.cache_dir) if config.data.cache_dir else out / "cache"
+    cache = cache_dir(config)
     if "train" not in splits:
         splits = ("train", *splits)
-    raw = load_splits(config.data, cache_dir, splits)
+    raw = load_splits(config.data, cache, splits)
     if len(raw["train"]) == 0:
         where = config.data.train or config.data.dataset
         raise DataError(f"the training split is empty ({where}): there is nothing to learn from")
@@ -591,7 +596,7 @@ def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
     encoded, stats = {}, {}
     for split, ds in raw.items():
         encoded[split], stats[split] = encode_split(ds, split, src_tok, tgt_tok, config.data,
-                                                    cache_dir)
+                                                    cache)
         log.info("data: %s", stats[split].describe())
     if stats["train"].kept == 0:
         raise DataError(f"cleaning dropped every training pair ({stats['train'].describe()}); "

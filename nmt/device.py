@@ -40,6 +40,11 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if cpu_has_fast_bf16() else None
 
 
+def precision_name(dtype: torch.dtype | None) -> str:
+    """A resolved precision as written in logs and results: fp32, bfloat16 or float16."""
+    return "fp32" if dtype is None else str(dtype).split(".")[-1]
+
+
 def autocast(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
     """The autocast context for a resolved precision (a no-op for fp32)."""
     if dtype is None:

@@ -160,11 +160,11 @@ def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) 
 
 def _stage_data(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.data import SPLITS, load_splits
+    from nmt.data import SPLITS, cache_dir, load_splits
 
     if recipe.fetch is not None:
         recipe.fetch(config, job.args)
-    splits = load_splits(config.data, _cache_dir(config), SPLITS)
+    splits = load_splits(config.data, cache_dir(config), SPLITS)
     return ", ".join(f"{name}: {len(ds):,} pairs" for name, ds in splits.items())
 
 
@@ -187,6 +187,7 @@ def _stage_tokenizer(job: Job) -> str:
 def _stage_train(job: Job) -> str:
     config = job.config
     from nmt.data import TRAINER_STATE_FILE
+    from nmt.device import precision_name
     from nmt.fileio import write_text_atomic
     from nmt.train import Trainer
 
@@ -203,7 +204,7 @@ def _stage_train(job: Job) -> str:
     info = {"steps": progress.step, "epochs": progress.epoch, "seconds": progress.elapsed,
             "best_step": progress.best_step, "best_valid_bleu": progress.best_score
             if trainer.valid_corpus is not None else None, "parameters": trainer.params,
-            "device": str(trainer.device), "precision": _precision_name(trainer.dtype),
+            "device": str(trainer.device), "precision": precision_name(trainer.dtype),
             "target_tokens_per_s": _mean_speed(progress.history)}
     write_text_atomic(config.out / TRAINING_FILE, json.dumps(info, indent=2) + "\n")
     best = (f"best validation BLEU {progress.best_score:.2f}" if trainer.valid_corpus is not None
@@ -216,11 +217,12 @@ def _stage_translate(job: Job) -> str:
     config = job.config
     from nmt.checkpoint import MODEL_FILE
     from nmt.config import to_dict
-    from nmt.data import load_splits
+    from nmt.data import cache_dir, load_splits
+    from nmt.device import precision_name
     from nmt.fileio import sha256_file, sha256_text, write_text_atomic
     from nmt.translate import Translator
 
-    test = load_splits(config.data, _cache_dir(config), ("train", "test")).get("test")
+    test = load_splits(config.data, cache_dir(config), ("test",)).get("test")
     if test is None:
         raise NMTError("the config names no test split (data.test): nothing to translate")
     weights = config.out / MODEL_FILE
@@ -245,14 +247,15 @@ def _stage_translate(job: Job) -> str:
     write_text_atomic(hyp_path, "".join(h.replace("\n", " ") + "\n" for h in hyps))
     meta = {**key, "beam_size": beam, "sentences": len(src),
             "seconds": seconds, "sentences_per_s": len(src) / max(seconds, 1e-9),
-            "device": str(translator.device), "precision": _precision_name(translator.dtype)}
+            "device": str(translator.device), "precision": precision_name(translator.dtype)}
     write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
     return f"{len(src):,} sentences, beam {beam}, {meta['sentences_per_s']:.1f} sentences/s"
 
 
 def _stage_score(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.data import load_splits
+    from nmt.config import to_dict
+    from nmt.data import cache_dir, load_splits
     from nmt.evaluate import bleu_tokenizer, read_lines, score
     from nmt.fileio import write_text_atomic
 
@@ -260,7 +263,7 @@ def _stage_score(job: Job) -> str:
     hyp_path = config.out / f"test.beam{beam}.hyp"
     if not hyp_path.is_file():
         raise NMTError(f"{hyp_path} does not exist: run stage 3 (translate) first")
-    test = load_splits(config.data, _cache_dir(config), ("train", "test"))["test"]
+    test = load_splits(config.data, cache_dir(config), ("test",))["test"]
     scores = score(read_lines(hyp_path), [list(test["tgt"])], hyp_name=str(hyp_path),
                    ref_names=["test references"], tokenize=bleu_tokenizer(config.data.tgt_lang))
     training = _read_json(config.out / TRAINING_FILE) or {}
@@ -279,7 +282,7 @@ def _stage_score(job: Job) -> str:
         "translation": translation,
         "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
         "hardware": hardware(),
-        "config": _config_dict(config),
+        "config": to_dict(config),
     }
     write_text_atomic(config.out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
     write_text_atomic(config.out / CARD_FILE, model_card(recipe, config, results))
@@ -293,10 +296,6 @@ STAGE_FUNCTIONS: dict[str, Callable[[Job], str]] = {
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def _cache_dir(config: Config) -> Path:
-    return Path(config.data.cache_dir) if config.data.cache_dir else config.out / "cache"
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -317,19 +316,9 @@ def _record_stage(out: Path, name: str, seconds: float, summary: str) -> None:
     write_text_atomic(out / STAGES_FILE, json.dumps(stages, indent=2) + "\n")
 
 
-def _precision_name(dtype: Any) -> str:
-    return "fp32" if dtype is None else str(dtype).split(".")[-1]
-
-
 def _mean_speed(history: list[dict[str, float]]) -> float | None:
     speeds = [h["tokens_per_s"] for h in history if h.get("tokens_per_s")]
     return round(sum(speeds) / len(speeds), 1) if speeds else None
-
-
-def _config_dict(config: Config) -> dict[str, Any]:
-    from nmt.config import to_dict
-
-    return to_dict(config)
 
 
 def hardware() -> dict[str, Any]:

@@ -47,7 +47,7 @@ from nmt.checkpoint import (
 from nmt.config import Config, save_config, to_dict
 from nmt.data import TRAINER_STATE_FILE as STATE_FILE
 from nmt.data import Prepared, prepare
-from nmt.device import autocast, resolve_device, resolve_precision
+from nmt.device import autocast, precision_name, resolve_device, resolve_precision
 from nmt.errors import NMTError
 from nmt.evaluate import bleu_tokenizer, score
 from nmt.loss import linear_cross_entropy
@@ -282,7 +282,7 @@ class Trainer:
         self.writer = self._tensorboard()
         backend = "nccl" if self.device.type == "cuda" else "gloo"
         log.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an epoch%s",
-                 self.device, "fp32" if self.dtype is None else str(self.dtype).split(".")[-1],
+                 self.device, precision_name(self.dtype),
                  f"{self.params:,}", len(self.train_corpus), self._epoch_batches,
                  f", {self.dist.world} processes ({backend})" if self.dist.enabled else "")
         return handler
@@ -405,7 +405,7 @@ class Trainer:
         p, limit = self.progress, self.tcfg.max_bad_updates
         p.bad_updates += 1
         if self.dist.main:
-                log.warning("update %d skipped: %s (%d in a row; training stops at %d)",
+            log.warning("update %d skipped: %s (%d in a row; training stops at %d)",
                         p.step + 1, self._skip_reason, p.bad_updates, limit)
         if p.bad_updates >= limit:
             raise NMTError(f"training diverged: {p.bad_updates} updates in a row had a "
