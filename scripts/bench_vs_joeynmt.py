@@ -14,11 +14,21 @@ default ``../shared/data``), three systems train for the same wall-clock budget
 All three share one SentencePiece model (unigram, 8k pieces, joint, trained once per corpus
 by ``nmt prepare``), the model dimensions (embedding 256, BiLSTM encoder 256 per direction,
 LSTM decoder 512, Luong "general" attention, dropout 0.2), label smoothing 0.1, Adam at 1e-3
-halved when validation BLEU stalls for 2 validations, gradient-norm clipping at 1.0 and
-4,000-token batches (examples x longest side, as both toolkits count them). Both validate
-with greedy search on the full validation set about 8 times in the budget; the budget starts
-when the training loop starts and includes validation; the last weights are validated at the
-end, and the best validated weights are tested.
+halved when validation BLEU stalls for 2 validations, gradient-norm clipping at 1.0 and a
+4,000-token batch budget (examples x longest side, padding included, counted alike). Both
+validate with greedy search on the full validation set about 8 times in the budget; the budget
+starts when the training loop starts and includes validation; the last weights are validated
+at the end, and the best validated weights are tested.
+
+Where the toolkits still differ, by design of each: JoeyNMT fills a batch in corpus order and
+closes it once the budget is reached (so its batches hold more padding and fewer real target
+tokens: the table gives target tokens per update), ours buckets by length; JoeyNMT's one-layer
+RNNs apply dropout to embeddings and to the attentional vector, ours to those and to the
+encoder outputs; JoeyNMT's bridge initialises the decoder's
+cell state with its hidden state, ours bridges both; JoeyNMT caps output at 1.5 x the longest
+source of the batch, ours at 1.5 x each source + 10. Both drop training pairs over 128
+pieces; our default cleaning (``max_ratio`` 4) also drops 37 of the 32,069 LibreOffice
+training pairs whose sides differ in length over 4 times, which JoeyNMT keeps.
 
 Figures (``results.md``, ``results.json`` and ``valid_bleu.svg`` in ``--out``): training target
 tokens/s (target tokens, EOS included, over training seconds without validation), updates and
@@ -44,6 +54,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import subprocess
 import sys
@@ -95,6 +106,12 @@ def valid_every(system: str, minutes: float) -> int:
     return max(10, round(UPDATES_PER_MINUTE[system] * minutes / VALIDATIONS_PER_BUDGET))
 
 
+def logging_freq(every: int) -> int:
+    """JoeyNMT's logging interval: the largest divisor of ``every`` below it, at most 50 (it
+    requires the validation interval to be a multiple of a smaller logging interval)."""
+    return next((d for d in range(min(50, every - 1), 0, -1) if every % d == 0), 1)
+
+
 def nmt_config(corpus: Corpus, data_root: Path, out: Path, system: str, minutes: float,
                spm_model: Path | None) -> dict[str, Any]:
     """Our config for a system (``nmt-best``/``nmt-matched``), or for training the tokenizer."""
@@ -137,7 +154,7 @@ def joey_config(corpus: Corpus, data_root: Path, out: Path, spm_model: Path, voc
                 "tokenizer_type": "sentencepiece",
                 "tokenizer_cfg": {"model_file": str(spm_model)}}
 
-    every = valid_every("joeynmt", minutes)
+    every = valid_every("joeynmt", minutes)  # JoeyNMT wants it a multiple of logging_freq
     embeddings = {"embedding_dim": s["embed_size"], "scale": False, "dropout": s["dropout"]}
     return {
         "name": f"{corpus.name}-joeynmt", "joeynmt_version": JOEY_VERSION,
@@ -153,7 +170,7 @@ def joey_config(corpus: Corpus, data_root: Path, out: Path, spm_model: Path, voc
                      "loss": "crossentropy", "label_smoothing": s["label_smoothing"],
                      "normalization": "tokens", "clip_grad_norm": s["clip_norm"],
                      "batch_size": s["batch_tokens"], "batch_type": "token", "epochs": 10000,
-                     "validation_freq": every, "logging_freq": min(50, max(1, every // 2)),
+                     "validation_freq": every, "logging_freq": logging_freq(every),
                      "eval_metrics": ["bleu"], "early_stopping_metric": "bleu",
                      "keep_best_ckpts": 1, "shuffle": True, "overwrite": True,
                      "print_valid_sents": [0]},
@@ -244,11 +261,15 @@ def child_train(config_path: Path, report: Path, threads: int) -> None:
 
     def timed_loop() -> None:
         record["start"] = time.perf_counter()
-        loop()
+        try:
+            loop()
+        finally:
+            record["end"] = time.perf_counter()
 
     def counted_step(batches: Any) -> Any:
         loss, tokens = step(batches)
-        record["tokens"] += tokens
+        if math.isfinite(loss):  # a skipped update trains on nothing
+            record["tokens"] += tokens
         return loss, tokens
 
     def timed_validate(*args: Any, **kwargs: Any) -> Any:
@@ -265,7 +286,7 @@ def child_train(config_path: Path, report: Path, threads: int) -> None:
     trainer._validate_and_save = timed_validate
     progress = trainer.fit()
     write_json(report, {"updates": progress.step, "target_tokens": record["tokens"],
-                        "seconds": time.perf_counter() - record["start"],
+                        "seconds": record["end"] - record["start"],
                         "valid_seconds": record["valid_seconds"],
                         "timeline": record["timeline"], "best_valid_bleu": progress.best_score,
                         "best_step": progress.best_step})
@@ -304,6 +325,8 @@ class Bench:
         self.minutes: float = args.minutes
         self.python = sys.executable
         self.joey_python = str(args.joey_venv / "bin" / "python")
+        self.joey_env = child_env(args.threads)  # JoeyNMT's venv alone: no PYTHONPATH of ours
+        self.joey_env.pop("PYTHONPATH", None)
         self.env = child_env(args.threads)
         self.env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(ROOT), self.env.get("PYTHONPATH", "")) if p)
@@ -362,9 +385,10 @@ class Bench:
             command = [self.python, str(Path(__file__).resolve()), "--child-train",
                        str(work / "config.yaml"), "--child-report", str(report),
                        "--threads", str(self.args.threads)]
-        wall, rss = run_measured(command, work / "train.log", self.env, ROOT)
-        result = {**read_json(report), "minutes": self.minutes, "process_seconds": wall,
-                  "peak_rss_mb": rss}
+        env = self.joey_env if system == "joeynmt" else self.env
+        wall, rss = run_measured(command, work / "train.log", env, ROOT)
+        result = {**read_json(report), "minutes": self.minutes, "threads": self.args.threads,
+                  "process_seconds": wall, "peak_rss_mb": rss}
         write_json(result_path, result)
         return result
 
@@ -395,12 +419,12 @@ class Bench:
             prefix = work / f"joey.{search}"
             command = [self.joey_python, str(LAUNCHER), "test", str(path), "--output-path",
                        str(prefix), "--report", str(report), "--threads", str(self.args.threads)]
-            wall, rss = run_measured(command, work / f"test.{search}.log", self.env, ROOT)
+            wall, rss = run_measured(command, work / f"test.{search}.log", self.joey_env, ROOT)
             timings = read_json(report)["predict"]
             timing = timings[-1]  # dev (warm-up) first, then test
             Path(f"{prefix}.test").replace(hyps)
         else:
-            precision = "fp32" if system == "nmt-matched" else "bf16"
+            precision = "fp32" if system == "nmt-matched" else "auto"
             command = [self.python, str(Path(__file__).resolve()), "--child-translate",
                        str(work / "model"), "--child-src", str(src), "--child-beam",
                        str(SEARCHES[search]), "--child-precision", precision,
@@ -457,8 +481,10 @@ def collect(out: Path, corpora: list[Corpus], systems: list[str],
             if train is None:
                 continue
             train_seconds = train["seconds"] - train["valid_seconds"]
-            row = {"minutes": train["minutes"], "updates": train["updates"],
-                   "target_tokens": train["target_tokens"],
+            row = {"minutes": train["minutes"], "threads": train.get("threads"),
+                   "updates": train["updates"], "target_tokens": train["target_tokens"],
+                   "tokens_per_update": train["target_tokens"] / max(train["updates"], 1),
+                   "validations": len(train["timeline"]),
                    "train_tokens_per_s": train["target_tokens"] / max(train_seconds, 1e-9),
                    "epochs": train["target_tokens"] / per_epoch if per_epoch else None,
                    "best_valid_bleu": train["best_valid_bleu"],
@@ -505,17 +531,25 @@ def markdown(report: dict[str, Any]) -> str:
     for name, rows in report["corpora"].items():
         if not rows:
             continue
-        minutes = next(iter(rows.values()))["minutes"]
-        lines += [f"**{name}** ({minutes:g} minutes of training each, 2 threads)", "",
-                  "| system | train tok/s | updates | epochs | best valid BLEU | test BLEU "
-                  "greedy / beam 5 | test chrF greedy / beam 5 | sent/s greedy / beam 5 | "
-                  "peak RSS train / beam 5 |",
-                  "|---|---|---|---|---|---|---|---|---|"]
+        budgets = {(r["minutes"], r["threads"]) for r in rows.values()}
+        if len(budgets) == 1:
+            minutes, threads = budgets.pop()
+            heading = f"{minutes:g} minutes of training each, {threads or '?'} threads"
+        else:
+            heading = ("BUDGETS DIFFER, not comparable: " + ", ".join(
+                f"{system} {r['minutes']:g} min / {r['threads'] or '?'} threads"
+                for system, r in rows.items()))
+        lines += [f"**{name}** ({heading})", "",
+                  "| system | train tok/s | updates | target tok/update | epochs | validations "
+                  "| best valid BLEU | test BLEU greedy / beam 5 | test chrF greedy / beam 5 | "
+                  "sent/s greedy / beam 5 | peak RSS train / beam 5 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|"]
         for system, r in rows.items():
             g, b = r.get("greedy", {}), r.get("beam5", {})
             lines.append(
                 f"| {system} | {r['train_tokens_per_s']:,.0f} | {r['updates']:,} | "
-                f"{_fmt(r['epochs'])} | {_fmt(r['best_valid_bleu'])} | "
+                f"{r['tokens_per_update']:,.0f} | {_fmt(r['epochs'])} | {r['validations']} | "
+                f"{_fmt(r['best_valid_bleu'])} | "
                 f"{_fmt(g.get('bleu'))} / {_fmt(b.get('bleu'))} | "
                 f"{_fmt(g.get('chrf'), '.1f')} / {_fmt(b.get('chrf'), '.1f')} | "
                 f"{_fmt(g.get('sentences_per_s'), '.1f')} / {_fmt(b.get('sentences_per_s'), '.1f')}"

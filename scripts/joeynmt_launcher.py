@@ -14,14 +14,17 @@ JoeyNMT's files:
 
 It also measures, the same way ``bench_vs_joeynmt.py`` measures our toolkit:
 
-- ``train``: the wall-clock budget starts when the training loop starts. When it is spent a
-  timer raises SIGINT, which JoeyNMT handles as KeyboardInterrupt (it saves the weights and
-  stops: it has no time limit of its own). The last weights are then validated once more
-  if they were not, so that ``best.ckpt`` is the best validated state, as in ours. Written
+- ``train``: the wall-clock budget starts when the training loop starts. JoeyNMT has no time
+  limit of its own: when the budget is spent a timer sets its "maximum number of updates
+  reached" flag, which it checks after every batch, so it stops between updates (a
+  validation under way finishes first), as our ``training.max_minutes`` does. The last
+  weights are then validated once more if they were not, so that ``best.ckpt`` is the best
+  validated state, as in ours. Written
   to ``--report`` as JSON: updates, target tokens, seconds (all, and in validation), and the
   timeline of validation BLEU against seconds since the start.
-- ``test``: seconds of each ``predict`` call (JoeyNMT's own generation timer; batching,
-  search and detokenisation included, model and data loading excluded).
+- ``test``: seconds of each ``predict`` call less the time of its ``evaluate`` call (batching,
+  search and detokenisation included; model and data loading and JoeyNMT's own scoring
+  excluded), as the benchmark times our ``Translator.translate``.
 
     python joeynmt_launcher.py train CONFIG --minutes M --report FILE [--threads 2]
     python joeynmt_launcher.py test CONFIG --output-path PREFIX --report FILE [--threads 2]
@@ -31,8 +34,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
 import sys
 import threading
 import time
@@ -82,9 +83,11 @@ def instrument_training(minutes: float, report: Path) -> None:
 
     def validate(self: Any, valid_data: Any) -> None:
         begin = time.perf_counter()
-        original_validate(self, valid_data)
+        try:
+            original_validate(self, valid_data)
+        finally:
+            record["valid_seconds"] += time.perf_counter() - begin
         end = time.perf_counter()
-        record["valid_seconds"] += end - begin
         record["validated_step"] = self.stats.steps
         scores = record.get("last_scores", {})
         record["timeline"].append({"seconds": end - record["start"], "step": self.stats.steps,
@@ -92,14 +95,16 @@ def instrument_training(minutes: float, report: Path) -> None:
 
     def train_and_validate(self: Any, train_data: Any, valid_data: Any) -> None:
         record["start"] = time.perf_counter()
-        timer = threading.Timer(minutes * 60, os.kill, (os.getpid(), signal.SIGINT))
+        def budget_spent() -> None:
+            self.stats.is_max_update = True
+
+        timer = threading.Timer(minutes * 60, budget_spent)
         timer.daemon = True
         timer.start()
         try:
             original_train(self, train_data, valid_data)
         finally:
             timer.cancel()
-        record["train_end"] = time.perf_counter()
         if record.get("validated_step") != self.stats.steps:
             self._validate(valid_data)  # the last weights, as our trainer does at its end
         total = time.perf_counter() - record["start"]
@@ -120,17 +125,27 @@ def instrument_prediction(report: Path) -> None:
     from joeynmt import prediction
 
     timings: list[dict[str, Any]] = []
-    original = prediction.predict
+    scoring = [0.0]
+    original, original_evaluate = prediction.predict, prediction.evaluate
+
+    def evaluate(*args: Any, **kwargs: Any) -> Any:
+        begin = time.perf_counter()
+        try:
+            return original_evaluate(*args, **kwargs)
+        finally:
+            scoring[0] += time.perf_counter() - begin
 
     def predict(*args: Any, **kwargs: Any) -> Any:
         data = kwargs["data"]
+        scoring[0] = 0.0
         begin = time.perf_counter()
         result = original(*args, **kwargs)
-        timings.append({"sentences": len(data), "seconds": time.perf_counter() - begin})
+        seconds = time.perf_counter() - begin - scoring[0]
+        timings.append({"sentences": len(data), "seconds": seconds, "scoring_seconds": scoring[0]})
         report.write_text(json.dumps({"predict": timings}, indent=2), encoding="utf-8")
         return result
 
-    prediction.predict = predict
+    prediction.predict, prediction.evaluate = predict, evaluate
 
 
 def main() -> None:
