@@ -471,8 +471,13 @@ def epoch_tokens(corpus_dir: Path) -> int | None:
 def collect(out: Path, corpora: list[Corpus], systems: list[str],
             data_root: Path) -> dict[str, Any]:
     """Every finished figure under ``out`` as one JSON-ready dictionary."""
-    report: dict[str, Any] = {"corpora": {}}
+    report: dict[str, Any] = {"corpora": {}, "reference_words_per_line": {}}
     for corpus in corpora:
+        refs = corpus.path(data_root, "test", corpus.tgt)
+        if refs.is_file():
+            lines = refs.read_text("utf-8").split("\n")[:-1]
+            report["reference_words_per_line"][corpus.name] = (
+                sum(len(x.split()) for x in lines) / max(len(lines), 1))
         base = out / corpus.name
         per_epoch = count_epoch_tokens(base, corpus, data_root)
         rows = {}
@@ -493,6 +498,11 @@ def collect(out: Path, corpora: list[Corpus], systems: list[str],
             for search in SEARCHES:
                 test = read_json(base / system / f"test.{search}.json")
                 if test:
+                    # the search's cost grows with output length: a model that babbles to
+                    # the length limit translates fewer sentences per second
+                    hyps = (base / system / f"test.{search}.hyps").read_text("utf-8")
+                    lines = hyps.split("\n")[:-1]
+                    test["words_per_line"] = sum(len(x.split()) for x in lines) / max(len(lines), 1)
                     row[search] = test
             rows[system] = row
         report["corpora"][corpus.name] = rows
@@ -539,21 +549,26 @@ def markdown(report: dict[str, Any]) -> str:
             heading = ("BUDGETS DIFFER, not comparable: " + ", ".join(
                 f"{system} {r['minutes']:g} min / {r['threads'] or '?'} threads"
                 for system, r in rows.items()))
-        lines += [f"**{name}** ({heading})", "",
+        ref_words = report["reference_words_per_line"].get(name)
+        lines += [f"**{name}** ({heading}; the test references have "
+                  f"{_fmt(ref_words, '.1f')} words a line)", "",
                   "| system | train tok/s | updates | target tok/update | epochs | validations "
                   "| best valid BLEU | test BLEU greedy / beam 5 | test chrF greedy / beam 5 | "
-                  "sent/s greedy / beam 5 | peak RSS train / beam 5 |",
-                  "|---|---|---|---|---|---|---|---|---|---|---|"]
+                  "sent/s greedy / beam 5 | output words/line greedy / beam 5 | "
+                  "peak RSS train / beam 5 |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for system, r in rows.items():
             g, b = r.get("greedy", {}), r.get("beam5", {})
+
+            def both(key: str, spec: str = ".2f", g: dict = g, b: dict = b) -> str:
+                return f"{_fmt(g.get(key), spec)} / {_fmt(b.get(key), spec)}"
+
             lines.append(
                 f"| {system} | {r['train_tokens_per_s']:,.0f} | {r['updates']:,} | "
                 f"{r['tokens_per_update']:,.0f} | {_fmt(r['epochs'])} | {r['validations']} | "
-                f"{_fmt(r['best_valid_bleu'])} | "
-                f"{_fmt(g.get('bleu'))} / {_fmt(b.get('bleu'))} | "
-                f"{_fmt(g.get('chrf'), '.1f')} / {_fmt(b.get('chrf'), '.1f')} | "
-                f"{_fmt(g.get('sentences_per_s'), '.1f')} / {_fmt(b.get('sentences_per_s'), '.1f')}"
-                f" | {r['train_peak_rss_mb']:,.0f} / {_fmt(b.get('peak_rss_mb'), ',.0f')} MB |")
+                f"{_fmt(r['best_valid_bleu'])} | {both('bleu')} | {both('chrf', '.1f')} | "
+                f"{both('sentences_per_s', '.1f')} | {both('words_per_line', '.1f')} | "
+                f"{r['train_peak_rss_mb']:,.0f} / {_fmt(b.get('peak_rss_mb'), ',.0f')} MB |")
         for system, ratio in ratios(rows).items():
             lines.append("")
             lines.append(f"{system} vs joeynmt: training {ratio['train_speedup']:.1f}x "
