@@ -4,7 +4,7 @@ cores.
 The corpus ships with the project (``recipes/data/lohelp-en-de.tar.xz``, 32,069 / 718 / 2,378
 segment pairs, MPL-2.0, see ``recipes/data/NOTICE.md``); stage 0 unpacks it once and loads it
 through Hugging Face ``datasets`` like any local corpus. The config is
-``recipes/lohelp_en_de.yaml``: a 1-layer BiLSTM (256 per direction) and a 512-unit LSTM decoder
+``recipes/lohelp_en_de.yaml``: a 1-layer BiLSTM (256 per direction) and a 256-unit LSTM decoder
 with general (Luong) attention, SentencePiece unigram 8k joint, trained for 30 minutes.
 
     python recipes/lohelp_en_de.py                        # all stages into runs/lohelp_en_de
