@@ -1,16 +1,16 @@
 """Runs JoeyNMT 2.3.0 for ``scripts/bench_vs_joeynmt.py``, inside JoeyNMT's own virtual env.
 
 JoeyNMT 2.3.0 was released for torch 2.1 and sentencepiece 0.1; with torch 2.13.0 and
-sentencepiece 0.2.3 three calls break. They are patched here, at run time, never in
+sentencepiece 0.2.3 two calls break. They are patched here, at run time, never in
 JoeyNMT's files:
 
 - ``ReduceLROnPlateau(verbose=...)``: the argument was removed from torch; it is dropped.
 - ``SentencePieceProcessor.SetVocabulary`` no longer exists; JoeyNMT calls it to restrict
   the pieces to its vocabulary file. The benchmark writes the full SentencePiece vocabulary
   there, so skipping the call changes nothing.
-- ``torch.load`` now defaults to ``weights_only=True`` and refuses JoeyNMT's checkpoints
-  (they pickle its training state). They are files this benchmark wrote a moment earlier,
-  so ``joeynmt.helpers.load_checkpoint`` loads them with ``weights_only=False``.
+
+JoeyNMT's ``torch.load`` calls need nothing: torch now defaults to ``weights_only=True``,
+and its checkpoints (tensors, numbers, plain containers) load that way.
 
 It also measures, the same way ``bench_vs_joeynmt.py`` measures our toolkit:
 
@@ -19,9 +19,9 @@ It also measures, the same way ``bench_vs_joeynmt.py`` measures our toolkit:
   reached" flag, which it checks after every batch, so it stops between updates (a
   validation under way finishes first), as our ``training.max_minutes`` does. The last
   weights are then validated once more if they were not, so that ``best.ckpt`` is the best
-  validated state, as in ours. Written
-  to ``--report`` as JSON: updates, target tokens, seconds (all, and in validation), and the
-  timeline of validation BLEU against seconds since the start.
+  validated state, as in ours. Written to ``--report`` as JSON: updates, target tokens,
+  seconds (all, and in validation), and the timeline of validation BLEU against seconds
+  since the start.
 - ``test``: seconds of each ``predict`` call less the time of its ``evaluate`` call (batching,
   search and detokenisation included; model and data loading and JoeyNMT's own scoring
   excluded), as the benchmark times our ``Translator.translate``.
@@ -42,9 +42,9 @@ from typing import Any
 
 
 def patch_compatibility() -> None:
-    """The three run-time patches described in the module docstring."""
+    """The two run-time patches described in the module docstring."""
     import torch
-    from joeynmt import builders, helpers, tokenizers
+    from joeynmt import builders, tokenizers
 
     class Plateau(torch.optim.lr_scheduler.ReduceLROnPlateau):
         def __init__(self, *args: Any, verbose: Any = None, **kwargs: Any) -> None:
@@ -58,15 +58,6 @@ def patch_compatibility() -> None:
             self.spm.SetVocabulary(vocab._itos)
 
     tokenizers.SentencePieceTokenizer.set_vocab = set_vocab
-
-    def load_checkpoint(path: Path, map_location: Any) -> dict:
-        assert Path(path).is_file(), f"Checkpoint {path} not found."
-        return torch.load(path, map_location=map_location, weights_only=False)
-
-    helpers.load_checkpoint = load_checkpoint
-    from joeynmt import prediction, training
-    prediction.load_checkpoint = load_checkpoint
-    training.load_checkpoint = load_checkpoint
 
 
 def instrument_training(minutes: float, report: Path) -> None:
