@@ -56,6 +56,7 @@ import json
 import logging
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -64,6 +65,10 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import parse_configs, warn_if_busy
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from nmt.evaluate import read_lines, score  # noqa: E402  (light: no torch)
+from nmt.fileio import write_text_atomic  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(__file__).resolve().parent / "joeynmt_launcher.py"
@@ -223,9 +228,13 @@ def child_env(threads: int) -> dict[str, str]:
 
 def write_json(path: Path, value: Any) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=2, ensure_ascii=False), encoding="utf-8")
-    tmp.replace(path)
+    write_text_atomic(path, json.dumps(value, indent=2, ensure_ascii=False))
+
+
+def words_per_line(path: Path) -> float:
+    """Mean whitespace-separated words a line of a text file."""
+    lines = read_lines(path)
+    return sum(len(line.split()) for line in lines) / max(len(lines), 1)
 
 
 def read_json(path: Path) -> Any:
@@ -300,9 +309,7 @@ def child_translate(model_dir: Path, src: Path, beam: int, precision: str, hyps:
     from nmt.translate import Translator
 
     torch.set_num_threads(threads)
-    lines = src.read_text(encoding="utf-8").split("\n")
-    if lines and lines[-1] == "":
-        lines.pop()
+    lines = read_lines(src)
     translator = Translator.load(model_dir, device="cpu", precision=precision)
     translator.translate(lines[:WARMUP_LINES], beam_size=beam)
     begin = time.perf_counter()
@@ -362,7 +369,6 @@ class Bench:
         if self.done(result_path) and previous.get("minutes") == self.minutes:
             return previous
         if work.exists():
-            import shutil
             shutil.rmtree(work)
         work.mkdir(parents=True)
         report = work / "train-report.json"
@@ -408,9 +414,8 @@ class Bench:
             # the dev set is translated first in JoeyNMT's test mode: a few lines, as warm-up
             dev = work / "warmup"
             for lang in (corpus.src, corpus.tgt):
-                lines = corpus.path(self.data_root, "valid", lang).read_text("utf-8")
-                dev.with_suffix(f".{lang}").write_text(
-                    "".join(line + "\n" for line in lines.split("\n")[:WARMUP_LINES]), "utf-8")
+                lines = read_lines(corpus.path(self.data_root, "valid", lang))[:WARMUP_LINES]
+                dev.with_suffix(f".{lang}").write_text("".join(x + "\n" for x in lines), "utf-8")
             config["data"]["dev"] = str(dev)
             config["testing"]["beam_size"] = SEARCHES[search]
             config["testing"]["load_model"] = str(work / "model" / "best.ckpt")
@@ -432,14 +437,8 @@ class Bench:
                        "--threads", str(self.args.threads)]
             wall, rss = run_measured(command, work / f"test.{search}.log", self.env, ROOT)
             timing = read_json(report)
-        refs = corpus.path(self.data_root, "test", corpus.tgt).read_text("utf-8").split("\n")
-        hyp_lines = hyps.read_text("utf-8").split("\n")
-        for lines in (refs, hyp_lines):
-            if lines and lines[-1] == "":
-                lines.pop()
-        from nmt.evaluate import score
-        scores = score(hyp_lines, [refs], ref_names=[corpus.path(self.data_root, "test",
-                                                                    corpus.tgt).name])
+        ref_path = corpus.path(self.data_root, "test", corpus.tgt)
+        scores = score(read_lines(hyps), [read_lines(ref_path)], ref_names=[ref_path.name])
         result = {"sentences": timing["sentences"], "seconds": timing["seconds"],
                   "sentences_per_s": timing["sentences"] / timing["seconds"],
                   "bleu": scores.bleu, "chrf": scores.chrf,
@@ -461,13 +460,6 @@ class Bench:
 # --------------------------------------------------------------------------- the report
 
 
-def epoch_tokens(corpus_dir: Path) -> int | None:
-    """Target tokens (pieces + EOS) of one pass over the training set, counted by our prepare
-    stage in the shared tokenizer's run; None when unknown."""
-    stats = read_json(corpus_dir / "spm" / "epoch_tokens.json")
-    return stats["tgt_tokens"] if stats else None
-
-
 def collect(out: Path, corpora: list[Corpus], systems: list[str],
             data_root: Path) -> dict[str, Any]:
     """Every finished figure under ``out`` as one JSON-ready dictionary."""
@@ -475,9 +467,7 @@ def collect(out: Path, corpora: list[Corpus], systems: list[str],
     for corpus in corpora:
         refs = corpus.path(data_root, "test", corpus.tgt)
         if refs.is_file():
-            lines = refs.read_text("utf-8").split("\n")[:-1]
-            report["reference_words_per_line"][corpus.name] = (
-                sum(len(x.split()) for x in lines) / max(len(lines), 1))
+            report["reference_words_per_line"][corpus.name] = words_per_line(refs)
         base = out / corpus.name
         per_epoch = count_epoch_tokens(base, corpus, data_root)
         rows = {}
@@ -500,9 +490,7 @@ def collect(out: Path, corpora: list[Corpus], systems: list[str],
                 if test:
                     # the search's cost grows with output length: a model that babbles to
                     # the length limit translates fewer sentences per second
-                    hyps = (base / system / f"test.{search}.hyps").read_text("utf-8")
-                    lines = hyps.split("\n")[:-1]
-                    test["words_per_line"] = sum(len(x.split()) for x in lines) / max(len(lines), 1)
+                    test["words_per_line"] = words_per_line(base / system / f"test.{search}.hyps")
                     row[search] = test
             rows[system] = row
         report["corpora"][corpus.name] = rows
@@ -512,16 +500,16 @@ def collect(out: Path, corpora: list[Corpus], systems: list[str],
 def count_epoch_tokens(base: Path, corpus: Corpus, data_root: Path) -> int | None:
     """Target tokens in one epoch under the shared SentencePiece model (pieces + EOS, pairs
     over max_len dropped as both toolkits drop them); cached in ``spm/epoch_tokens.json``."""
-    cached = epoch_tokens(base)
+    cached = read_json(base / "spm" / "epoch_tokens.json")
     if cached is not None:
-        return cached
+        return cached["tgt_tokens"]
     model = base / "spm" / "spm.model"
     if not model.is_file():
         return None
     import sentencepiece as spm
     sp = spm.SentencePieceProcessor(model_file=str(model))
-    src = corpus.path(data_root, "train", corpus.src).read_text("utf-8").split("\n")
-    tgt = corpus.path(data_root, "train", corpus.tgt).read_text("utf-8").split("\n")
+    src = read_lines(corpus.path(data_root, "train", corpus.src))
+    tgt = read_lines(corpus.path(data_root, "train", corpus.tgt))
     total = 0
     for s_ids, t_ids in zip(sp.encode(src), sp.encode(tgt), strict=True):
         if s_ids and t_ids and len(s_ids) <= SHARED["max_len"] \
@@ -721,5 +709,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(ROOT))
     main()
