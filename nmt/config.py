@@ -138,9 +138,13 @@ class TrainingConfig:
     weight_decay: float = _f(0.0, "Adam weight decay.", min=0.0)
     clip_norm: float = _f(1.0, "Gradient-norm clipping threshold (0: off).", min=0.0)
     label_smoothing: float = _f(0.1, "Label smoothing of the cross-entropy.", min=0.0, max=0.99)
-    schedule: str = _f("plateau", "Learning-rate schedule.",
-                       choices=("plateau", "inverse_sqrt", "constant"))
-    warmup_steps: int = _f(1000, "Warmup steps of `inverse_sqrt`.", min=0)
+    schedule: str = _f("plateau", "Learning-rate schedule: `plateau` (lower the rate when "
+                       "validation BLEU stalls), `inverse_sqrt` (warmup, then 1/sqrt(step)), "
+                       "`cosine` (warmup, then half a cosine down to `min_lr` as the budget of "
+                       "max_steps / max_epochs / max_minutes is spent, whichever ends first) "
+                       "or `constant`.",
+                       choices=("plateau", "inverse_sqrt", "cosine", "constant"))
+    warmup_steps: int = _f(1000, "Warmup steps of `inverse_sqrt` and `cosine`.", min=0)
     plateau_factor: float = _f(0.5, "`plateau`: factor applied to the rate when validation BLEU "
                                "stalls.", min=0.0, max=1.0, min_exclusive=True)
     plateau_patience: int = _f(2, "`plateau`: validations without improvement before decay.",
@@ -309,6 +313,10 @@ def _check_cross_fields(config: Config) -> None:
             and train.patience == 0:
         raise ConfigError("training has no stopping rule: set training.max_steps, max_epochs, "
                           "max_minutes or patience")
+    if train.schedule == "cosine" and train.max_steps is None and train.max_epochs is None \
+            and train.max_minutes is None:
+        raise ConfigError("training.schedule 'cosine' decays over the training budget: set "
+                          "training.max_steps, max_epochs or max_minutes")
     if train.batch_tokens < data.max_len + 2:
         raise ConfigError(f"training.batch_tokens ({train.batch_tokens}) must hold the longest "
                           f"allowed example: data.max_len + 2 = {data.max_len + 2} (BOS and EOS)")

@@ -84,6 +84,17 @@ def inverse_sqrt(warmup: int) -> Any:
     return factor
 
 
+def cosine(spent: float, step: int, warmup: int, floor: float) -> float:
+    """LR multiplier of the ``cosine`` schedule for the update after ``step`` updates.
+
+    Linear warmup over the first ``warmup`` updates, times half a cosine that falls from 1 when
+    none of the training budget is ``spent`` (0) to ``floor`` when all of it is (1).
+    """
+    warm = min(1.0, (step + 1) / warmup) if warmup else 1.0
+    spent = min(max(spent, 0.0), 1.0)
+    return warm * (floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * spent)))
+
+
 class TrainingLoss(torch.nn.Module):
     """The summed, label-smoothed training loss of a batch as one module call.
 
@@ -338,6 +349,8 @@ class Trainer:
             batches = self.sampler.batches(p.epoch)
             self._epoch_batches = len(batches)
             while update_left(batches) and not self._should_stop(p, start):
+                if t.schedule == "cosine":
+                    self._follow_budget(start)
                 chunk = batches[p.batch_in_epoch: p.batch_in_epoch + span]
                 loss, tokens = self.train_step(chunk[rank_slice])
                 p.batch_in_epoch += len(chunk)
@@ -383,6 +396,31 @@ class Trainer:
                  "step %d", p.step, p.epoch, p.elapsed,
                  "BLEU" if self.valid_corpus is not None else "-(training loss)", p.best_score,
                  p.best_step)
+
+    def _budget_spent(self, start: float) -> float:
+        """Share of the training budget spent: the furthest along of max_steps, max_epochs
+        (counting the batches of the current epoch) and max_minutes; the same on every process."""
+        p, t = self.progress, self.tcfg
+        shares = []
+        if t.max_steps is not None:
+            shares.append(p.step / t.max_steps)
+        if t.max_epochs is not None:
+            shares.append((p.epoch + p.batch_in_epoch / max(self._epoch_batches, 1))
+                          / t.max_epochs)
+        if t.max_minutes is not None:
+            shares.append((time.perf_counter() - start) / (t.max_minutes * 60))
+        spent = max(shares)
+        if self.dist.enabled and t.max_minutes is not None:  # clocks differ between processes
+            spent = distributed.sum_floats(self.dist, [spent], self.device)[0] / self.dist.world
+        return spent
+
+    def _follow_budget(self, start: float) -> None:
+        """Set the ``cosine`` schedule's rate for the coming update."""
+        t = self.tcfg
+        factor = cosine(self._budget_spent(start), self.progress.step, t.warmup_steps,
+                        t.min_lr / t.lr if t.lr else 0.0)
+        for group in self.optimizer.param_groups:
+            group["lr"] = t.lr * factor
 
     def _should_stop(self, p: Progress, start: float) -> bool:
         """Whether a stopping rule fires (on any process: all processes stop together)."""

@@ -1,6 +1,8 @@
 """Trainer: learning on the reverse task, the model directory, resume, stopping rules, precision."""
 
 import csv
+import math
+import signal
 import subprocess
 import sys
 
@@ -13,7 +15,14 @@ from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
 from nmt.device import cpu_has_fast_bf16, resolve_device, resolve_precision
 from nmt.errors import ConfigError, NMTError
-from nmt.train import Trainer, inverse_sqrt, sequence_loss, translate_corpus
+from nmt.train import (
+    Trainer,
+    TrainingInterrupted,
+    cosine,
+    inverse_sqrt,
+    sequence_loss,
+    translate_corpus,
+)
 
 
 @pytest.fixture(scope="module")
@@ -105,6 +114,31 @@ def test_resume_continues_exactly(tmp_path, reverse, schedule):
         assert torch.equal(a, b), name
 
 
+def test_interrupted_cosine_run_resumes_exactly(tmp_path, reverse):
+    """The cosine rate follows the budget (here 40 updates): a run stopped by SIGTERM after
+    update 20 and resumed ends with the weights of a run that was never stopped."""
+    def trainer(out, resume=False):
+        config = load_config(None, [*reverse_overrides(out, reverse), "training.max_steps=40",
+                                    "training.valid_every=20", "training.precision=fp32",
+                                    "model.dropout=0.2", "training.schedule=cosine",
+                                    "training.warmup_steps=10"])
+        return Trainer(config, resume=resume, quiet=True)
+
+    straight = trainer(tmp_path / "a")
+    straight.fit()
+    stopped = trainer(tmp_path / "b")
+    stopped._agreed_signal = lambda: signal.SIGTERM if stopped.progress.step == 19 else 0
+    with pytest.raises(TrainingInterrupted):
+        stopped.fit()
+    assert stopped.progress.step == 20
+    resumed = trainer(tmp_path / "b", resume=True)
+    resumed.fit()
+    assert resumed.progress.step == 40 and resumed.lr == straight.lr
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
+
+
 def test_run_directory_is_protected(tmp_path, reverse):
     config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
                                 "training.max_steps=5", "training.valid_every=5"])
@@ -173,6 +207,33 @@ def test_inverse_sqrt_schedule():
     factor = inverse_sqrt(100)
     assert factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(1.0)
     assert factor(400) == pytest.approx(0.5)
+
+
+def test_cosine_schedule():
+    assert cosine(0.0, 0, 0, 0.0) == 1.0 and cosine(1.0, 500, 0, 0.0) == pytest.approx(0.0)
+    assert cosine(0.5, 500, 0, 0.0) == pytest.approx(0.5)
+    assert cosine(0.5, 500, 0, 0.2) == pytest.approx(0.6)  # halfway between 1 and the floor
+    assert cosine(1.7, 500, 0, 0.2) == pytest.approx(0.2)  # an overrun budget stays at the floor
+    assert cosine(0.0, 9, 100, 0.0) == pytest.approx(0.1)  # warmup: the 10th of 100 updates
+
+
+def test_cosine_schedule_anneals_over_the_step_budget(tmp_path, reverse):
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
+                                "training.max_steps=60", "training.valid_every=20",
+                                "training.schedule=cosine", "training.warmup_steps=0",
+                                "training.lr=0.004", "training.min_lr=0.0004"])
+    trainer = Trainer(config, quiet=True)
+    rates = [row["lr"] for row in trainer.fit().history]
+    # the rate logged at update 20, 40 and 60 is the one that update used, set when 19, 39
+    # and 59 of the 60 updates were done
+    assert rates == pytest.approx([0.0004 + 0.0036 * 0.5 * (1 + math.cos(math.pi * spent))
+                                   for spent in (19 / 60, 39 / 60, 59 / 60)])
+
+
+def test_cosine_needs_a_budget():
+    with pytest.raises(ConfigError, match="cosine.*max_steps"):
+        load_config(None, ["training.schedule=cosine", "training.max_epochs=null",
+                           "training.patience=3"])
 
 
 def test_precision_and_device_resolution():
