@@ -5,7 +5,8 @@ The corpus ships with the project (``recipes/data/lohelp-en-de.tar.xz``, 32,069 
 segment pairs, MPL-2.0, see ``recipes/data/NOTICE.md``); stage 0 unpacks it once and loads it
 through Hugging Face ``datasets`` like any local corpus. The config is
 ``recipes/lohelp_en_de.yaml``: a 1-layer BiLSTM (256 per direction) and a 256-unit LSTM decoder
-with general (Luong) attention, SentencePiece unigram 8k joint, trained for 30 minutes.
+with general (Luong) attention and its output projection tied to the target embedding,
+SentencePiece unigram 8k joint, trained for 30 minutes on a cosine schedule.
 
     python recipes/lohelp_en_de.py                        # all stages into runs/lohelp_en_de
     python recipes/lohelp_en_de.py --stage 3 --out runs/x  # translate and score again
