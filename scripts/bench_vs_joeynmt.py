@@ -66,11 +66,11 @@ from typing import Any
 
 from benchlib import parse_configs, warn_if_busy
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 from nmt.evaluate import read_lines, score  # noqa: E402  (light: no torch)
 from nmt.fileio import write_text_atomic  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 LAUNCHER = Path(__file__).resolve().parent / "joeynmt_launcher.py"
 SYSTEMS = ("joeynmt", "nmt-best", "nmt-matched")
 SEARCHES = {"greedy": 1, "beam5": 5}
