@@ -10,22 +10,25 @@ seed makes the order reproducible and lets a resumed run find its place again.
 
 :class:`Corpus` exposes an encoded split (Arrow, memory-mapped) as flat NumPy arrays, so that
 gathering a batch costs no Python work per token and no copy of the corpus in memory.
+:func:`updates` hands out each training update's batches from a resumable position.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
 
+from nmt.encoding import EncodedSplit
 from nmt.errors import ConfigError
 from nmt.tokenizer import PAD_ID
 
 if TYPE_CHECKING:
     import datasets
+    import pyarrow as pa
 
 
 @dataclass
@@ -86,23 +89,36 @@ def collate(src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]] | None,
 class Corpus:
     """An encoded split (columns ``src_ids``, ``tgt_ids``) as flat arrays plus offsets.
 
-    The arrays are zero-copy views of the memory-mapped Arrow data where possible.
+    Args:
+        data: an :class:`~nmt.encoding.EncodedSplit` (its kept rows), or an encoded
+            ``datasets.Dataset`` (its rows as it shows them, a selection included).
+        rows: (N,) positions among those rows to take, in that order; None: all of them.
+
+    The arrays are zero-copy views of the memory-mapped Arrow data where possible; kept rows
+    are gathered once, with NumPy, from the row numbers the split carries.
     """
 
-    def __init__(self, ds: datasets.Dataset) -> None:
-        rows = None  # a selected view (cleaning's kept rows): row numbers into ds.data
-        if ds._indices is not None:
-            rows = ds._indices.column(0).to_numpy().astype(np.int64)
-        self.src_values, self.src_offsets = self._flat(ds, "src_ids", rows)
-        self.tgt_values, self.tgt_offsets = self._flat(ds, "tgt_ids", rows)
+    def __init__(self, data: EncodedSplit | datasets.Dataset,
+                 rows: np.ndarray | None = None) -> None:
+        if isinstance(data, EncodedSplit):
+            table, picked = data.dataset.data, data.rows
+            picked = picked if rows is None else picked[np.asarray(rows, dtype=np.int64)]
+        else:  # the public read of a Dataset's rows: zero-copy unless it is a selection
+            table = data.with_format("arrow")[:] if len(data) else data.data.slice(0, 0)
+            picked = None if rows is None else np.asarray(rows, dtype=np.int64)
+        if picked is not None and len(picked) == table.num_rows \
+                and np.array_equal(picked, np.arange(len(picked))):
+            picked = None  # every row in order: no gather
+        self.src_values, self.src_offsets = self._flat(table, "src_ids", picked)
+        self.tgt_values, self.tgt_offsets = self._flat(table, "tgt_ids", picked)
         self.src_lengths = np.diff(self.src_offsets)
         self.tgt_lengths = np.diff(self.tgt_offsets)
 
     @staticmethod
-    def _flat(ds: datasets.Dataset, column: str,
+    def _flat(table: pa.Table, column: str,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-        """(values, offsets) of a list column; with ``rows``, only those rows, in that order."""
-        col = ds.data.column(column).combine_chunks()
+        """(values, offsets) of a list column; with ``rows`` (N,), only those rows, in order."""
+        col = table.column(column).combine_chunks()
         offsets = col.offsets.to_numpy().astype(np.int64)
         values = col.values.to_numpy(zero_copy_only=False)
         if offsets[0] != 0:  # a sliced array: offsets into a larger buffer
@@ -121,6 +137,10 @@ class Corpus:
 
     def _get(self, values: np.ndarray, offsets: np.ndarray, index: int) -> np.ndarray:
         return values[offsets[index]: offsets[index + 1]]
+
+    def sources(self) -> list[np.ndarray]:
+        """Every example's source ids (views, no copy), in corpus order."""
+        return [self._get(self.src_values, self.src_offsets, i) for i in range(len(self))]
 
     def batch(self, indices: Sequence[int], with_target: bool = True) -> Batch:
         """The padded batch of the examples at ``indices``."""
@@ -228,3 +248,34 @@ def padding_fraction(batches: Sequence[np.ndarray], src_lengths: np.ndarray,
         padded += len(b) * (int(s.max()) + int(t.max()))
         real += int(s.sum()) + int(t.sum())
     return 1.0 - real / padded if padded else 0.0
+
+
+class Position(Protocol):
+    """Where training stands in the batch order (:class:`nmt.train.Progress` is one)."""
+
+    epoch: int
+    batch_in_epoch: int  # batches of the epoch handed out, over every process
+    epoch_batches: int  # batches in the current epoch
+
+
+def updates(sampler: TokenBatchSampler, position: Position, accumulate: int, world: int,
+            rank: int, stop: Callable[[], bool]) -> Iterator[list[np.ndarray]]:
+    """This process's batches of each update, from ``position`` on, until ``stop()``.
+
+    An update takes ``accumulate`` batches on each of the ``world`` processes, disjoint
+    (process ``rank`` gets its slice). ``position`` moves as each update is handed out, so a
+    checkpoint written after the update holds the place to resume from. With several processes
+    an epoch's tail too short for a whole update is left out; one process takes it.
+    """
+    p, span = position, accumulate * world
+    need = span if world > 1 else 1
+    mine = slice(rank * accumulate, (rank + 1) * accumulate)
+    while not stop():
+        batches = sampler.batches(p.epoch)
+        p.epoch_batches = len(batches)
+        while p.batch_in_epoch + need <= len(batches) and not stop():
+            chunk = batches[p.batch_in_epoch: p.batch_in_epoch + span]
+            p.batch_in_epoch += len(chunk)
+            yield chunk[mine]
+        if p.batch_in_epoch + need > len(batches):
+            p.epoch, p.batch_in_epoch = p.epoch + 1, 0

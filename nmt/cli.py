@@ -23,8 +23,8 @@ EXAMPLES_PREPARE = """examples:
 """
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) pointing at --help."""
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage dump) pointing at --help; the recipes use it."""
 
     def error(self, message: str) -> None:  # type: ignore[override]
         sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -42,11 +42,12 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every subcommand (cheap: no heavy imports)."""
-    parser = _Parser(prog="nmt", description="LSTM neural machine translation: prepare data, "
-                     "train, translate and evaluate.",
-                     epilog="Run 'nmt COMMAND --help' for the options of a command.")
+    parser = ArgumentParser(prog="nmt", description="LSTM neural machine translation: prepare "
+                            "data, train, translate and evaluate.",
+                            epilog="Run 'nmt COMMAND --help' for the options of a command.")
     parser.add_argument("--version", action="version", version=f"nmt {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND",
+                                parser_class=ArgumentParser)
 
     p = sub.add_parser("prepare", help="load and clean a corpus, train SentencePiece, cache ids",
                        description="Load the corpus named by the config (local files or a Hugging "
@@ -83,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="write N lines per input: hypothesis<TAB>score")
     p.add_argument("--attention-dir", metavar="DIR",
                    help="write one attention heat map (PNG) per non-empty line into DIR")
-    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar or info logs")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress bar, summary or info logs")
     p.set_defaults(handler=_cmd_translate)
 
     p = sub.add_parser("encode", help="sentence vectors from the encoder",
@@ -125,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with -m instead of --src/--ref: the split named in the model's "
                         "config.yaml data section (files or a Hugging Face dataset)")
     p.add_argument("--hyp-out", metavar="FILE", help="where -m writes its hypotheses "
-                   "(default: MODEL_DIR/SRC_NAME.beamK.hyp)")
+                   "(default: MODEL_DIR/SRC_NAME.beamK.hyp); a .json beside them names the "
+                   "model's hash, the decoding settings, device and precision")
     _add_decoding_args(p)
     p.add_argument("--ref", metavar="FILE", action="append", default=[],
                    help="references, one per line (repeat for several references)")
@@ -134,7 +137,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="sacreBLEU tokenizer for BLEU: 13a (default), intl, zh, char, none ... "
                         "(default for the target language with --lang)")
     p.add_argument("--lang", metavar="LANG", help="target language code (picks zh or char "
-                   "tokenization for Chinese, Japanese, Korean, Thai)")
+                   "tokenization for Chinese, Japanese, Korean, Thai); with -m the model's "
+                   "data.tgt_lang unless given")
     p.set_defaults(handler=_cmd_evaluate)
     return parser
 
@@ -162,7 +166,9 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-len-b", type=int, metavar="B", help="max output length a*src+b")
     p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default="fp32")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16, as "
+                        "in training; the precision used is reported")
     p.add_argument("--quantize", choices=("int8",),
                    help="dynamic int8 quantization of the LSTMs and linear layers (CPU)")
 
@@ -229,10 +235,14 @@ def _translate_lines(translator, lines: list[str], options: dict, n_best: int,
     finally:
         if bar is not None:
             bar.close()
-    for cut in translator.truncated:
+    _report_truncations(translator.truncated)
+    return results
+
+
+def _report_truncations(truncated: list) -> None:
+    for cut in truncated:
         sys.stderr.write(f"nmt: line {cut.index + 1}: {cut.pieces} source pieces, translated "
                          f"from the first {cut.kept} (the model's data.max_len)\n")
-    return results
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
@@ -268,6 +278,14 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     else:
         out = [f"{text}\t{score:.4f}" for hyps in results for text, score in hyps]
     _write_lines(args.output, out)
+    if args.output and not args.quiet:
+        from nmt.device import precision_name
+
+        beam = options["beam_size"] or translator.config.decoding.beam_size
+        sys.stderr.write(f"nmt translate: {len(lines)} lines, beam {beam}, precision "
+                         f"{precision_name(translator.dtype)}"
+                         f"{' (int8 weights)' if args.quantize else ''} on {translator.device}; "
+                         f"written to {args.output}\n")
     return 0
 
 
@@ -300,7 +318,8 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
-def _setup_logging(quiet: bool) -> None:
+def setup_logging(quiet: bool) -> None:
+    """Log to stderr (warnings only when ``quiet``); the ``nmt`` loggers keep INFO for files."""
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_nmt_cli", False)]:
         root.removeHandler(old)  # main() called again in one process (the API, tests)
@@ -335,12 +354,9 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             data[key] = getattr(args, flag)
     values = {"data": data, **({"output_dir": args.output_dir} if args.output_dir else {})}
     config = _load(args, values)
-    from nmt.config import save_config
-    from nmt.data import prepare
+    from nmt.prepare import prepare_run_dir
 
-    prepared = prepare(config)
-    save_config(config, config.out / "config.yaml")
-    print(prepared.summary())
+    print(prepare_run_dir(config).summary())
     return 0
 
 
@@ -349,8 +365,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.resume and args.config:
         from pathlib import Path
 
+        from nmt.layout import RunDir
+
         run_dir = Path(args.config).resolve().parent
-        if (run_dir / "trainer_state.pt").exists() and run_dir != config.out.resolve():
+        if RunDir(run_dir).has_training_state() and run_dir != config.out.resolve():
             from nmt.errors import ConfigError
 
             raise ConfigError(f"{args.config} lies in the run directory {run_dir} but its "
@@ -363,58 +381,41 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
     if os.environ.get("RANK", "0") != "0":  # under torchrun only rank 0 reports
         return 0
-    best = (f"best validation BLEU {progress.best_score:.2f}"
-            if config.data.valid or config.data.format in ("hub", "disk")
-            else f"best training loss {-progress.best_score:.3f}")
+    if progress.validated:  # a validation set was scored: best_score is a BLEU
+        best = f"best validation BLEU {progress.best_score:.2f} at update {progress.best_step}"
+    else:
+        best = (f"no validation set was scored, so no BLEU; the weights kept are those of update "
+                f"{progress.best_step}, of lowest training loss {-progress.best_score:.3f}")
     print(f"trained {progress.step} updates ({progress.epoch} epochs, {progress.elapsed:.0f} s); "
-          f"{best} at update {progress.best_step}; model directory: {config.out}")
+          f"{best}; model directory: {config.out}")
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from nmt.errors import ConfigError
-    from nmt.evaluate import format_scores, read_lines, score
+    from nmt.evaluate import evaluate_files, evaluate_model, format_scores
 
-    refs = [read_lines(r) for r in args.ref]
     if args.model:
         if args.hyp or not (args.src or args.split) or (args.src and args.split):
             raise ConfigError("with -m give --src FILE and --ref FILE, or --split valid|test "
                               "(not --hyp)")
-        from pathlib import Path
-
-        from nmt.translate import Translator
-
-        translator = Translator.load(args.model, args.device, args.precision, args.quantize)
-        if args.split:
-            from nmt.data import cache_dir, load_splits
-
-            data = translator.config.data
-            pairs = load_splits(data, cache_dir(translator.config), (args.split,))
-            if args.split not in pairs:
-                raise ConfigError(f"the model's config names no {args.split} split")
-            src, refs = list(pairs[args.split]["src"]), [list(pairs[args.split]["tgt"])]
-            args.src = args.split  # hypotheses go to MODEL_DIR/SPLIT.beamK.hyp
-        else:
-            src = read_lines(args.src)
-        if not refs:
+        if args.src and not args.ref:
             raise ConfigError("give --ref FILE with --src")
-        options = _decoding_options(args)
-        results = _translate_lines(translator, src, options, 1, show_progress=False)
-        hyps = [r[0][0] for r in results]
-        beam = options["beam_size"] or translator.config.decoding.beam_size
-        name = Path(args.src).name
-        args.hyp = args.hyp_out or str(Path(args.model) / f"{name}.beam{beam}.hyp")
-        _write_lines(args.hyp, hyps)
-        sys.stderr.write(f"nmt evaluate: hypotheses written to {args.hyp}\n")
-    elif not args.hyp or not refs:
+        if args.split and args.ref:
+            raise ConfigError(f"--split {args.split} brings its own references: drop --ref")
+        result = evaluate_model(args.model, src=args.src, refs=args.ref, split=args.split,
+                                hyp_out=args.hyp_out, decoding=_decoding_options(args),
+                                device=args.device, precision=args.precision,
+                                quantize=args.quantize, tokenize=args.tokenize, lang=args.lang)
+        _report_truncations(result.truncated)
+        sys.stderr.write(f"nmt evaluate: hypotheses written to {result.hypotheses} (precision "
+                         f"{result.precision}; settings in {result.meta.name})\n")
+        scores = result.scores
+    elif not args.hyp or not args.ref:
         raise ConfigError("give --hyp FILE and --ref FILE, or -m MODEL_DIR with --src/--ref or "
                           "--split to translate first")
     else:
-        hyps = read_lines(args.hyp)
-    from nmt.evaluate import bleu_tokenizer
-
-    tokenize = args.tokenize or bleu_tokenizer(args.lang)
-    scores = score(hyps, refs, hyp_name=args.hyp, ref_names=args.ref, tokenize=tokenize)
+        scores = evaluate_files(args.hyp, args.ref, tokenize=args.tokenize, lang=args.lang)
     print(format_scores(scores, as_json=args.json))
     return 0
 
@@ -462,8 +463,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     # translate, encode and evaluate keep stderr for what concerns the user's lines
-    _setup_logging(getattr(args, "quiet", False)
-                   or args.command in ("translate", "encode", "evaluate"))
+    setup_logging(getattr(args, "quiet", False)
+                  or args.command in ("translate", "encode", "evaluate"))
     from nmt.errors import NMTError
 
     try:

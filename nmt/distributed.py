@@ -3,18 +3,28 @@
 ``torchrun --nproc_per_node=N -m nmt train --config run.yaml`` sets ``WORLD_SIZE``, ``RANK`` and
 ``LOCAL_RANK``; :func:`setup` then joins the process group with NCCL when training on CUDA
 and gloo on the CPU. With one process everything here is a no-op, so the trainer has one code
-path: each helper takes the :class:`Dist` and does nothing when ``world == 1``.
+path: each helper takes the :class:`Dist` and does nothing when ``world == 1``. The signals that
+stop a run (SIGINT, SIGTERM) are caught here too (:func:`catch_signals`), so that every process
+can agree on them and stop at the same update.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
+import signal
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
 import torch.distributed as dist
+
+from nmt.errors import NMTError
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -100,3 +110,69 @@ def gather(d: Dist, obj: Any) -> list[Any]:
     out: list[Any] = [None] * d.world
     dist.all_gather_object(out, obj)
     return out
+
+
+def mean(d: Dist, value: float, device: torch.device) -> float:
+    """The mean of ``value`` over processes (the value itself with one process)."""
+    return sum_floats(d, [value], device)[0] / d.world if d.enabled else value
+
+
+def rank0_first(d: Dist, make: Callable[[], T]) -> T:
+    """``make()`` on rank 0 first, then on the others (which re-use the files it wrote)."""
+    if not d.main:
+        barrier(d)
+    result = make()
+    if d.main:
+        barrier(d)
+    return result
+
+
+def wrap(d: Dist, module: torch.nn.Module,
+         device: torch.device) -> torch.nn.parallel.DistributedDataParallel | None:
+    """``module`` in DistributedDataParallel (broadcasting rank 0's weights), or None with one
+    process."""
+    if not d.enabled:
+        return None
+    from torch.nn.parallel import DistributedDataParallel
+
+    return DistributedDataParallel(module,
+                                   device_ids=[device.index] if device.type == "cuda" else None)
+
+
+@contextlib.contextmanager
+def catch_signals() -> Iterator[dict[str, int]]:
+    """Within: SIGINT and SIGTERM set ``caught["signal"]`` instead of stopping the process
+    (the trainer then saves a checkpoint after the current update); the old handlers are put
+    back after. Outside the main thread, where handlers cannot be set, nothing is caught."""
+    caught = {"signal": 0}
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def note(signum: int, _frame: object) -> None:
+        caught["signal"] = signum
+
+    previous = {s: signal.signal(s, note) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def check_epoch(d: Dist, epoch_batches: int, accumulate: int) -> None:
+    """An epoch must hold at least one update of every process (``accumulate`` batches each)."""
+    if d.enabled and epoch_batches < accumulate * d.world:
+        raise NMTError(f"the training data make {epoch_batches} batches an epoch, fewer than "
+                       f"one update of {d.world} processes x accumulate {accumulate}: use fewer "
+                       "processes or smaller training.batch_tokens")
+
+
+@contextlib.contextmanager
+def joined(d: Dist) -> Iterator[Dist]:
+    """Within: this process takes part in the job; on leaving (also by an exception) it
+    leaves the process group."""
+    try:
+        yield d
+    finally:
+        teardown(d)

@@ -19,3 +19,15 @@ class DataError(NMTError):
 
 class HubUnreachableError(DataError):
     """The Hugging Face hub cannot be reached and the dataset is not cached locally."""
+
+
+class TrainingInterrupted(NMTError):
+    """Training stopped by SIGINT or SIGTERM after saving a checkpoint (exit code 128 + signal)."""
+
+    def __init__(self, signum: int, step: int, config_path: object) -> None:
+        import signal
+
+        super().__init__(f"interrupted by {signal.Signals(signum).name} at update {step}; the "
+                         f"checkpoint is saved: continue with nmt train --config {config_path} "
+                         "--resume")
+        self.exit_code = 128 + signum

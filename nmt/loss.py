@@ -1,4 +1,9 @@
-"""Training loss: the vocabulary projection fused with label-smoothed cross-entropy.
+"""Losses: the training loss of a batch, and the sequence loss validation reports.
+
+:class:`TrainingLoss` is the summed, label-smoothed training loss of a batch as one module
+call; :func:`sequence_loss` is the plain summed cross-entropy of logits (validation).
+
+The training loss fuses the vocabulary projection with label-smoothed cross-entropy.
 
 Materialising logits for every target token of a batch (4,000 tokens x 8,000 pieces) costs
 more than the projection itself on a CPU: a 128 MB float32 tensor, its log-softmax, and their
@@ -14,6 +19,9 @@ reduction="sum")`` (a test checks values and gradients).
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+
+from nmt.tokenizer import PAD_ID
 
 CHUNK = 1024
 
@@ -83,3 +91,37 @@ def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear, target: t
         compute_dtype = hidden.dtype
     return _LinearCrossEntropy.apply(hidden, layer.weight, layer.bias, target,
                                      float(label_smoothing), compute_dtype, chunk)
+
+
+def sequence_loss(logits: torch.Tensor, gold: torch.Tensor,
+                  label_smoothing: float = 0.0) -> torch.Tensor:
+    """Summed cross-entropy of logits (B, T, V) against gold ids (B, T); padding ignored."""
+    return F.cross_entropy(logits.float().reshape(-1, logits.size(-1)), gold.reshape(-1),
+                           ignore_index=PAD_ID, label_smoothing=label_smoothing,
+                           reduction="sum")
+
+
+class TrainingLoss(torch.nn.Module):
+    """The summed, label-smoothed training loss of a batch as one module call.
+
+    Wrapping the model this way lets :class:`~torch.nn.parallel.DistributedDataParallel` see
+    the whole computation in ``forward`` (its gradient hooks need that). The vocabulary
+    projection is fused with the loss over the real (non-padding) target tokens only
+    (:func:`linear_cross_entropy`).
+    """
+
+    def __init__(self, model: torch.nn.Module, label_smoothing: float,
+                 teacher_forcing_ratio: float) -> None:
+        super().__init__()
+        self.model = model
+        self.label_smoothing, self.teacher_forcing_ratio = label_smoothing, teacher_forcing_ratio
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor,
+                tgt: torch.Tensor) -> torch.Tensor:
+        """Summed loss of source (B, S) and BOS + target + EOS (B, T + 1)."""
+        tgt_in, gold = tgt[:, :-1], tgt[:, 1:]  # BOS + gold[:-1] -> gold
+        real = gold != PAD_ID  # (B, T)
+        features = self.model.features(src, src_lengths, tgt_in,
+                                       self.teacher_forcing_ratio)  # (B, T, Hd)
+        return linear_cross_entropy(features[real], self.model.output_layer, gold[real],
+                                    self.label_smoothing)

@@ -3,13 +3,16 @@
 Stages: 0 ``data`` (fetch or unpack, load through ``datasets``, cache as Arrow), 1
 ``tokenizer`` (train SentencePiece, encode and clean every split), 2 ``train`` (fresh, resumed
 after an interruption, or skipped when finished), 3 ``translate`` (the test set with the
-config's beam search; skipped when the hypotheses of the same weights exist), 4 ``score``
-(sacreBLEU BLEU and chrF with signatures, ``results.json`` and the model card ``README.md``).
+config's beam search, precision ``auto`` as ``nmt translate``; skipped when the hypotheses of
+the same weights, settings and precision exist), 4 ``score`` (sacreBLEU BLEU and chrF with
+signatures; ``results.json`` and the model card ``README.md`` from :mod:`nmt.report`). File
+names come from :class:`nmt.layout.RunDir`.
 
 A recipe script in ``recipes/`` is a :class:`Recipe` (its YAML config, plus an optional hook that
 prepares the data) handed to :func:`main`::
 
-    python recipes/lohelp_en_de.py [--stage N] [--stop-stage M] [--out RUN_DIR] [KEY=VALUE ...]
+    python recipes/lohelp_en_de.py [--stage N] [--stop-stage M] [--out RUN_DIR]
+        [--precision auto|fp32|bf16] [KEY=VALUE ...]
 
 Every stage's wall time lands in ``RUN_DIR/stages.json``; all files are written atomically.
 """
@@ -20,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import platform
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -30,14 +32,11 @@ from typing import Any
 
 from nmt.config import Config
 from nmt.errors import NMTError
+from nmt.layout import RunDir
 
 log = logging.getLogger(__name__)
 
 STAGES = ("data", "tokenizer", "train", "translate", "score")
-STAGES_FILE = "stages.json"
-TRAINING_FILE = "training.json"
-RESULTS_FILE = "results.json"
-CARD_FILE = "README.md"
 
 
 @dataclass
@@ -65,19 +64,23 @@ class Recipe:
 
 def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     """The recipe's arguments: stages, run directory, overrides (and its own flags)."""
-    from nmt.cli import _Parser
+    from nmt.cli import ArgumentParser
 
     stages = ", ".join(f"{i} {name}" for i, name in enumerate(STAGES))
-    parser = _Parser(prog=f"python recipes/{recipe.name}.py",
-                     description=f"{recipe.description} Stages: {stages}.",
-                     epilog="Finished stages are skipped when run again; KEY=VALUE overrides "
-                            "apply over the recipe's config, e.g. training.max_minutes=5.")
+    parser = ArgumentParser(prog=f"python recipes/{recipe.name}.py",
+                            description=f"{recipe.description} Stages: {stages}.",
+                            epilog="Finished stages are skipped when run again; KEY=VALUE "
+                                   "overrides apply over the recipe's config, e.g. "
+                                   "training.max_minutes=5.")
     parser.add_argument("--stage", type=int, default=0, metavar="N",
                         help="first stage to run (default 0)")
     parser.add_argument("--stop-stage", type=int, default=len(STAGES) - 1, metavar="M",
                         help=f"last stage to run (default {len(STAGES) - 1})")
     parser.add_argument("--out", metavar="RUN_DIR",
                         help=f"run directory (default: runs/{recipe.name})")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="precision of stage 3 (translate); auto (default) picks it as nmt "
+                             "translate does")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     if recipe.add_arguments is not None:
         recipe.add_arguments(parser)
@@ -87,11 +90,11 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
 
 def main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
     """Run the recipe's stages from the command line; user mistakes give one line, exit 2."""
-    from nmt.cli import _setup_logging, parse_args
+    from nmt.cli import parse_args, setup_logging
 
     parser = build_parser(recipe)
     args = parse_args(parser, argv)
-    _setup_logging(args.quiet)
+    setup_logging(args.quiet)
     last = len(STAGES) - 1
     if not 0 <= args.stage <= args.stop_stage <= last:
         parser.error(f"need 0 <= --stage ({args.stage}) <= --stop-stage ({args.stop_stage}) "
@@ -153,14 +156,16 @@ def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) 
         start = time.perf_counter()
         summary = STAGE_FUNCTIONS[name](job)
         seconds = time.perf_counter() - start
-        if not isinstance(summary, Skipped) or name not in (_read_json(out / STAGES_FILE) or {}):
+        recorded = _read_json(RunDir(out).stages) or {}
+        if not isinstance(summary, Skipped) or name not in recorded:
             _record_stage(out, name, seconds, summary)
         print(f"   {summary} ({seconds:.1f} s)", flush=True)
 
 
 def _stage_data(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.data import SPLITS, cache_dir, load_splits
+    from nmt.encoding import cache_dir
+    from nmt.sources import SPLITS, load_splits
 
     if recipe.fetch is not None:
         recipe.fetch(config, job.args)
@@ -169,15 +174,11 @@ def _stage_data(job: Job) -> str:
 
 
 def _stage_tokenizer(job: Job) -> str:
-    config = job.config
-    from nmt.config import save_config
-    from nmt.data import prepare
+    from nmt.prepare import prepare_run_dir
 
-    prepared = prepare(config)
-    if not (config.out / "trainer_state.pt").exists():
-        save_config(config, config.out / "config.yaml")
+    prepared = prepare_run_dir(job.config, keep_trained=True)
     for line in prepared.summary().splitlines():
-        if "pairs kept" not in line:  # nmt.data has logged those
+        if "pairs kept" not in line:  # nmt.prepare has logged those
             log.info("%s", line)
     vocab = (f"{prepared.src_tok.vocab_size}" if prepared.src_tok is prepared.tgt_tok else
              f"{prepared.src_tok.vocab_size}/{prepared.tgt_tok.vocab_size}")
@@ -186,108 +187,93 @@ def _stage_tokenizer(job: Job) -> str:
 
 def _stage_train(job: Job) -> str:
     config = job.config
-    from nmt.data import TRAINER_STATE_FILE
     from nmt.device import precision_name
     from nmt.fileio import write_text_atomic
     from nmt.train import Trainer
 
-    done = _read_json(config.out / TRAINING_FILE)
+    run = RunDir(config.out)
+    done = _read_json(run.training)
     if done is not None:
         return Skipped(f"already trained ({done['steps']} updates, {done['seconds']:.0f} s): "
-                       f"skipped; delete {config.out / TRAINING_FILE} and use --resume with nmt "
-                       "train to train further")
-    resume = (config.out / TRAINER_STATE_FILE).exists()
+                       f"skipped; delete {run.training} and use --resume with nmt train to "
+                       "train further")
+    resume = run.has_training_state()
     if resume:
         log.info("resuming the interrupted training in %s", config.out)
     trainer = Trainer(config, resume=resume, quiet=job.quiet)
     progress = trainer.fit()
     info = {"steps": progress.step, "epochs": progress.epoch, "seconds": progress.elapsed,
-            "best_step": progress.best_step, "best_valid_bleu": progress.best_score
-            if trainer.valid_corpus is not None else None, "parameters": trainer.params,
+            "best_step": progress.best_step,
+            "best_valid_bleu": progress.best_score if progress.validated else None,
+            "parameters": trainer.params,
             "device": str(trainer.device), "precision": precision_name(trainer.dtype),
             "target_tokens_per_s": _mean_speed(progress.history)}
-    write_text_atomic(config.out / TRAINING_FILE, json.dumps(info, indent=2) + "\n")
-    best = (f"best validation BLEU {progress.best_score:.2f}" if trainer.valid_corpus is not None
-            else "no validation set")
-    return f"{progress.step} updates, {progress.epoch} epochs, {best} at update " \
-           f"{progress.best_step}"
+    write_text_atomic(run.training, json.dumps(info, indent=2) + "\n")
+    best = (f"best validation BLEU {progress.best_score:.2f} at update {progress.best_step}"
+            if progress.validated else f"no validation set (kept the weights of update "
+            f"{progress.best_step}, of lowest training loss)")
+    return f"{progress.step} updates, {progress.epoch} epochs, {best}"
 
 
 def _stage_translate(job: Job) -> str:
     config = job.config
-    from nmt.checkpoint import MODEL_FILE
     from nmt.config import to_dict
-    from nmt.data import cache_dir, load_splits
-    from nmt.device import precision_name
-    from nmt.fileio import sha256_file, sha256_text, write_text_atomic
+    from nmt.device import precision_name, resolve_device, resolve_precision
+    from nmt.encoding import cache_dir
+    from nmt.evaluate import translate_to_file
+    from nmt.fileio import sha256_file, sha256_text
+    from nmt.sources import load_splits
     from nmt.translate import Translator
 
     test = load_splits(config.data, cache_dir(config), ("test",)).get("test")
     if test is None:
         raise NMTError("the config names no test split (data.test): nothing to translate")
-    weights = config.out / MODEL_FILE
-    if not weights.is_file():
-        raise NMTError(f"{weights} does not exist: run stage 2 (train) first")
+    run = RunDir(config.out)
+    if not run.model.is_file():
+        raise NMTError(f"{run.model} does not exist: run stage 2 (train) first")
     beam = config.decoding.beam_size
-    hyp_path = config.out / f"test.beam{beam}.hyp"
-    meta_path = config.out / f"test.beam{beam}.json"
+    hyp_path, meta_path = run.hypotheses("test", beam), run.hypotheses_meta("test", beam)
     src = list(test["src"])
-    # the hypotheses are re-made when the weights, the test sources or the search settings change
-    key = {"model_sha256": sha256_file(weights), "test_sha256": sha256_text(*src),
-           "decoding": to_dict(config.decoding)}
+    # one rule with nmt translate and nmt evaluate: precision auto unless --precision says
+    device, precision = config.training.device, getattr(job.args, "precision", "auto")
+    # the hypotheses are re-made when the weights, the test sources, the search settings or
+    # the precision change
+    key = {"model_sha256": sha256_file(run.model), "test_sha256": sha256_text(*src),
+           "decoding": to_dict(config.decoding),
+           "precision": precision_name(resolve_precision(precision, resolve_device(device)))}
     meta = _read_json(meta_path)
     if meta is not None and all(meta.get(k) == v for k, v in key.items()) and hyp_path.is_file():
         return Skipped(f"{hyp_path.name} is up to date: skipped")
-    # the training precision: bf16 autocast where the CPU has it (same BLEU, about 1.6x faster)
-    translator = Translator.load(config.out, config.training.device, config.training.precision)
+    translator = Translator.load(run.root, device, precision)
     translator.config.decoding = config.decoding  # this run's search settings, not the saved ones
-    start = time.perf_counter()
-    hyps = translator.translate(src)
-    seconds = time.perf_counter() - start
-    write_text_atomic(hyp_path, "".join(h.replace("\n", " ") + "\n" for h in hyps))
-    meta = {**key, "beam_size": beam, "sentences": len(src),
-            "seconds": seconds, "sentences_per_s": len(src) / max(seconds, 1e-9),
-            "device": str(translator.device), "precision": precision_name(translator.dtype)}
-    write_text_atomic(meta_path, json.dumps(meta, indent=2) + "\n")
-    return f"{len(src):,} sentences, beam {beam}, {meta['sentences_per_s']:.1f} sentences/s"
+    meta = translate_to_file(translator, src, hyp_path, meta_path, key)
+    return f"{len(src):,} sentences, beam {beam}, {meta['precision']}, " \
+           f"{meta['sentences_per_s']:.1f} sentences/s"
 
 
 def _stage_score(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.config import to_dict
-    from nmt.data import cache_dir, load_splits
+    from nmt.encoding import cache_dir
     from nmt.evaluate import bleu_tokenizer, read_lines, score
     from nmt.fileio import write_text_atomic
+    from nmt.report import model_card, results
+    from nmt.sources import load_splits
 
+    run = RunDir(config.out)
     beam = config.decoding.beam_size
-    hyp_path = config.out / f"test.beam{beam}.hyp"
+    hyp_path = run.hypotheses("test", beam)
     if not hyp_path.is_file():
         raise NMTError(f"{hyp_path} does not exist: run stage 3 (translate) first")
     test = load_splits(config.data, cache_dir(config), ("test",))["test"]
     scores = score(read_lines(hyp_path), [list(test["tgt"])], hyp_name=str(hyp_path),
                    ref_names=["test references"], tokenize=bleu_tokenizer(config.data.tgt_lang))
-    training = _read_json(config.out / TRAINING_FILE) or {}
-    translation = _read_json(config.out / f"test.beam{beam}.json") or {}
-    stages = _read_json(config.out / STAGES_FILE) or {}
-    results = {
-        "recipe": recipe.name, "name": config.name,
-        "data": {"source": config.data.dataset or config.data.train, "format": config.data.format,
-                 "src_lang": config.data.src_lang, "tgt_lang": config.data.tgt_lang,
-                 "pairs": stages.get("tokenizer", {}).get("summary", "")},
-        "test": {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
-                 "ter": round(scores.ter, 2), "sentences": scores.sentences,
-                 "beam_size": beam, "bleu_signature": scores.bleu_signature,
-                 "chrf_signature": scores.chrf_signature},
-        "training": training,
-        "translation": translation,
-        "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
-        "hardware": hardware(),
-        "config": to_dict(config),
-    }
-    write_text_atomic(config.out / RESULTS_FILE, json.dumps(results, indent=2) + "\n")
-    write_text_atomic(config.out / CARD_FILE, model_card(recipe, config, results))
+    report = results(recipe.name, config, scores, beam, training=_read_json(run.training) or {},
+                     translation=_read_json(run.hypotheses_meta("test", beam)) or {},
+                     stages=_read_json(run.stages) or {})
+    write_text_atomic(run.results, json.dumps(report, indent=2) + "\n")
+    write_text_atomic(run.card, model_card(recipe, config, report))
     return (f"test BLEU {scores.bleu:.2f}, chrF {scores.chrf:.2f} ({scores.bleu_signature}); "
-            f"{RESULTS_FILE} and {CARD_FILE} written")
+            f"{run.results.name} and {run.card.name} written")
 
 
 STAGE_FUNCTIONS: dict[str, Callable[[Job], str]] = {
@@ -310,106 +296,16 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 def _record_stage(out: Path, name: str, seconds: float, summary: str) -> None:
     from nmt.fileio import write_text_atomic
 
-    stages = _read_json(out / STAGES_FILE) or {}
+    path = RunDir(out).stages
+    stages = _read_json(path) or {}
     stages[name] = {"seconds": seconds, "summary": summary,
                     "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
-    write_text_atomic(out / STAGES_FILE, json.dumps(stages, indent=2) + "\n")
+    write_text_atomic(path, json.dumps(stages, indent=2) + "\n")
 
 
 def _mean_speed(history: list[dict[str, float]]) -> float | None:
     speeds = [h["tokens_per_s"] for h in history if h.get("tokens_per_s")]
     return round(sum(speeds) / len(speeds), 1) if speeds else None
-
-
-def hardware() -> dict[str, Any]:
-    """What the run ran on: CPU model and cores, memory, torch version and threads, GPU."""
-    import torch
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    memory = None
-    try:
-        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
-    except (ValueError, OSError, AttributeError):
-        pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "memory_gib": memory, "torch": torch.__version__,
-            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
-            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
-
-
-def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
-    """The run directory's README.md: data, model, training, scores, how to use it."""
-    test, training = results["test"], results["training"]
-    hw = results["hardware"]
-    m = config.model
-    lines = [
-        f"# {config.name}: {config.data.src_lang}→{config.data.tgt_lang} LSTM translation model",
-        "",
-        f"Made by the recipe `recipes/{recipe.name}.py` of nmt. {recipe.description}",
-        "",
-        "## Data",
-        "",
-        f"- source: `{results['data']['source']}` ({config.data.format})",
-        f"- after cleaning: {results['data']['pairs'] or 'see stages.json'}",
-    ]
-    if recipe.data_notice:
-        lines.append(f"- licence: {recipe.data_notice}")
-    lines += [
-        "",
-        "## Model",
-        "",
-        f"- BiLSTM encoder {m.encoder_layers} x {m.hidden_size} per direction, embeddings "
-        f"{m.embed_size}; LSTM decoder {m.decoder_layers} x {m.decoder_hidden_size}; attention "
-        f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
-        f"dropout {m.dropout}",
-        f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
-        f"{' (joint)' if config.tokenizer.joint else ''}",
-        f"- parameters: {training.get('parameters', 0):,}",
-        "",
-        "## Training",
-        "",
-        f"- {training.get('steps', '?')} updates, {training.get('epochs', '?')} epochs, "
-        f"{training.get('seconds', 0) / 60:.1f} minutes, "
-        f"{training.get('target_tokens_per_s') or '?'} target tokens/s, "
-        f"{training.get('precision', '?')} on {training.get('device', '?')}",
-        f"- hardware: {hw['cpu']}, {hw['cores']} cores"
-        f"{', ' + hw['gpu'] if hw.get('gpu') else ''}; torch {hw['torch']}",
-        "",
-        "## Scores on the test set",
-        "",
-        "| sentences | beam | BLEU | chrF |",
-        "|---|---|---|---|",
-        f"| {test['sentences']} | {test['beam_size']} | {test['bleu']:.2f} | {test['chrf']:.2f} |",
-        "",
-        f"- BLEU signature: `{test['bleu_signature']}`",
-        f"- chrF signature: `{test['chrf_signature']}`",
-        "",
-        "## Use",
-        "",
-        "```bash",
-        f"nmt translate -m {config.out} -i input.{config.data.src_lang} "
-        f"-o output.{config.data.tgt_lang}",
-        f"nmt evaluate -m {config.out} --src test.{config.data.src_lang} "
-        f"--ref test.{config.data.tgt_lang}",
-        "```",
-        "",
-        "```python",
-        "from nmt.translate import Translator",
-        "",
-        f"translator = Translator.load({str(config.out)!r})",
-        "print(translator.translate([\"...\"]))",
-        "```",
-    ]
-    if recipe.cite:
-        lines += ["", "## References", ""] + [f"- {c}" for c in recipe.cite]
-    return "\n".join(lines) + "\n"
 
 
 def unpack(archive: Path, target: Path) -> None:

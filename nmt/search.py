@@ -1,15 +1,23 @@
 """Search over the model's incremental API (``encode``, ``init_state``, ``step``, ``reorder``).
 
-Batched greedy decoding (also used by validation during training) and batched beam search.
+Batched greedy decoding and batched beam search, and the one decoding path that validation,
+:class:`~nmt.translate.Translator` and every command share: :func:`decode` (a batch, with
+:class:`DecodeOptions`) and :func:`decode_all` (lists of source ids, batched by length).
 Search never reaches into the model's modules.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
 
+import numpy as np
 import torch
 
+from nmt.batching import TokenBatchSampler, collate
+from nmt.device import autocast
+from nmt.errors import ConfigError
 from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
@@ -20,37 +28,48 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
 
 @torch.no_grad()
 def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
-           max_len_a: float = 1.5, max_len_b: int = 10) -> list[list[int]]:
+           max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
+           no_repeat_ngram: int = 0) -> list[tuple[list[int], float]]:
     """Batched greedy decoding.
 
     Args:
         src: (B, S) source ids; src_lengths: (B,) their lengths.
+        min_len: EOS is forbidden before this many tokens; no_repeat_ngram: forbid repeating
+            any n-gram of this size (0: off), as in :func:`beam_search`.
     Returns:
-        B lists of output ids, without BOS and EOS. A sentence stops at EOS, which is forced
-        at its maximum length (``a * src_len + b`` tokens, EOS included, as in beam search);
-        the loop stops when every sentence has stopped.
+        B pairs (output ids without BOS and EOS, log-probability of them followed by EOS). A
+        sentence stops at EOS, which is forced at its maximum length (``a * src_len + b``
+        tokens, EOS included, as in beam search); the loop stops when every sentence has
+        stopped.
     """
     state = model.init_state(model.encode(src, src_lengths))
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)
     batch = src.size(0)
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
     finished = torch.zeros(batch, dtype=torch.bool, device=src.device)
-    steps = []
+    log_prob = torch.zeros(batch, device=src.device)
+    steps: list[torch.Tensor] = []
     for t in range(int(limits.max())):
         log_probs, state = model.step(tokens, state)  # (B, V)
         log_probs[:, PAD_ID] = float("-inf")
         log_probs[:, BOS_ID] = float("-inf")
+        if t < min_len:
+            log_probs[:, EOS_ID] = float("-inf")
+        if no_repeat_ngram and steps:
+            _block_ngrams(torch.stack(steps, 1), log_probs, no_repeat_ngram)
         tokens = log_probs.argmax(-1)
         tokens = tokens.masked_fill(t + 1 >= limits, EOS_ID).masked_fill(finished, PAD_ID)
+        chosen = log_probs.gather(1, tokens.clamp(min=0)[:, None]).squeeze(1)  # (B,)
+        log_prob += chosen.float().masked_fill(finished, 0.0)
         steps.append(tokens)
         finished |= tokens == EOS_ID
         if bool(finished.all()):
             break
     results = []
-    for row in torch.stack(steps, 1).tolist():  # (B, T): cut at EOS; PAD only follows the end
-        if EOS_ID in row:
+    for row, score in zip(torch.stack(steps, 1).tolist(), log_prob.tolist(), strict=True):
+        if EOS_ID in row:  # (B, T) rows: cut at EOS; PAD only follows the end
             row = row[: row.index(EOS_ID)]
-        results.append([i for i in row if i != PAD_ID])
+        results.append(([i for i in row if i != PAD_ID], score))
     return results
 
 
@@ -186,3 +205,77 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
         kth = sorted((h.score for h in hyps), reverse=True)[k - 1]
         done.append(kth >= bound[i])
     return torch.tensor(done, device=scores.device)
+
+
+# --------------------------------------------------------------------------- the one decoding path
+
+
+@dataclass(frozen=True)
+class DecodeOptions:
+    """Search settings: beam size (1: greedy), n-best, length penalty and length limits.
+
+    ``beam_size=1`` with ``n_best=1`` runs :func:`greedy`, which honours ``min_len`` and
+    ``no_repeat_ngram`` as beam search does (beam search with one beam gives the same tokens).
+    """
+
+    beam_size: int = 5
+    n_best: int = 1
+    length_penalty: float = 1.0
+    max_len_a: float = 1.5
+    max_len_b: int = 10
+    min_len: int = 0
+    no_repeat_ngram: int = 0
+
+    @classmethod
+    def from_config(cls, decoding: Any, **overrides: Any) -> DecodeOptions:
+        """Options from a :class:`~nmt.config.DecodingConfig`; overrides left None are ignored."""
+        values = {f.name: getattr(decoding, f.name) for f in fields(cls)}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        options = cls(**values)
+        if options.n_best > options.beam_size:
+            raise ConfigError(f"n-best ({options.n_best}) cannot exceed the beam size "
+                              f"({options.beam_size})")
+        return options
+
+
+def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+           options: DecodeOptions) -> list[list[Hypothesis]]:
+    """Up to ``n_best`` hypotheses per sentence of a batch, best first.
+
+    Args:
+        src: (B, S) source ids; src_lengths: (B,).
+    """
+    o = options
+    if o.beam_size == 1 and o.n_best == 1:
+        return [[Hypothesis(tokens, log_prob / length_penalty(len(tokens) + 1, o.length_penalty),
+                            log_prob)]
+                for tokens, log_prob in greedy(model, src, src_lengths, o.max_len_a,
+                                               o.max_len_b, o.min_len, o.no_repeat_ngram)]
+    return beam_search(model, src, src_lengths, beam_size=o.beam_size, alpha=o.length_penalty,
+                       max_len_a=o.max_len_a, max_len_b=o.max_len_b, min_len=o.min_len,
+                       n_best=o.n_best, no_repeat_ngram=o.no_repeat_ngram)
+
+
+@torch.no_grad()
+def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]], options: DecodeOptions,
+               batch_tokens: int, device: torch.device, dtype: torch.dtype | None,
+               progress: Callable[[int], None] | None = None) -> list[list[Hypothesis]]:
+    """Hypotheses of every source (ids ending in EOS), in input order.
+
+    Sources are sorted by length into batches of at most ``batch_tokens`` source tokens (a
+    longer source gets a batch of its own) and decoded under the autocast ``dtype``;
+    ``progress(n)`` is called after each batch of n sentences.
+    """
+    model.eval()
+    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
+    budget = max(batch_tokens, int(lengths.max(initial=1)))
+    out: list[list[Hypothesis]] = [[] for _ in sources]
+    for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
+        batch = collate([sources[i] for i in rows], None, rows).to(device)
+        with autocast(device, dtype):
+            hypotheses = decode(model, batch.src, batch.src_lengths, options)
+        for row, hyps in zip(rows.tolist(), hypotheses, strict=True):
+            out[row] = hyps
+        if progress is not None:
+            progress(len(rows))
+    return out

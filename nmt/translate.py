@@ -1,7 +1,8 @@
 """Translation API: ``Translator.load(model_dir).translate(lines)``, and the line contract.
 
 Lines are encoded with the model's SentencePiece model, sorted by length into token-budget
-batches, decoded greedily (beam size 1) or with beam search, and put back in input order.
+batches, decoded by :func:`nmt.search.decode_all` (greedy for beam size 1, else beam search: the
+same path validation takes), and put back in input order.
 Exactly one result per input line: an empty or whitespace-only line gives an empty
 translation without running the model, and a line longer than the model's limit
 (``data.max_len`` pieces) is translated from its truncated form and reported in
@@ -24,7 +25,7 @@ from nmt.config import Config
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
 from nmt.model import Ensemble, Seq2Seq
-from nmt.search import beam_search, greedy
+from nmt.search import DecodeOptions, decode_all
 from nmt.tokenizer import Tokenizer
 
 log = logging.getLogger(__name__)
@@ -50,7 +51,7 @@ class Translator:
         self.truncated: list[Truncation] = []
 
     @classmethod
-    def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "fp32",
+    def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "auto",
              quantize: str | None = None) -> Translator:
         """Load a model directory (weights, config, tokenizers) for translation.
 
@@ -70,7 +71,7 @@ class Translator:
 
     @classmethod
     def load_ensemble(cls, model_dirs: Sequence[str | Path], device: str = "auto",
-                      precision: str = "fp32", quantize: str | None = None) -> Translator:
+                      precision: str = "auto", quantize: str | None = None) -> Translator:
         """Several model directories decoded as one :class:`~nmt.model.Ensemble`.
 
         The models must share their source and target vocabularies (piece for piece); decoding
@@ -96,30 +97,28 @@ class Translator:
 
     # ----------------------------------------------------------------- encoding the input
 
+    def source_ids(self, line: str) -> tuple[list[int], int]:
+        """A line's source ids (pieces + EOS), cut to the model's ``data.max_len`` pieces, and
+        its number of pieces before the cut. The only place sources are truncated."""
+        pieces = self.src_tok.encode(line.strip(), add_eos=False)
+        return [*pieces[: self.config.data.max_len], self.src_tok.eos_id], len(pieces)
+
     def _encode(self, lines: Sequence[str]) -> tuple[list[int], list[list[int]]]:
-        """Indices of the non-empty lines and their source ids (pieces + EOS), truncated."""
-        limit = self.config.data.max_len
+        """Indices of the non-empty lines and their source ids; truncations are recorded."""
         self.truncated = []
         indices, ids = [], []
         for index, line in enumerate(lines):
             if not line.strip():
                 continue
-            pieces = self.src_tok.encode(line.strip(), add_eos=False)
-            if len(pieces) > limit:
-                self.truncated.append(Truncation(index, len(pieces), limit))
-                pieces = pieces[:limit]
+            src, pieces = self.source_ids(line)
+            if pieces > self.config.data.max_len:
+                self.truncated.append(Truncation(index, pieces, self.config.data.max_len))
             indices.append(index)
-            ids.append([*pieces, self.src_tok.eos_id])
+            ids.append(src)
         return indices, ids
-
-    def _batches(self, ids: list[list[int]], batch_tokens: int) -> list[np.ndarray]:
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        budget = max(batch_tokens, int(lengths.max(initial=1)))
-        return TokenBatchSampler(lengths, None, budget, shuffle=False).batches()
 
     # ----------------------------------------------------------------- translating
 
-    @torch.no_grad()
     def translate_nbest(self, lines: Sequence[str], beam_size: int | None = None,
                         n_best: int = 1, length_penalty: float | None = None,
                         max_len_a: float | None = None, max_len_b: int | None = None,
@@ -129,33 +128,19 @@ class Translator:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 
         Settings left as None come from the model's ``decoding`` config. The score is the
-        length-normalised log-probability (beam search), or 0.0 with greedy decoding; an
+        log-probability divided by the GNMT length penalty (greedy and beam search alike); an
         empty line gets ``n_best`` empty translations.
         """
-        dec = self.config.decoding
-        beam = beam_size or dec.beam_size
-        alpha = dec.length_penalty if length_penalty is None else length_penalty
-        a = dec.max_len_a if max_len_a is None else max_len_a
-        b = dec.max_len_b if max_len_b is None else max_len_b
-        if n_best > beam:
-            raise ConfigError(f"n-best ({n_best}) cannot exceed the beam size ({beam})")
+        options = DecodeOptions.from_config(
+            self.config.decoding, beam_size=beam_size, n_best=n_best,
+            length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * n_best for _ in lines]
         indices, ids = self._encode(lines)
-        for batch_rows in self._batches(ids, batch_tokens or dec.batch_tokens):
-            batch = collate([ids[i] for i in batch_rows], None, batch_rows).to(self.device)
-            with autocast(self.device, self.dtype):
-                if beam == 1 and n_best == 1:
-                    outputs = [[(seq, 0.0)] for seq in
-                               greedy(self.model, batch.src, batch.src_lengths, a, b)]
-                else:
-                    outputs = [[(h.tokens, h.score) for h in hyps] for hyps in beam_search(
-                        self.model, batch.src, batch.src_lengths, beam_size=beam, alpha=alpha,
-                        max_len_a=a, max_len_b=b, min_len=dec.min_len, n_best=n_best,
-                        no_repeat_ngram=dec.no_repeat_ngram)]
-            for row, hyps in zip(batch_rows.tolist(), outputs, strict=True):
-                results[indices[row]] = [(self.tgt_tok.decode(t), s) for t, s in hyps]
-            if progress is not None:
-                progress(len(batch_rows))
+        hypotheses = decode_all(self.model, ids, options,
+                                batch_tokens or self.config.decoding.batch_tokens,
+                                self.device, self.dtype, progress)
+        for index, hyps in zip(indices, hypotheses, strict=True):
+            results[index] = [(self.tgt_tok.decode(h.tokens), h.score) for h in hyps]
         return results
 
     def translate(self, lines: Sequence[str], **options: object) -> list[str]:
@@ -176,14 +161,12 @@ class Translator:
         if self.model.decoder.attention is None:
             raise ConfigError("this model has no attention (model.attention: none): there is "
                               "nothing to plot")
-        limit = self.config.data.max_len
         out: list[tuple[list[str], list[str], np.ndarray]] = []
         for line, hyp in zip(lines, translations, strict=True):
             if not line.strip():
                 out.append(([], [], np.zeros((0, 0), dtype=np.float32)))
                 continue
-            src_ids = [*self.src_tok.encode(line.strip(), add_eos=False)[:limit],
-                       self.src_tok.eos_id]
+            src_ids, _ = self.source_ids(line)
             tgt_ids = self.tgt_tok.encode(hyp, add_bos=True, add_eos=True)
             src = torch.tensor([src_ids], device=self.device)
             tgt = torch.tensor([tgt_ids[:-1]], device=self.device)
@@ -199,13 +182,13 @@ class Translator:
     def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:
         """(N, 2H) float32 sentence vectors: the top encoder layer's final forward and
         backward hidden states, rows in input order (an empty line encodes as EOS alone)."""
-        limit = self.config.data.max_len
-        ids = [[*self.src_tok.encode(line.strip(), add_eos=False)[:limit], self.src_tok.eos_id]
-               for line in lines]
+        ids = [self.source_ids(line)[0] for line in lines]
         out = np.zeros((len(lines), self.model.encoder.output_size), dtype=np.float32)
         if not ids:
             return out
-        for rows in self._batches(ids, batch_tokens or self.config.decoding.batch_tokens):
+        lengths = np.array([len(x) for x in ids], dtype=np.int64)
+        budget = max(batch_tokens or self.config.decoding.batch_tokens, int(lengths.max()))
+        for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
             batch = collate([ids[i] for i in rows], None, rows).to(self.device)
             with autocast(self.device, self.dtype):
                 vectors = self.model.encode_sentences(batch.src, batch.src_lengths)

@@ -23,7 +23,7 @@ import numpy as np
 
 from nmt.batching import TokenBatchSampler, padding_fraction, random_batches
 from nmt.config import load_config
-from nmt.data import prepare
+from nmt.prepare import prepare
 
 
 def main() -> int:
@@ -47,8 +47,7 @@ def main() -> int:
         "tokenizer.vocab_size=8000", "tokenizer.type=unigram", "tokenizer.joint=true"])
     prepared = prepare(config, splits=("train",))
     train = prepared.splits["train"]
-    src = train.data.column("src_len").to_numpy()
-    tgt = train.data.column("tgt_len").to_numpy()
+    src, tgt = train.lengths()  # (N,) each: the kept pairs
     sampler = TokenBatchSampler(src, tgt, args.tokens, seed=1)
     rng = np.random.default_rng(1)
     rows = {"bucketed": [], "random": []}

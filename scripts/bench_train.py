@@ -102,7 +102,7 @@ def data_config(args: argparse.Namespace, output_dir: str, extra: list[str] | No
 
 def prepare_data(args: argparse.Namespace) -> Any:
     """Prepare (or re-use) the SentencePiece model and the Arrow cache in the run directory."""
-    from nmt.data import prepare
+    from nmt.prepare import prepare
 
     return prepare(data_config(args, args.out), splits=("train", "valid"))
 
@@ -196,10 +196,10 @@ def run_ours(args: argparse.Namespace, precision: str) -> dict[str, Any]:
         times, tokens, flops, losses = [], [], [], []
         for indices in batches[args.warmup: needed]:
             start = time.perf_counter()
-            loss, ntok = trainer.train_step([indices])
+            result = trainer.train_step([indices])
             times.append(time.perf_counter() - start)
-            tokens.append(ntok)
-            losses.append(loss)
+            tokens.append(result.tokens)
+            losses.append(result.loss)
             flops.append(step_flops(corpus.src_lengths[indices], corpus.tgt_lengths[indices],
                                     dims, args.input_feeding))
         record = summarise(f"ours-{precision}", times, tokens, flops, {

@@ -54,7 +54,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
 import os
 import shutil
 import subprocess
@@ -266,20 +265,13 @@ def child_train(config_path: Path, report: Path, threads: int) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     trainer = Trainer(load_config(config_path), quiet=True)
     record: dict[str, Any] = {"tokens": 0, "valid_seconds": 0.0, "timeline": []}
-    loop, step, validate = trainer._loop, trainer.train_step, trainer._validate_and_save
-
-    def timed_loop() -> None:
-        record["start"] = time.perf_counter()
-        try:
-            loop()
-        finally:
-            record["end"] = time.perf_counter()
+    step, validate = trainer.train_step, trainer._validate_and_save
 
     def counted_step(batches: Any) -> Any:
-        loss, tokens = step(batches)
-        if math.isfinite(loss):  # a skipped update trains on nothing
-            record["tokens"] += tokens
-        return loss, tokens
+        result = step(batches)
+        if not result.skipped:  # a skipped update trains on nothing
+            record["tokens"] += result.tokens
+        return result
 
     def timed_validate(*args: Any, **kwargs: Any) -> Any:
         begin = time.perf_counter()
@@ -291,9 +283,12 @@ def child_train(config_path: Path, report: Path, threads: int) -> None:
                                    "step": trainer.progress.step, "bleu": last.get("bleu")})
         return result
 
-    trainer._loop, trainer.train_step = timed_loop, counted_step
-    trainer._validate_and_save = timed_validate
-    progress = trainer.fit()
+    trainer.train_step, trainer._validate_and_save = counted_step, timed_validate
+    record["start"] = time.perf_counter()  # fit() is the loop, plus opening the run's files
+    try:
+        progress = trainer.fit()
+    finally:
+        record["end"] = time.perf_counter()
     write_json(report, {"updates": progress.step, "target_tokens": record["tokens"],
                         "seconds": record["end"] - record["start"],
                         "valid_seconds": record["valid_seconds"],

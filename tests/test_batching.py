@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 import torch
-from conftest import small_overrides
+from conftest import make_pairs, small_overrides, write_text_corpus
 
 from nmt.batching import Corpus, TokenBatchSampler, collate, pad, padding_fraction
 from nmt.config import load_config
-from nmt.data import prepare
+from nmt.prepare import prepare
 from nmt.tokenizer import PAD_ID
 
 
@@ -87,7 +87,7 @@ def test_pad_and_collate():
 
 def test_corpus_gathers_the_right_examples(tmp_path, text_corpus):
     prepared = prepare(load_config(None, small_overrides(tmp_path / "run", text_corpus)))
-    ds = prepared.splits["train"]
+    ds = prepared.splits["train"].kept
     corpus = Corpus(ds)
     assert len(corpus) == len(ds)
     assert corpus.src_lengths.tolist() == ds["src_len"]
@@ -97,15 +97,37 @@ def test_corpus_gathers_the_right_examples(tmp_path, text_corpus):
         assert batch.src[row, :n].tolist() == ds[i]["src_ids"]
         assert batch.tgt[row, :m].tolist() == ds[i]["tgt_ids"]
         assert (batch.src[row, n:] == PAD_ID).all()
-    # selected views (cleaning keeps rows through an indices mapping) gather their own rows
-    for view, rows in ((ds.select([5, 2]), [5, 2]), (ds.select([5, 2, 9]).select([2, 0]), [9, 5])):
-        gathered = Corpus(view)
+    # selected views gather their own rows, and so do explicit row positions
+    for gathered, rows in ((Corpus(ds.select([5, 2])), [5, 2]),
+                           (Corpus(ds.select([5, 2, 9]).select([2, 0])), [9, 5]),
+                           (Corpus(ds, rows=np.array([4, 1])), [4, 1]),
+                           (Corpus(ds.select([5, 2, 9]), rows=np.array([2, 1])), [9, 2])):
         assert gathered.src_lengths.tolist() == [ds[i]["src_len"] for i in rows]
         for row, i in enumerate(rows):
             assert gathered._get(gathered.src_values, gathered.src_offsets, row).tolist() == \
                 ds[i]["src_ids"]
             assert gathered._get(gathered.tgt_values, gathered.tgt_offsets, row).tolist() == \
                 ds[i]["tgt_ids"]
+
+
+def test_corpus_of_an_encoded_split_gathers_exactly_the_kept_rows(tmp_path, text_corpus):
+    pairs = make_pairs(80)
+    train = [("", "leer"), *pairs[:40], ("word " * 40, "Wort " * 40), *pairs[40:], ("x", "")]
+    text_corpus = {**text_corpus, "train": write_text_corpus(tmp_path / "d" / "train", train)}
+    config = load_config(None, [*small_overrides(tmp_path / "run", text_corpus), "data.max_len=30"])
+    split = prepare(config).splits["train"]
+    kept = [i for i in range(len(train)) if i not in (0, 41, 82)]
+    assert split.rows.tolist() == kept
+    for corpus, rows in ((Corpus(split), kept), (Corpus(split, rows=np.array([3, 0])),
+                                                 [kept[3], kept[0]])):
+        assert len(corpus) == len(rows)
+        for pos, i in enumerate(rows):
+            row = split.dataset[i]
+            assert corpus._get(corpus.src_values, corpus.src_offsets, pos).tolist() == \
+                row["src_ids"]
+            assert corpus._get(corpus.tgt_values, corpus.tgt_offsets, pos).tolist() == \
+                row["tgt_ids"]
+    assert Corpus(split).src_lengths.tolist() == split.lengths()[0].tolist()
 
 
 def test_random_batches_respect_the_budget_and_cover_everything():

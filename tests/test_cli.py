@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import small_overrides
@@ -35,6 +36,7 @@ def test_every_subcommand_is_listed():
     assert {"prepare", "train", "translate", "evaluate"} <= listed
 
 
+@pytest.mark.slow
 def test_prepare_end_to_end(tmp_path, text_corpus):
     out = tmp_path / "run"
     proc = run("prepare", "-q", *small_overrides(out, text_corpus))
@@ -44,6 +46,7 @@ def test_prepare_end_to_end(tmp_path, text_corpus):
     assert (out / "spm.model").is_file() and (out / "config.yaml").is_file()
 
 
+@pytest.mark.slow
 def test_config_typo_is_one_line_with_the_closest_key(tmp_path):
     (tmp_path / "run.yaml").write_text("model:\n  hiden_size: 64\n", encoding="utf-8")
     proc = run("prepare", "--config", str(tmp_path / "run.yaml"))
@@ -70,6 +73,7 @@ def test_user_errors_are_one_line_exit_2(argv, expected, capsys, tmp_path, monke
     assert expected in err and len(err.splitlines()) == 1 and "Traceback" not in err
 
 
+@pytest.mark.slow
 def test_evaluate_scores_and_checks_line_counts(tmp_path):
     ref = ["the cat sat on the mat", "a dog barks loudly", "hello world"]
     (tmp_path / "ref.txt").write_text("\n".join(ref) + "\n", encoding="utf-8")
@@ -86,6 +90,7 @@ def test_evaluate_scores_and_checks_line_counts(tmp_path):
     assert "bad.txt has 1 lines but" in proc.stderr and "has 3" in proc.stderr
 
 
+@pytest.mark.slow
 def test_language_flags_are_strings_not_yaml(tmp_path):
     from conftest import make_pairs, write_text_corpus
 
@@ -97,6 +102,7 @@ def test_language_flags_are_strings_not_yaml(tmp_path):
     assert "src_lang: 'no'" in (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
 
 
+@pytest.mark.slow
 def test_evaluate_picks_a_tokenizer_for_unspaced_scripts(tmp_path):
     (tmp_path / "ref.txt").write_text("我喜欢猫。\n", encoding="utf-8")
     (tmp_path / "hyp.txt").write_text("我喜欢狗。\n", encoding="utf-8")
@@ -106,3 +112,37 @@ def test_evaluate_picks_a_tokenizer_for_unspaced_scripts(tmp_path):
     plain = json.loads(run(*args).stdout)
     assert "tok:zh" in zh["bleu_signature"] and "tok:13a" in plain["bleu_signature"]
     assert plain["bleu"] == 0.0 < zh["bleu"]  # 13a sees one word per sentence
+
+
+@pytest.mark.parametrize("trained", ["model.safetensors", "trainer_state.pt"])
+def test_prepare_refuses_a_directory_that_holds_a_trained_model(trained, tmp_path, text_corpus,
+                                                                capsys):
+    out = tmp_path / "run"
+    out.mkdir()
+    (out / trained).write_bytes(b"weights")
+    (out / "config.yaml").write_text("output_dir: as trained\n", encoding="utf-8")
+    assert main(["prepare", "-q", *small_overrides(out, text_corpus)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "choose a new output_dir" in err, err
+    # refused before anything was written: the config still describes the weights
+    assert (out / "config.yaml").read_text(encoding="utf-8") == "output_dir: as trained\n"
+    assert sorted(p.name for p in out.iterdir()) == sorted(["config.yaml", trained])
+
+
+def test_train_without_validation_says_so_instead_of_a_bleu(tmp_path, capsys):
+    import datasets
+    from conftest import reverse_overrides, write_reverse_task
+
+    # a saved dataset without a validation split: formerly reported "best validation BLEU -2.3"
+    prefixes = write_reverse_task(tmp_path / "text", {"train": 200})
+    lines = {side: Path(f"{prefixes['train']}.{side}").read_text(encoding="utf-8").splitlines()
+             for side in ("src", "tgt")}
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(lines)}).save_to_disk(
+        str(tmp_path / "saved"))
+    overrides = [o for o in reverse_overrides(tmp_path / "run", prefixes)
+                 if not o.startswith("data.train=")]
+    code = main(["train", "-q", *overrides, "data.format=disk",
+                 f"data.dataset={tmp_path / 'saved'}", "training.max_steps=4"])
+    assert code == 0
+    out = capsys.readouterr().out
+    assert "no validation set was scored" in out and "best validation BLEU" not in out, out

@@ -1,10 +1,11 @@
-"""Fused projection + label-smoothed cross-entropy equals the plain computation."""
+"""Fused projection + label-smoothed cross-entropy equals the plain computation; the
+validation sequence loss ignores padding."""
 
 import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.loss import linear_cross_entropy
+from nmt.loss import linear_cross_entropy, sequence_loss
 
 
 @pytest.mark.parametrize("smoothing, bias, chunk", [(0.0, True, 3), (0.1, True, 4),
@@ -53,3 +54,13 @@ def test_tied_weight_receives_both_gradients():
     embed.weight.grad = None
     F.cross_entropy(layer(embed(tokens)), torch.tensor([2, 3, 4]), reduction="sum").backward()
     torch.testing.assert_close(fused_grad, embed.weight.grad)
+
+
+def test_label_smoothed_loss_ignores_padding():
+    logits = torch.randn(2, 3, 7)
+    gold = torch.tensor([[4, 5, 0], [6, 0, 0]])
+    full = sequence_loss(logits, gold, 0.1)
+    manual = sum(torch.nn.functional.cross_entropy(logits[b, t][None], gold[b, t][None],
+                                                   label_smoothing=0.1)
+                 for b, t in [(0, 0), (0, 1), (1, 0)])
+    torch.testing.assert_close(full, manual)

@@ -13,12 +13,15 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import make_pairs, write_text_corpus
+from conftest import make_pairs, precision_overrides, write_text_corpus
+
+pytestmark = pytest.mark.slow  # every test runs a recipe in a subprocess
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = ["tokenizer.vocab_size=300", "tokenizer.hard_vocab_limit=false", "model.embed_size=32",
         "model.hidden_size=32", "model.decoder_hidden_size=64", "training.batch_tokens=1000",
-        "training.valid_every=10", "training.max_steps=20", "training.log_every=10"]
+        "training.valid_every=10", "training.max_steps=20", "training.log_every=10",
+        *precision_overrides()]
 
 
 def recipe(name: str, *args: object, env: dict | None = None,
@@ -60,7 +63,23 @@ def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
     assert results["config"]["model"]["hidden_size"] == 32
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"| 40 | 5 | {test['bleu']:.2f} | {test['chrf']:.2f} |" in card
-    assert f"nmt translate -m {out}" in card
+    assert "nmt translate -m run -i input.en" in card  # the run lies outside the repository
+    # shared files name no path of this machine: the corpus relative to the run directory
+    for shared in ("results.json", "README.md"):
+        assert str(tmp_path) not in (out / shared).read_text(encoding="utf-8"), shared
+    assert results["data"]["source"] == "../corpus/train" and "`../corpus/train`" in card
+    assert results["config"]["data"]["test"] == "../corpus/test"
+    assert results["config"]["output_dir"] == "run"
+
+    # nmt translate and stage 3 follow one precision rule (auto): the same hypotheses
+    meta = json.loads((out / "test.beam5.json").read_text())
+    cli = subprocess.run([sys.executable, "-m", "nmt", "translate", "-m", str(out), "-i",
+                          f"{corpus['test']}.en", "-o", str(tmp_path / "cli.hyp")],
+                         capture_output=True, text=True, timeout=300)
+    assert cli.returncode == 0, cli.stderr
+    assert f"precision {meta['precision']} on {meta['device']}" in cli.stderr
+    assert (tmp_path / "cli.hyp").read_text(encoding="utf-8") == \
+        (out / "test.beam5.hyp").read_text(encoding="utf-8")
 
     # a second run skips what is done; stages can run alone
     again = recipe("from_files", *args)
@@ -106,7 +125,7 @@ def test_recipe_resumes_an_interrupted_training(tmp_path):
 def test_copy_task_recipe_reaches_bleu_above_90(tmp_path):
     out = tmp_path / "copy"
     proc = recipe("copy_task", "--out", out, "--pairs", "3000", "-q", "training.max_steps=300",
-                  "training.valid_every=150")
+                  "training.valid_every=150", *precision_overrides())
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["test"]["bleu"] > 90, results["test"]
@@ -149,6 +168,9 @@ def test_hub_recipes_run_on_a_local_dataset_of_the_same_schema(tmp_path, name):
     assert results["config"]["data"]["src_lang"] == "de"
     assert results["config"]["data"]["translation_field"] == (
         None if name == "multi30k_de_en" else "translation")
+    assert results["data"]["source"] == results["config"]["data"]["dataset"] == f"../{local.name}"
+    for shared in ("results.json", "README.md"):
+        assert str(tmp_path) not in (out / shared).read_text(encoding="utf-8"), shared
 
 
 @pytest.mark.parametrize("name", ["multi30k_de_en", "iwslt2017_de_en", "wmt16_de_en"])

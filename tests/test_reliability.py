@@ -36,17 +36,15 @@ from nmt.translate import Translator
 @pytest.fixture(scope="module")
 def copy_task(tmp_path_factory):
     root = tmp_path_factory.mktemp("copy")
-    return write_reverse_task(root / "data", {"train": 3000, "valid": 100}, copy=True)
+    # 20 validation pairs: these runs validate (and checkpoint) often but need no accuracy
+    return write_reverse_task(root / "data", {"train": 3000, "valid": 20}, copy=True)
 
 
 @pytest.fixture(scope="module")
-def copy_model(tmp_path_factory, copy_task):
-    """A model directory trained on the copy task (seconds), with data.max_len 40."""
-    out = tmp_path_factory.mktemp("copy_model") / "model"
-    config = load_config(None, [*reverse_overrides(out, copy_task), "training.max_steps=300",
-                                "training.valid_every=150", "data.max_len=40"])
-    Trainer(config, quiet=True).fit()
-    return out
+def model_dir(trained_reverse):
+    """The session's reverse-task model directory (conftest.trained_reverse, data.max_len 40),
+    shared: tests that write into a model directory copy it first."""
+    return trained_reverse
 
 
 def nmt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
@@ -57,15 +55,20 @@ def nmt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 # --------------------------------------------------------------------------- crashes and resume
 
 
-def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, copy_task):
+@pytest.mark.slow
+def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, copy_task,
+                                                                    request):
     steps = 120
     common = [*reverse_overrides(tmp_path / "x", copy_task)[1:], "training.precision=fp32",
               "model.dropout=0.2", "training.valid_every=10", "training.keep_last=2",
               f"training.max_steps={steps}", "-q"]
 
+    # the uninterrupted run goes on beside the one to be killed (the second core, if idle)
     straight = tmp_path / "straight"
-    proc = nmt("train", f"output_dir={straight}", *common)
-    assert proc.returncode == 0, proc.stderr
+    straight_run = subprocess.Popen([sys.executable, "-m", "nmt", "train",
+                                     f"output_dir={straight}", *common],
+                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    request.addfinalizer(straight_run.kill)  # if the test fails before it is waited for
 
     killed = tmp_path / "killed"
     child = subprocess.Popen([sys.executable, "-m", "nmt", "train", f"output_dir={killed}",
@@ -86,6 +89,8 @@ def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, co
     assert child.returncode == -signal.SIGKILL, f"finished before being {when}"
     assert 10 <= state["progress"]["step"] < steps
 
+    _, stderr = straight_run.communicate(timeout=300)
+    assert straight_run.returncode == 0, stderr
     proc = nmt("train", f"output_dir={killed}", *common, "--resume")
     assert proc.returncode == 0, proc.stderr
     final = f"checkpoints/step-{steps:08d}.safetensors"
@@ -123,11 +128,11 @@ def _poisoned_trainer(tmp_path, copy_task, bad_calls, extra=()):
                                 "training.max_steps=12", "training.valid_every=6",
                                 "training.max_bad_updates=3", *extra])
     trainer = Trainer(config, quiet=True)
-    original, calls = trainer._batch_loss, [0]
+    original, calls = trainer.batch_loss, [0]
 
     def batch_loss(*args, **kwargs):
         calls[0] += 1
-        loss, tokens = original(*args, **kwargs)
+        loss = original(*args, **kwargs)
         kind = bad_calls.get(calls[0]) or bad_calls.get("*")
         if kind == "nan":
             loss = loss * math.nan
@@ -135,9 +140,9 @@ def _poisoned_trainer(tmp_path, copy_task, bad_calls, extra=()):
             loss = loss + math.inf
         elif kind == "grad":
             loss = _Blowup.apply(loss)
-        return loss, tokens
+        return loss
 
-    trainer._batch_loss = batch_loss
+    trainer.batch_loss = batch_loss
     return trainer
 
 
@@ -211,7 +216,8 @@ def test_atomic_write_leaves_the_old_file_when_interrupted(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
 
 
-def test_sigkill_during_translate_output_leaves_no_partial_file(copy_model, tmp_path):
+@pytest.mark.slow
+def test_sigkill_during_translate_output_leaves_no_partial_file(model_dir, tmp_path):
     # a long input keeps the process busy; the output must be all or nothing
     rng = random.Random(0)
     lines = [" ".join(rng.choices("abcdefgh", k=8)) for _ in range(100000)]
@@ -219,7 +225,7 @@ def test_sigkill_during_translate_output_leaves_no_partial_file(copy_model, tmp_
     src.write_text("\n".join(lines) + "\n")
     out = tmp_path / "out.txt"
     out.write_text("previous\n")
-    child = subprocess.Popen([sys.executable, "-m", "nmt", "translate", "-m", str(copy_model),
+    child = subprocess.Popen([sys.executable, "-m", "nmt", "translate", "-m", str(model_dir),
                               "-i", str(src), "-o", str(out), "--beam-size", "1"],
                              stderr=subprocess.PIPE)
     # kill once the progress bar shows translation under way (it counts sentences)
@@ -262,7 +268,8 @@ def test_nonfinite_loss_with_the_fp16_gradient_scaler_is_skipped(tmp_path, copy_
 
 
 @pytest.mark.parametrize("writer", ["torch.save", "pickle"])
-def test_crafted_pickle_as_trainer_state_or_model_is_refused(tmp_path, copy_model, writer):
+def test_crafted_pickle_as_trainer_state_or_model_is_refused(tmp_path, model_dir, writer,
+                                                             capsys, monkeypatch):
     marker = tmp_path / "pwned"
     evil = tmp_path / "evil.pt"
     if writer == "torch.save":
@@ -270,36 +277,49 @@ def test_crafted_pickle_as_trainer_state_or_model_is_refused(tmp_path, copy_mode
     else:
         evil.write_bytes(pickle.dumps(_Exploit(marker)))
 
+    def command(*argv: object) -> tuple[int, list[str]]:
+        """The command run in this process: its exit code and error lines (progress logs
+        dropped); the unpickled code would run here as in its own process."""
+        code = main([str(a) for a in argv])
+        stderr = capsys.readouterr().err
+        assert "Traceback" not in stderr
+        return code, [line for line in stderr.splitlines()
+                      if not re.match(r"\d\d:\d\d:\d\d INFO ", line)]
+
+    import datasets
+
+    datasets.disable_progress_bars()  # the command sets this before datasets is first imported
+    monkeypatch.setattr(sys, "stdin", open(os.devnull))  # translate without -i reads stdin
     run = tmp_path / "run"
-    shutil.copytree(copy_model, run)
+    shutil.copytree(model_dir, run)
     shutil.copy(evil, run / "trainer_state.pt")
-    proc = nmt("train", "--config", run / "config.yaml", f"output_dir={run}", "--resume", "-q")
-    assert proc.returncode == 2 and "refused to load the trainer state" in proc.stderr
-    assert len(proc.stderr.strip().splitlines()) == 1 and "Traceback" not in proc.stderr
+    code, err = command("train", "--config", run / "config.yaml", f"output_dir={run}",
+                        "--resume", "-q")
+    assert code == 2 and len(err) == 1 and "refused to load the trainer state" in err[0], err
 
     shutil.copy(evil, run / "model.safetensors")
-    proc = nmt("translate", "-m", run, "-i", _write(tmp_path / "in.txt", "a b c\n"))
-    assert proc.returncode == 2 and "not a safetensors file" in proc.stderr
-    proc = nmt("translate", "-m", evil)
-    assert proc.returncode == 2 and "is a file: -m takes a model directory" in proc.stderr
+    code, err = command("translate", "-m", run, "-i", _write(tmp_path / "in.txt", "a b c\n"))
+    assert code == 2 and len(err) == 1 and "not a safetensors file" in err[0], err
+    code, err = command("translate", "-m", evil)
+    assert code == 2 and len(err) == 1 and "is a file: -m takes a model directory" in err[0], err
     assert not marker.exists()
 
 
-def test_weights_that_do_not_match_config_or_vocabulary_name_both_sizes(tmp_path, copy_model,
+def test_weights_that_do_not_match_config_or_vocabulary_name_both_sizes(tmp_path, model_dir,
                                                                          copy_task):
     wrong_config = tmp_path / "wrong_config"
-    shutil.copytree(copy_model, wrong_config)
+    shutil.copytree(model_dir, wrong_config)
     text = (wrong_config / "config.yaml").read_text()
     (wrong_config / "config.yaml").write_text(text.replace("hidden_size: 64", "hidden_size: 48"))
     with pytest.raises(NMTError, match=r"has shape \(.*\) but the config makes \(.*\)"):
         Translator.load(wrong_config)
 
     wrong_vocab = tmp_path / "wrong_vocab"
-    shutil.copytree(copy_model, wrong_vocab)
+    shutil.copytree(model_dir, wrong_vocab)
     other = tmp_path / "other"
     config = load_config(None, [*reverse_overrides(other, copy_task), "tokenizer.vocab_size=20",
                                 "training.max_steps=1"])
-    from nmt.data import prepare
+    from nmt.prepare import prepare
 
     prepare(config)
     shutil.copy(other / "spm.model", wrong_vocab / "spm.model")
@@ -410,23 +430,23 @@ def _write(path: Path, text: str) -> Path:
 
 
 @pytest.mark.parametrize("case", list(BAD_INPUT))
-def test_bad_input_gets_one_line_and_exit_2(case, tmp_path, copy_model, capsys, monkeypatch):
+def test_bad_input_gets_one_line_and_exit_2(case, tmp_path, model_dir, capsys, monkeypatch):
     import datasets
 
     datasets.disable_progress_bars()  # the command sets this before datasets is first imported
     build, expected = BAD_INPUT[case]
-    argv = [str(a) for a in build(tmp_path, copy_model)]
+    argv = [str(a) for a in build(tmp_path, model_dir)]
     monkeypatch.setattr(sys, "stdin", open(os.devnull))  # translate without -i reads stdin
-    before = sorted(p.name for p in copy_model.iterdir())
+    before = sorted(p.name for p in model_dir.iterdir())
     with pytest.raises(SystemExit) as info:
         sys.exit(main(argv))
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
-    # progress logs ("12:00:00 INFO nmt.data: ...") may come first; the error is one line
+    # progress logs ("12:00:00 INFO nmt.prepare: ...") may come first; the error is one line
     err = [line for line in stderr.splitlines() if not re.match(r"\d\d:\d\d:\d\d INFO ", line)]
     assert info.value.code == 2, stderr
     assert len(err) == 1 and err[0].startswith("nmt") and expected in err[0], stderr
-    assert sorted(p.name for p in copy_model.iterdir()) == before  # nothing written or lost
+    assert sorted(p.name for p in model_dir.iterdir()) == before  # nothing written or lost
 
 
 # --------------------------------------------------------------------------- the line contract
@@ -444,7 +464,7 @@ _LINE = st.one_of(
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(lines=st.lists(_LINE, max_size=12), crlf=st.booleans(), final_newline=st.booleans())
-def test_translate_gives_one_line_per_input_line_in_order(copy_model, tmp_path_factory,
+def test_translate_gives_one_line_per_input_line_in_order(model_dir, tmp_path_factory,
                                                           translator_for, lines, crlf,
                                                           final_newline):
     assume(final_newline or not lines or lines[-1] != "")  # "a\n" is one line, not two
@@ -452,21 +472,21 @@ def test_translate_gives_one_line_per_input_line_in_order(copy_model, tmp_path_f
     text = ("\r\n" if crlf else "\n").join(lines) + (("\r\n" if crlf else "\n")
                                                      if final_newline and lines else "")
     (work / "in.txt").write_bytes(text.encode("utf-8"))
-    assert main(["translate", "-m", str(copy_model), "-i", str(work / "in.txt"),
+    assert main(["translate", "-m", str(model_dir), "-i", str(work / "in.txt"),
                  "-o", str(work / "out.txt"), "--beam-size", "1", "-q"]) == 0
     out = (work / "out.txt").read_bytes().decode("utf-8").split("\n")
     assert out.pop() == ""  # every output line ends with \n
     assert len(out) == len(lines)
     for line, got in zip(lines, out, strict=True):
-        # each line as translated alone: a copy model makes any reordering visible
+        # each line as translated alone: a reordering of the lines would show
         assert got == translator_for(line), (line, got)
         if not line.strip():
             assert got == ""
 
 
 @pytest.fixture(scope="module")
-def translator_for(copy_model):
-    translator = Translator.load(copy_model)
+def translator_for(model_dir):
+    translator = Translator.load(model_dir)
     cache: dict[str, str] = {}
 
     def alone(line: str) -> str:

@@ -6,10 +6,11 @@ import os
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
-from conftest import reverse_overrides, write_reverse_task
+from conftest import reverse_overrides
 from safetensors.torch import load_file
 
 from nmt.checkpoint import average_weights
@@ -21,20 +22,15 @@ from nmt.translate import Translator
 
 
 @pytest.fixture(scope="module")
-def reverse(tmp_path_factory):
-    root = tmp_path_factory.mktemp("scale")
-    return write_reverse_task(root / "data", {"train": 2000, "valid": 60, "test": 50})
+def run_dir(trained_reverse):
+    """The session's trained reverse-task run (conftest.trained_reverse), read only: its last
+    three checkpoints are kept, and the best one if it is older."""
+    return trained_reverse
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory, reverse):
-    """A trained reverse-task run with checkpoints at updates 100, 150, 200."""
-    out = tmp_path_factory.mktemp("run") / "run"
-    config = load_config(None, [*reverse_overrides(out, reverse), "training.max_steps=200",
-                                "training.valid_every=50", "training.keep_last=3",
-                                "training.precision=fp32"])
-    Trainer(config, quiet=True).fit()
-    return out
+def checkpoints(run_dir: Path) -> list[Path]:
+    """The run's checkpoints, oldest first (step numbers are zero-padded)."""
+    return sorted((run_dir / "checkpoints").glob("step-*.safetensors"))
 
 
 def nmt(*args: object, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
@@ -46,8 +42,9 @@ def nmt(*args: object, launcher: list[str] | None = None) -> subprocess.Complete
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, reverse):
-    common = [*reverse_overrides(tmp_path / "x", reverse)[1:], "training.precision=fp32",
+@pytest.mark.slow
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, reverse_task):
+    common = [*reverse_overrides(tmp_path / "x", reverse_task)[1:], "training.precision=fp32",
               "model.dropout=0.0", "training.max_steps=6", "training.valid_every=3",
               "training.batch_tokens=400", "-q"]
     one = tmp_path / "one"
@@ -75,16 +72,17 @@ def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, re
     assert state["progress"]["step"] == 9 and state["progress"]["batch_in_epoch"] == 18
 
 
-def test_a_crash_on_one_rank_stops_the_job(tmp_path, reverse):
+@pytest.mark.slow
+def test_a_crash_on_one_rank_stops_the_job(tmp_path, reverse_task):
     # rank 0 fails preparing the data while rank 1 waits for it: the whole job ends
-    proc = nmt("train", *reverse_overrides(tmp_path / "run", reverse), "training.max_steps=3",
+    proc = nmt("train", *reverse_overrides(tmp_path / "run", reverse_task), "training.max_steps=3",
                f"data.train={tmp_path / 'missing'}", "-q", launcher=TORCHRUN)
     assert proc.returncode != 0
     assert "source file not found" in proc.stderr
 
 
 def test_average_of_identical_checkpoints_reproduces_them(run_dir, tmp_path):
-    ckpt = run_dir / "checkpoints" / "step-00000150.safetensors"
+    ckpt = checkpoints(run_dir)[-2]
     assert main(["average", "-m", str(run_dir), "--checkpoints", str(ckpt), str(ckpt),
                  "-o", str(tmp_path / "same"), "-q"]) == 0
     same, original = load_file(tmp_path / "same" / "model.safetensors"), load_file(ckpt)
@@ -100,13 +98,12 @@ def test_average_of_the_last_checkpoints_is_their_mean(run_dir, tmp_path):
     assert main(["average", "-m", str(run_dir), "--last", "2", "-o", str(tmp_path / "avg"),
                  "-q"]) == 0
     avg = load_file(tmp_path / "avg" / "model.safetensors")
-    a = load_file(run_dir / "checkpoints" / "step-00000150.safetensors")
-    b = load_file(run_dir / "checkpoints" / "step-00000200.safetensors")
+    a, b = (load_file(path) for path in checkpoints(run_dir)[-2:])
     for name in a:
         torch.testing.assert_close(avg[name], (a[name] + b[name]) / 2)
     assert any(not torch.equal(avg[k], a[k]) for k in a)
     assert any(not torch.equal(avg[k], b[k]) for k in b)
-    assert average_weights([run_dir / "checkpoints" / "step-00000150.safetensors"] * 3)[
+    assert average_weights([checkpoints(run_dir)[-2]] * 3)[
         "encoder.embed.weight"].equal(a["encoder.embed.weight"])
 
 
@@ -132,7 +129,7 @@ def test_an_ensemble_of_a_model_with_itself_gives_its_output(run_dir, tmp_path):
 
 
 def test_an_ensemble_averages_log_probabilities_and_needs_shared_vocabularies(
-        run_dir, tmp_path, reverse):
+        run_dir, tmp_path, reverse_task):
     # same vocabulary, other weights: an averaged model joins the ensemble
     assert main(["average", "-m", str(run_dir), "--last", "3", "-o", str(tmp_path / "avg"),
                  "-q"]) == 0
@@ -147,7 +144,7 @@ def test_an_ensemble_averages_log_probabilities_and_needs_shared_vocabularies(
 
     other = tmp_path / "other"
     shutil.copytree(run_dir, other)
-    config = load_config(None, [*reverse_overrides(tmp_path / "o2", reverse),
+    config = load_config(None, [*reverse_overrides(tmp_path / "o2", reverse_task),
                                 "tokenizer.vocab_size=20", "training.max_steps=1"])
     Trainer(config, quiet=True).fit()
     for name in ("spm.model", "model.safetensors", "config.yaml"):

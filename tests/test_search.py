@@ -1,5 +1,6 @@
-"""Search: beam 1 equals greedy, a wide beam finds the exhaustive best, scores are the model's
-log-probabilities, and a sentence's result does not depend on its batch."""
+"""Search: beam 1 equals greedy (with min_len and n-gram blocking too), a wide beam finds the
+exhaustive best, scores are the model's log-probabilities, a sentence's result does not depend
+on its batch, and the one decoding path (decode, decode_all) picks the search by its options."""
 
 import itertools
 
@@ -7,9 +8,10 @@ import pytest
 import torch
 
 from nmt.batching import pad
-from nmt.config import ModelConfig
+from nmt.config import DecodingConfig, ModelConfig
+from nmt.errors import ConfigError
 from nmt.model import build_model
-from nmt.search import beam_search, greedy, length_penalty
+from nmt.search import DecodeOptions, beam_search, decode, decode_all, greedy, length_penalty
 from nmt.tokenizer import BOS_ID, EOS_ID
 
 
@@ -44,7 +46,48 @@ def test_beam_of_one_equals_greedy(attention, feeding):
     src, src_len = sources([5, 9, 2, 7, 7, 3])
     expected = greedy(model, src, src_len, 1.0, 3)
     got = beam_search(model, src, src_len, beam_size=1, alpha=0.0, max_len_a=1.0, max_len_b=3)
-    assert [h[0].tokens for h in got] == expected
+    assert [h[0].tokens for h in got] == [tokens for tokens, _ in expected]
+    assert [h[0].log_prob for h in got] == pytest.approx([lp for _, lp in expected], abs=1e-5)
+
+
+@pytest.mark.parametrize("min_len, ngram", [(5, 0), (0, 1), (5, 2)])
+def test_beam_of_one_honours_min_len_and_ngram_blocking(min_len, ngram):
+    """Beam size 1 (greedy) keeps min_len and no_repeat_ngram, as wider beams do."""
+    model = random_model(seed=1)  # its unconstrained output repeats and ends early
+    src, src_len = sources([2, 6, 3, 5])
+    options = DecodeOptions(beam_size=1, max_len_a=3.0, max_len_b=6, min_len=min_len,
+                            no_repeat_ngram=ngram, length_penalty=0.0)
+    free = decode(model, src, src_len, DecodeOptions(beam_size=1, max_len_a=3.0, max_len_b=6))
+    got = decode(model, src, src_len, options)
+    beam = beam_search(model, src, src_len, beam_size=1, alpha=0.0, max_len_a=3.0,
+                       max_len_b=6, min_len=min_len, no_repeat_ngram=ngram)
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in beam]
+    assert all(keeps_rules(h.tokens, min_len, ngram) for (h,) in got)
+    # the rules bite on this model: without them some output breaks one
+    assert not all(keeps_rules(h.tokens, min_len, ngram) for (h,) in free)
+
+
+def keeps_rules(tokens, min_len, ngram):
+    """At least min_len tokens with EOS, and no n-gram twice."""
+    grams = [tuple(tokens[i:i + ngram]) for i in range(len(tokens) - ngram + 1)] if ngram else []
+    return len(tokens) + 1 >= min_len and len(grams) == len(set(grams))
+
+
+def test_decode_options_and_decode_all_keep_input_order():
+    model = random_model()
+    options = DecodeOptions.from_config(DecodingConfig(), beam_size=3, n_best=2,
+                                        max_len_b=None)
+    assert (options.beam_size, options.n_best, options.max_len_b) == (3, 2, 10)
+    with pytest.raises(ConfigError, match="n-best"):
+        DecodeOptions.from_config(DecodingConfig(), beam_size=2, n_best=3)
+    lengths = [5, 2, 9, 3]
+    src, src_len = sources(lengths)
+    rows = [src[i, : n].tolist() for i, n in enumerate(lengths)]
+    together = decode_all(model, rows, options, batch_tokens=6, device=torch.device("cpu"),
+                          dtype=None)  # small batches: several, sorted by length
+    alone = decode(model, src, src_len, options)
+    assert [[h.tokens for h in hyps] for hyps in together] == \
+        [[h.tokens for h in hyps] for hyps in alone]
 
 
 def test_wide_beam_finds_the_exhaustive_best():

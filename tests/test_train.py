@@ -8,76 +8,64 @@ import sys
 
 import pytest
 import torch
-from conftest import reverse_overrides, write_reverse_task
+from conftest import exact_match, reverse_overrides, write_reverse_task
 
-from nmt.batching import Corpus
 from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
 from nmt.device import cpu_has_fast_bf16, resolve_device, resolve_precision
 from nmt.errors import ConfigError, NMTError
-from nmt.train import (
-    Trainer,
-    TrainingInterrupted,
-    cosine,
-    inverse_sqrt,
-    sequence_loss,
-    translate_corpus,
-)
+from nmt.train import Trainer, TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
-def reverse(tmp_path_factory):
-    root = tmp_path_factory.mktemp("reverse")
-    return write_reverse_task(root / "data", {"train": 3000, "valid": 100, "test": 200})
+def reverse(reverse_task):
+    """The session's reverse task (3000 train, 100 valid, 200 test pairs)."""
+    return reverse_task
 
 
-def exact_match(trainer: Trainer, split: str = "test") -> float:
-    ds = trainer.prepared.splits[split]
-    hyps = translate_corpus(trainer.model, Corpus(ds), trainer.tgt_tok, 4000, trainer.device,
-                            trainer.dtype, 1.0, 2)
-    return sum(h == r for h, r in zip(hyps, ds["tgt"], strict=True)) / len(hyps)
-
-
-def test_reverse_task_reaches_95_percent_exact_match(tmp_path, reverse):
-    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
-                                "training.max_steps=400", "training.valid_every=100"])
-    trainer = Trainer(config, quiet=True)
-    trainer.fit()
-    load_weights(trainer.model, tmp_path / "run" / "model.safetensors")  # the best checkpoint
-    assert exact_match(trainer) >= 0.95
+def test_reverse_task_reaches_95_percent_exact_match(trained_reverse, reverse_task):
+    """The session's shared model is this test's training run (conftest.TRAINED_REVERSE: 300
+    updates, the rate decayed from 0.005 to 0.0005 by a cosine). Greedy exact match on the 200
+    unseen test pairs, measured on an AVX2 CPU: fp32 0.995-1.0 (training seeds 42, 1, 2, 3),
+    bf16 1.0 (seed 42; autocast with the LSTMs in fp32, as oneDNN has no bf16 LSTM there).
+    The former 400 updates at the constant rate 0.005 reached 0.90 in fp32 there (0.93 on a
+    fp32 Xeon)."""
+    assert exact_match(trained_reverse, reverse_task["test"]) >= 0.95
 
 
 def test_reverse_task_without_attention_learns(tmp_path, tmp_path_factory):
     short = write_reverse_task(tmp_path_factory.mktemp("short") / "data",
                                {"train": 3000, "valid": 100, "test": 200}, max_len=5)
     config = load_config(None, [*reverse_overrides(tmp_path / "run", short),
-                                "model.attention=none", "training.max_steps=600",
-                                "training.valid_every=200"])
-    trainer = Trainer(config, quiet=True)
-    trainer.fit()
-    load_weights(trainer.model, tmp_path / "run" / "model.safetensors")
-    # a pure encoder-decoder squeezes the sentence through (h, c): a lower bar than attention
-    assert exact_match(trainer) >= 0.6
+                                "model.attention=none", "training.max_steps=400",
+                                "training.valid_every=200", "training.schedule=cosine",
+                                "training.warmup_steps=0", "training.min_lr=0.0005"])
+    Trainer(config, quiet=True).fit()
+    # a pure encoder-decoder squeezes the sentence through (h, c): a lower bar than attention.
+    # Measured on an AVX2 CPU: fp32 0.815-0.845 (seeds 42, 1, 2), bf16 0.895 (LSTMs in fp32);
+    # the former 600 updates at the constant rate gave 0.76-0.94 in fp32, a seed apart.
+    assert exact_match(tmp_path / "run", short["test"]) >= 0.6
 
 
+@pytest.mark.slow
 def test_model_directory_is_complete_and_reloads_identically(tmp_path, reverse):
     out = tmp_path / "run"
     proc = subprocess.run([sys.executable, "-m", "nmt", "train", "-q",
-                           *reverse_overrides(out, reverse), "training.max_steps=60",
-                           "training.valid_every=30", "model.attention=mlp",
+                           *reverse_overrides(out, reverse), "training.max_steps=40",
+                           "training.valid_every=20", "model.attention=mlp",
                            "model.input_feeding=true", "model.decoder_layers=2"],
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
-    assert "trained 60 updates" in proc.stdout
+    assert "trained 40 updates" in proc.stdout
     for name in ("config.yaml", "model.safetensors", "spm.model", "trainer_state.pt",
                  "metrics.csv", "train.log", "curve.png"):
         assert (out / name).is_file(), name
     assert list((out / "tensorboard").glob("events.out.tfevents.*"))
     assert sorted(p.name for p in (out / "checkpoints").iterdir()) == [
-        "step-00000030.safetensors", "step-00000060.safetensors"]
+        "step-00000020.safetensors", "step-00000040.safetensors"]
     rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
-    assert [int(r["step"]) for r in rows] == [30, 60] and float(rows[-1]["bleu"]) >= 0
-    assert "validation at step 60" in (out / "train.log").read_text(encoding="utf-8")
+    assert [int(r["step"]) for r in rows] == [20, 40] and float(rows[-1]["bleu"]) >= 0
+    assert "validation at step 40" in (out / "train.log").read_text(encoding="utf-8")
     assert (out / "curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
     model, config, src_tok, _ = load_model_dir(out)
@@ -193,30 +181,6 @@ def test_step_loop_variants_learn(tmp_path, reverse, extra):
     assert history[-1]["bleu"] > history[0]["bleu"]
 
 
-def test_label_smoothed_loss_ignores_padding():
-    logits = torch.randn(2, 3, 7)
-    gold = torch.tensor([[4, 5, 0], [6, 0, 0]])
-    full = sequence_loss(logits, gold, 0.1)
-    manual = sum(torch.nn.functional.cross_entropy(logits[b, t][None], gold[b, t][None],
-                                                   label_smoothing=0.1)
-                 for b, t in [(0, 0), (0, 1), (1, 0)])
-    torch.testing.assert_close(full, manual)
-
-
-def test_inverse_sqrt_schedule():
-    factor = inverse_sqrt(100)
-    assert factor(50) == pytest.approx(0.5) and factor(100) == pytest.approx(1.0)
-    assert factor(400) == pytest.approx(0.5)
-
-
-def test_cosine_schedule():
-    assert cosine(0.0, 0, 0, 0.0) == 1.0 and cosine(1.0, 500, 0, 0.0) == pytest.approx(0.0)
-    assert cosine(0.5, 500, 0, 0.0) == pytest.approx(0.5)
-    assert cosine(0.5, 500, 0, 0.2) == pytest.approx(0.6)  # halfway between 1 and the floor
-    assert cosine(1.7, 500, 0, 0.2) == pytest.approx(0.2)  # an overrun budget stays at the floor
-    assert cosine(0.0, 9, 100, 0.0) == pytest.approx(0.1)  # warmup: the 10th of 100 updates
-
-
 def test_cosine_schedule_anneals_over_the_step_budget(tmp_path, reverse):
     config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
                                 "training.max_steps=60", "training.valid_every=20",
@@ -248,6 +212,7 @@ def test_precision_and_device_resolution():
             resolve_device("cuda")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signum, code", [(2, 130), (15, 143)])
 def test_sigint_and_sigterm_save_a_checkpoint_and_resume(tmp_path, reverse, signum, code):
     import os

@@ -1,27 +1,23 @@
 """Translator API and the nmt translate / encode / evaluate commands on a reverse-task model."""
 
+import io
 import json
+import shutil
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import reverse_overrides, write_reverse_task
 
-from nmt.config import load_config
-from nmt.train import Trainer
+from nmt.cli import main
 from nmt.translate import Translator
 
 
 @pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    root = tmp_path_factory.mktemp("translate")
-    data = write_reverse_task(root / "data", {"train": 3000, "valid": 100})
-    config = load_config(None, [*reverse_overrides(root / "model", data),
-                                "training.max_steps=300", "training.valid_every=150",
-                                "data.max_len=40", "training.batch_tokens=800"])
-    Trainer(config, quiet=True).fit()
-    return root / "model"
+def model_dir(trained_reverse):
+    """The session's reverse-task model (conftest.trained_reverse: data.max_len 40, a valid
+    split and no test split); tests that write into it copy it first."""
+    return trained_reverse
 
 
 def nmt(*args, stdin=None):
@@ -39,6 +35,7 @@ def test_translator_reverses_and_keeps_order(model_dir):
     assert nbest[0][0][0] == "c b a" and nbest[0][0][1] >= nbest[0][1][1] >= nbest[0][2][1]
 
 
+@pytest.mark.slow
 def test_line_contract_through_the_command(model_dir, tmp_path):
     text = "a b c\r\n\n   \nd e f\nunseen XYZ ✓ 😀\n\tb\nh g f"  # CRLF, blanks, no final \n
     (tmp_path / "in.txt").write_bytes(text.encode())
@@ -54,6 +51,7 @@ def test_line_contract_through_the_command(model_dir, tmp_path):
     assert piped.returncode == 0 and piped.stdout.decode() == "c b a\n\na b c\n"
 
 
+@pytest.mark.slow
 def test_invalid_utf8_is_named_unless_replaced(model_dir):
     proc = nmt("translate", "-m", str(model_dir), stdin=b"a b\nc \xff d\n")
     assert proc.returncode == 2 and proc.stdout == b""
@@ -62,6 +60,7 @@ def test_invalid_utf8_is_named_unless_replaced(model_dir):
     assert proc.returncode == 0 and len(proc.stdout.decode().splitlines()) == 2
 
 
+@pytest.mark.slow
 def test_long_lines_are_truncated_and_reported(model_dir):
     long_line = " ".join("abcdefgh"[i % 8] for i in range(60))
     proc = nmt("translate", "-m", str(model_dir), "--beam-size", "1",
@@ -71,21 +70,31 @@ def test_long_lines_are_truncated_and_reported(model_dir):
     assert b"line 2:" in proc.stderr and b"first 40" in proc.stderr
 
 
-def test_nbest_output_and_bad_values(model_dir):
+@pytest.mark.slow
+def test_nbest_output(model_dir):
     proc = nmt("translate", "-m", str(model_dir), "--beam-size", "3", "--n-best", "2",
                stdin=b"a b c\n\n")
     rows = proc.stdout.decode().splitlines()
     assert len(rows) == 4 and rows[0].split("\t")[0] == "c b a"
     assert float(rows[0].split("\t")[1]) >= float(rows[1].split("\t")[1])
-    for args, message in ((["--beam-size", "0"], b"--beam-size must be at least 1"),
-                          (["--beam-size", "2", "--n-best", "3"], b"cannot exceed"),
-                          (["--max-len-b", "-1"], b"--max-len-b must be at least 0")):
-        proc = nmt("translate", "-m", str(model_dir), *args, stdin=b"a\n")
-        assert proc.returncode == 2 and message in proc.stderr, proc.stderr
-    proc = nmt("translate", "-m", "/nonexistent/model", stdin=b"a\n")
-    assert proc.returncode == 2 and b"model directory not found" in proc.stderr
 
 
+@pytest.mark.parametrize("args, message", [
+    (["--beam-size", "0"], "--beam-size must be at least 1"),
+    (["--beam-size", "2", "--n-best", "3"], "cannot exceed"),
+    (["--max-len-b", "-1"], "--max-len-b must be at least 0"),
+    (["-m", "/nonexistent/model"], "model directory not found"),
+])
+def test_bad_translate_values_exit_2(model_dir, args, message, capsys, monkeypatch):
+    # in this process: the command's exit code and message, without starting Python again
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"a\n"), encoding="utf-8"))
+    argv = ["translate", *(args if args[0] == "-m" else ["-m", str(model_dir), *args])]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err, err
+
+
+@pytest.mark.slow
 def test_encode_writes_one_vector_per_line(model_dir, tmp_path):
     (tmp_path / "in.txt").write_text("a b c\n\nh g\na b c\n", encoding="utf-8")
     proc = nmt("encode", "-m", str(model_dir), "-i", str(tmp_path / "in.txt"), "-o",
@@ -100,6 +109,7 @@ def test_encode_writes_one_vector_per_line(model_dir, tmp_path):
     assert not np.allclose(vectors[0], vectors[2])
 
 
+@pytest.mark.slow
 def test_evaluate_translates_and_scores(model_dir, tmp_path):
     (tmp_path / "src.txt").write_text("a b c\nd e\n", encoding="utf-8")
     (tmp_path / "ref.txt").write_text("c b a\ne d\n", encoding="utf-8")
@@ -118,6 +128,7 @@ def test_int8_quantization_keeps_the_translations(model_dir):
     assert int8.translate(lines) == fp32
 
 
+@pytest.mark.slow
 def test_attention_maps(model_dir, tmp_path):
     translator = Translator.load(model_dir)
     (src, tgt, weights), empty = translator.attention(["a b c", ""], ["c b a", ""])
@@ -132,11 +143,18 @@ def test_attention_maps(model_dir, tmp_path):
     assert (tmp_path / "att" / "000001.png").read_bytes()[:4] == b"\x89PNG"
 
 
-def test_evaluate_a_split_named_in_the_model_config(model_dir):
+@pytest.mark.slow
+def test_evaluate_a_split_named_in_the_model_config(model_dir, tmp_path):
+    model_dir = shutil.copytree(model_dir, tmp_path / "model")  # hypotheses are written into it
     proc = nmt("evaluate", "-m", str(model_dir), "--split", "valid", "--beam-size", "1",
                "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["sentences"] == 100
     assert (model_dir / "valid.beam1.hyp").read_text(encoding="utf-8").count("\n") == 100
-    proc = nmt("evaluate", "-m", str(model_dir), "--split", "test")
-    assert proc.returncode == 2 and b"names no test split" in proc.stderr
+
+
+def test_evaluate_a_split_the_model_config_does_not_name(model_dir, capsys):
+    before = sorted(model_dir.rglob("*"))
+    assert main(["evaluate", "-m", str(model_dir), "--split", "test"]) == 2
+    assert "names no test split" in capsys.readouterr().err
+    assert sorted(model_dir.rglob("*")) == before  # the shared model directory is untouched

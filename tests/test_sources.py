@@ -1,4 +1,4 @@
-"""Data stage: every source kind, alignment errors, cleaning counts, caching, offline hub."""
+"""Sources: every corpus kind, alignment errors, schema hints, offline hub, fingerprints."""
 
 import json
 import os
@@ -8,15 +8,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import make_pairs, small_overrides, write_text_corpus
+from conftest import make_pairs, write_text_corpus
 
 from nmt.config import load_config
-from nmt.data import hub_reachable, load_splits, prepare
 from nmt.errors import DataError, HubUnreachableError
-
-
-def config(tmp_path, corpus, *extra):
-    return load_config(None, [*small_overrides(tmp_path / "run", corpus), *extra])
+from nmt.sources import fingerprint, hub_reachable, load_splits
 
 
 def texts(ds):
@@ -128,61 +124,18 @@ def test_schema_mistakes_get_hints(tmp_path):
         load_splits(cfg, tmp_path / "cache")
 
 
-def test_cleaning_counts_and_test_split_untouched(tmp_path):
-    pairs = make_pairs(100)
-    train = pairs + [("", "leer"), ("empty", "  "), ("word " * 40, "Wort " * 40),
-                     ("a", "b c d e f g h i j k l m n o p")]
-    corpus = {"train": write_text_corpus(tmp_path / "c" / "train", train),
-              "valid": write_text_corpus(tmp_path / "c" / "valid", pairs[:5] + [("", "x")]),
-              "test": write_text_corpus(tmp_path / "c" / "test", [("", ""), *pairs[:5]])}
-    prepared = prepare(config(tmp_path, corpus, "data.max_len=30", "data.max_ratio=3"))
-    stats = prepared.stats
-    assert stats["train"].total == 104 and stats["train"].kept == 100
-    assert stats["train"].dropped == {"empty": 2, "too long": 1, "length ratio": 1}
-    assert stats["valid"].kept == 5 and stats["valid"].dropped["empty"] == 1
-    assert stats["test"].kept == 6 and len(prepared.splits["test"]) == 6
-    assert prepared.splits["test"]["src"][0] == ""
-    assert texts(prepared.splits["train"]) == pairs
-    row = prepared.splits["train"][0]
-    tok = prepared.tgt_tok
-    assert row["tgt_ids"][0] == tok.bos_id and row["tgt_ids"][-1] == tok.eos_id
-    assert row["src_ids"][-1] == tok.eos_id and row["src_len"] == len(row["src_ids"])
-    assert tok.decode(row["tgt_ids"]) == pairs[0][1]
+def test_unnamed_missing_splits_are_skipped_named_ones_are_errors(tmp_path):
+    import datasets
 
-
-def test_cache_reused_then_invalidated_by_tokenizer_and_data(tmp_path, text_corpus):
-    prepare(config(tmp_path, text_corpus))
-    cache = tmp_path / "run" / "cache"
-    first = {p.name: p.stat().st_mtime_ns for p in cache.glob("*.arrow")}
-    assert any(n.startswith("train-") for n in first)
-    prepare(config(tmp_path, text_corpus))  # same data and tokenizer: nothing re-encoded
-    assert {p.name: p.stat().st_mtime_ns for p in cache.glob("*.arrow")} == first
-    spm_mtime = (tmp_path / "run" / "spm.model").stat().st_mtime_ns
-    # a different tokenizer: new encoded files
-    prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
-    second = {p.name for p in cache.glob("*.arrow")}
-    assert second - set(first)
-    assert (tmp_path / "run" / "spm.model").stat().st_mtime_ns != spm_mtime
-    # changed data (same tokenizer settings): new files again, with the new content
-    write_text_corpus(text_corpus["valid"], make_pairs(30, seed=9))
-    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
-    assert {p.name for p in cache.glob("valid-*.arrow")} - second
-    assert texts(prepared.splits["valid"]) == make_pairs(30, seed=9)
-
-
-def test_separate_tokenizers(tmp_path, text_corpus):
-    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.joint=false"))
-    assert prepared.src_tok is not prepared.tgt_tok
-    assert (tmp_path / "run" / "src.spm.model").is_file()
-    assert (tmp_path / "run" / "tgt.spm.model").is_file()
-    assert "vocabulary: source" in prepared.summary()
-
-
-def test_cleaning_everything_away_is_an_error(tmp_path):
-    corpus = {"train": write_text_corpus(tmp_path / "c" / "train", [("", "")] * 3)}
-    with pytest.raises(DataError, match="no non-empty pairs"):
-        prepare(load_config(None, [f"output_dir={tmp_path / 'run'}",
-                                   f"data.train={corpus['train']}"]))
+    path = tmp_path / "only_train"
+    datasets.DatasetDict({"train": datasets.Dataset.from_dict(
+        {"en": [e for e, _ in make_pairs(20)], "de": [d for _, d in make_pairs(20)]})}
+    ).save_to_disk(str(path))
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}"]).data
+    assert list(load_splits(cfg, tmp_path / "cache")) == ["train"]
+    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", "data.test=test"]).data
+    with pytest.raises(DataError, match="no split 'test' for data.test"):
+        load_splits(cfg, tmp_path / "cache")
 
 
 def test_hub_probe_fails_fast_on_a_closed_port(monkeypatch):
@@ -221,46 +174,30 @@ def test_hub_unreachable_error_is_raised_by_the_library(tmp_path, monkeypatch):
         load_splits(cfg, tmp_path / "cache")
 
 
-def test_null_fields_count_as_empty_pairs(tmp_path):
-    path = tmp_path / "n.jsonl"
-    rows = [{"en": e, "de": d} for e, d in make_pairs(60)] + [{"en": None, "de": "x"}]
-    path.write_text("\n".join(json.dumps(r) for r in rows), encoding="utf-8")
-    prepared = prepare(load_config(None, [f"output_dir={tmp_path / 'run'}", "data.format=jsonl",
-                                          f"data.train={path}", "tokenizer.vocab_size=400",
-                                          "tokenizer.hard_vocab_limit=false"]))
-    assert prepared.stats["train"].dropped["empty"] == 1 and prepared.stats["train"].kept == 60
+def test_fingerprint_is_stable_across_loads_and_follows_the_content(tmp_path):
+    prefix = write_text_corpus(tmp_path / "c" / "train", make_pairs(20))
+    cfg = load_config(None, [f"data.train={prefix}"]).data
+
+    def load():
+        return fingerprint(load_splits(cfg, tmp_path / "cache", ("train",))["train"])
+
+    first = load()
+    assert load() == first  # a second load of the same files: the same fingerprint
+    write_text_corpus(prefix, make_pairs(20, seed=5))  # new content, same line count
+    changed = load()
+    assert changed != first and load() == changed
 
 
-def test_unnamed_missing_splits_are_skipped_named_ones_are_errors(tmp_path):
+def test_fingerprint_of_in_memory_datasets_follows_rows_and_order():
     import datasets
 
-    path = tmp_path / "only_train"
-    datasets.DatasetDict({"train": datasets.Dataset.from_dict(
-        {"en": [e for e, _ in make_pairs(20)], "de": [d for _, d in make_pairs(20)]})}
-    ).save_to_disk(str(path))
-    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}"]).data
-    assert list(load_splits(cfg, tmp_path / "cache")) == ["train"]
-    cfg = load_config(None, ["data.format=disk", f"data.dataset={path}", "data.test=test"]).data
-    with pytest.raises(DataError, match="no split 'test' for data.test"):
-        load_splits(cfg, tmp_path / "cache")
+    def make(src):
+        return datasets.Dataset.from_dict({"src": src, "tgt": [s.upper() for s in src]})
 
-
-def test_switching_tokenizer_layout_removes_the_old_files(tmp_path, text_corpus):
-    prepare(config(tmp_path, text_corpus))
-    assert (tmp_path / "run" / "spm.model").is_file()
-    prepared = prepare(config(tmp_path, text_corpus, "tokenizer.joint=false"))
-    assert not (tmp_path / "run" / "spm.model").exists()
-    from nmt.tokenizer import load_from_dir
-
-    src, tgt = load_from_dir(tmp_path / "run")
-    assert src is not tgt and src.model_bytes == prepared.src_tok.model_bytes
-
-
-def test_trained_run_keeps_its_tokenizer(tmp_path, text_corpus):
-    first = prepare(config(tmp_path, text_corpus))
-    (tmp_path / "run" / "trainer_state.pt").write_bytes(b"")  # a model was trained here
-    os.utime(f"{text_corpus['train']}.en")  # touched corpus: new fingerprint, same settings
-    again = prepare(config(tmp_path, text_corpus))
-    assert again.src_tok.model_bytes == first.src_tok.model_bytes
-    with pytest.raises(DataError, match="holds a trained model whose tokenizer"):
-        prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
+    ds = make(["a", "b", "c"])
+    assert not ds.cache_files
+    assert fingerprint(ds) == fingerprint(make(["a", "b", "c"]))
+    assert fingerprint(ds) != fingerprint(make(["a", "b", "d"]))
+    assert fingerprint(ds.select([2, 0])) == fingerprint(make(["c", "a"]))
+    assert fingerprint(ds.select([2, 0])) != fingerprint(ds.select([0, 2]))
+    assert fingerprint(make([])) == fingerprint(make([]))

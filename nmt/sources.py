@@ -1,4 +1,4 @@
-"""Data stage: load a parallel corpus through Hugging Face ``datasets``, clean it, tokenise it.
+"""Sources: every kind of parallel corpus, loaded as a ``datasets.Dataset`` of (src, tgt) text.
 
 Every source becomes a ``datasets.Dataset`` with two string columns, ``src`` and ``tgt``:
 
@@ -11,40 +11,26 @@ Every source becomes a ``datasets.Dataset`` with two string columns, ``src`` and
 - ``disk``: a ``DatasetDict`` saved with ``save_to_disk``; nested or flat schema as declared.
 
 Local files are read by generators through ``Dataset.from_generator``, which writes Arrow files to
-the cache; memory stays flat however large the corpus. Cleaning strips whitespace, drops empty
-pairs, and (training split only) drops pairs over ``max_len`` tokens and pairs whose length
-ratio exceeds ``max_ratio``; the counts of each are logged. The test split is never filtered, so
-its lines stay aligned with the reference file.
-
-Tokenised ids are cached as Arrow through ``Dataset.map`` under ``cache_dir``; the cache file name
-is a hash of the data's fingerprint, the tokenizer model bytes and the cleaning settings, so a
-second run re-uses it and a change of any of them makes a new one.
+the cache; memory stays flat however large the corpus. :func:`fingerprint` names a loaded
+dataset's content for the caches downstream (:mod:`nmt.encoding`, :mod:`nmt.prepare`) through
+public ``datasets`` API only. Cleaning and encoding live in :mod:`nmt.encoding`.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
 import socket
 import threading
-import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmt.config import Config, DataConfig, to_dict
+from nmt.config import DataConfig
 from nmt.errors import DataError, HubUnreachableError, NMTError
-from nmt.fileio import sha256_text, write_text_atomic
-from nmt.tokenizer import (
-    Tokenizer,
-    load_from_dir,
-    load_pretrained,
-    model_files,
-    sample_lines,
-    train_sentencepiece,
-)
+from nmt.fileio import sha256_text
 
 if TYPE_CHECKING:
     import datasets
@@ -53,15 +39,7 @@ log = logging.getLogger(__name__)
 
 SPLITS = ("train", "valid", "test")
 DEFAULT_SPLIT_NAMES = {"train": "train", "valid": "validation", "test": "test"}
-#: Bump when the encoded cache layout changes, so old caches are not re-used.
-CACHE_VERSION = "1"
-#: Reasons a pair is dropped, stored per row in the ``drop`` column.
-KEEP, EMPTY, TOO_LONG, RATIO = 0, 1, 2, 3
-REASONS = {EMPTY: "empty", TOO_LONG: "too long", RATIO: "length ratio"}
 HUB_PROBE_SECONDS = 3.0
-TOKENIZER_MARKER = "tokenizer.json"
-#: Present in a run directory once a model has been trained there (written by the trainer).
-TRAINER_STATE_FILE = "trainer_state.pt"
 
 
 # --------------------------------------------------------------------------- local files
@@ -386,219 +364,54 @@ def load_splits(cfg: DataConfig, cache_dir: Path,
     return out
 
 
-# --------------------------------------------------------------------------- cleaning and encoding
+# --------------------------------------------------------------------------- fingerprints
 
 
-def _encode_batch(batch: dict[str, list], src_tok: Tokenizer, tgt_tok: Tokenizer, clean: bool,
-                  max_len: int, max_ratio: float, ratio_min_len: int) -> dict[str, list]:
-    """Strip, encode and mark the drop reason of a batch of pairs.
+def fingerprint(ds: datasets.Dataset) -> str:
+    """A hex SHA-256 that names the rows of a loaded dataset: a cache key for later stages.
 
-    ``src_ids``: pieces + EOS; ``tgt_ids``: BOS + pieces + EOS.
+    A dataset backed by Arrow files (what the loaders make: ``from_generator`` and ``map``
+    write them) is named by its files' paths, sizes and modification times, its row count and
+    its columns. The file names already follow the source (local files: a hash of their paths,
+    sizes and mtimes; hub and disk: the dataset's revision or saved state), and a rewritten
+    file has a new size or mtime, so a change of data gives a new fingerprint while a second
+    load of the same data gives the same one, without reading the rows. A dataset held in
+    memory (an empty split), or one that shows fewer rows than its table holds (a selection),
+    is named by its content instead: its rows streamed as Arrow IPC through SHA-256.
     """
-    src = [s.strip() for s in batch["src"]]
-    tgt = [t.strip() for t in batch["tgt"]]
-    src_ids = src_tok.encode_batch(src, add_bos=False, add_eos=True)
-    tgt_ids = tgt_tok.encode_batch(tgt, add_bos=True, add_eos=True)
-    drop = []
-    for s, t, si, ti in zip(src, tgt, src_ids, tgt_ids, strict=True):
-        ns, nt = len(si) - 1, len(ti) - 2  # pieces without the specials
-        if not s or not t:
-            reason = EMPTY
-        elif clean and max(ns, nt) > max_len:
-            reason = TOO_LONG
-        elif clean and ratio_min_len < max(ns, nt) > max_ratio * max(min(ns, nt), 1):
-            reason = RATIO
-        else:
-            reason = KEEP
-        drop.append(reason)
-    return {"src": src, "tgt": tgt, "src_ids": src_ids, "tgt_ids": tgt_ids,
-            "src_len": [len(x) for x in src_ids], "tgt_len": [len(x) for x in tgt_ids],
-            "drop": drop}
+    files = [Path(f["filename"]) for f in ds.cache_files]
+    head = json.dumps({"rows": len(ds), "columns": ds.column_names})
+    if files and len(ds) == ds.data.num_rows:
+        return sha256_text(head, _signature(*files))
+    return sha256_text(head, _content_digest(ds))
 
 
-@dataclass
-class SplitStats:
-    """What cleaning did to one split."""
+class _HashSink:
+    """A write-only file object that hashes what is written to it."""
 
-    split: str
-    total: int
-    kept: int
-    dropped: dict[str, int] = field(default_factory=dict)
-    src_tokens: int = 0
-    tgt_tokens: int = 0
+    def __init__(self) -> None:
+        self.digest = hashlib.sha256()
+        self.closed = False
 
-    def describe(self) -> str:
-        drops = ", ".join(f"{n} {r}" for r, n in self.dropped.items() if n) or "none"
-        return f"{self.split}: {self.kept}/{self.total} pairs kept (dropped: {drops})"
+    def write(self, data: bytes) -> int:
+        self.digest.update(data)
+        return len(data)
 
+    def flush(self) -> None:
+        pass
 
-def encode_split(ds: datasets.Dataset, split: str, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                 cfg: DataConfig, cache_dir: Path) -> tuple[datasets.Dataset, SplitStats]:
-    """Tokenise and clean one split, with the result cached as Arrow under ``cache_dir``.
-
-    ``train`` gets the full cleaning; ``valid`` loses only empty pairs; ``test`` keeps every
-    line (its hypotheses must stay aligned with the reference file).
-    """
-    import datasets  # noqa: F401  (the Dataset methods below need it imported)
-
-    clean = split == "train"
-    settings = {"clean": clean, "max_len": cfg.max_len, "max_ratio": cfg.max_ratio,
-                "ratio_min_len": cfg.ratio_min_len}
-    key = sha256_text(CACHE_VERSION, ds._fingerprint, src_tok.fingerprint(),
-                      tgt_tok.fingerprint(), json.dumps(settings, sort_keys=True))[:20]
-    cache_dir.mkdir(parents=True, exist_ok=True)
-    encoded = ds.map(
-        _encode_batch, batched=True, batch_size=2000,
-        fn_kwargs={"src_tok": src_tok, "tgt_tok": tgt_tok, **settings},
-        remove_columns=ds.column_names, num_proc=cfg.num_proc if len(ds) > 10_000 else None,
-        cache_file_name=str(cache_dir / f"{split}-{key}.arrow"), new_fingerprint=key,
-        desc=f"encode {split}")
-    reasons = encoded.data.column("drop").to_numpy()
-    import numpy as np
-
-    counts = np.bincount(reasons, minlength=len(REASONS) + 1)
-    if split == "test":
-        counts[:] = 0
-        counts[KEEP] = len(encoded)
-    keep = reasons == KEEP if split != "test" else np.ones(len(encoded), dtype=bool)
-    kept = encoded
-    if not keep.all():
-        # an indices mapping over the encoded rows, not a second copy of them: no pass over
-        # the ids here (batching.Corpus gathers the kept rows when training starts)
-        kept = encoded.select(np.flatnonzero(keep), indices_cache_file_name=str(
-            cache_dir / f"{split}-{key}-kept.indices.arrow"), new_fingerprint=key + "-kept")
-    stats = SplitStats(split, len(encoded), len(kept),
-                       {REASONS[r]: int(counts[r]) for r in REASONS})
-    if len(kept):
-        stats.src_tokens = int(encoded.data.column("src_len").to_numpy()[keep].sum())
-        stats.tgt_tokens = int(encoded.data.column("tgt_len").to_numpy()[keep].sum())
-    return kept, stats
+    def close(self) -> None:
+        self.closed = True
 
 
-# --------------------------------------------------------------------------- tokenizer stage
+def _content_digest(ds: datasets.Dataset) -> str:
+    """Hex SHA-256 of a dataset's rows (in its order) and schema, written as one Arrow stream."""
+    import pyarrow as pa
 
-
-def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
-    """Load the configured SentencePiece model(s), or train them on the training split.
-
-    Trained models are written into the run directory with ``tokenizer.json`` (a hash of the
-    training data and settings) beside them; a later run with the same data and settings
-    re-uses them instead of training again. Once a model has been trained in the directory
-    (``trainer_state.pt`` exists) its tokenizer is never replaced: it is re-used when the
-    tokenizer settings are unchanged (even if the corpus files were touched), and other
-    settings are refused.
-    """
-    out, cfg = config.out, config.tokenizer
-    pretrained = load_pretrained(cfg)
-    if pretrained:
-        _write_tokenizers(out, pretrained, {"key": "pretrained", "tokenizer": to_dict(cfg)})
-        return pretrained
-    settings = {"tokenizer": to_dict(cfg), "langs": [config.data.src_lang, config.data.tgt_lang]}
-    key = sha256_text(CACHE_VERSION, train._fingerprint, json.dumps(settings, sort_keys=True))
-    names = model_files(cfg.joint)
-    marker = _read_marker(out)
-    if marker and all((out / n).is_file() for n in names):
-        if marker.get("key") == key:
-            log.info("tokenizer: re-using %s", ", ".join(str(out / n) for n in names))
-            return load_from_dir(out)
-        if (out / TRAINER_STATE_FILE).is_file():
-            if marker.get("settings") == settings:
-                log.info("tokenizer: the corpus fingerprint changed, but a model trained in %s "
-                         "uses this tokenizer: keeping it", out)
-                return load_from_dir(out)
-            raise DataError(f"{out} holds a trained model whose tokenizer was made with other "
-                            "settings; use a new output_dir for a different tokenizer")
-    start = time.perf_counter()
-    # a seeded sample bounds memory and time on large corpora (joint: half the cap per side)
-    cap = max(cfg.max_sentences // 2, 1) if cfg.joint else cfg.max_sentences
-    subset = train.select(sample_lines(range(len(train)), cap, cfg.seed))
-    sides = {side: [s.strip() for s in subset[side] if s.strip()] for side in ("src", "tgt")}
-    if not sides["src"] or not sides["tgt"]:
-        raise DataError("the training split has no non-empty pairs to train SentencePiece on")
-    if cfg.joint:
-        tok = train_sentencepiece(sides["src"] + sides["tgt"], cfg)
-        tokenizers = (tok, tok)
-    else:
-        tokenizers = (train_sentencepiece(sides["src"], cfg),
-                      train_sentencepiece(sides["tgt"], cfg))
-    _write_tokenizers(out, tokenizers, {"key": key, "settings": settings})
-    log.info("tokenizer: trained %s in %.1f s", ", ".join(names), time.perf_counter() - start)
-    return tokenizers
-
-
-def _read_marker(out: Path) -> dict[str, Any] | None:
-    try:
-        marker = json.loads((out / TOKENIZER_MARKER).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError):
-        return None
-    return marker if isinstance(marker, dict) else None
-
-
-def _write_tokenizers(out: Path, tokenizers: tuple[Tokenizer, Tokenizer],
-                      marker: dict[str, Any]) -> None:
-    """Write the model file(s) of one layout, remove the other layout's, marker last."""
-    joint = tokenizers[0] is tokenizers[1]
-    (out / TOKENIZER_MARKER).unlink(missing_ok=True)
-    for stale in model_files(not joint):
-        (out / stale).unlink(missing_ok=True)
-    names = model_files(joint)
-    for name, tok in zip(names, dict.fromkeys(tokenizers), strict=True):
-        tok.save(out / name)
-    write_text_atomic(out / TOKENIZER_MARKER, json.dumps({**marker, "files": list(names)},
-                                                         indent=2))
-
-
-# --------------------------------------------------------------------------- the whole stage
-
-
-@dataclass
-class Prepared:
-    """Encoded splits and the tokenizers that made them."""
-
-    src_tok: Tokenizer
-    tgt_tok: Tokenizer
-    splits: dict[str, Any]
-    stats: dict[str, SplitStats]
-
-    def summary(self) -> str:
-        """A few lines for the terminal: pairs kept/dropped, vocabularies, mean lengths."""
-        lines = [s.describe() for s in self.stats.values()]
-        if self.src_tok is self.tgt_tok:
-            lines.append(f"vocabulary: {self.src_tok.vocab_size} (joint)")
-        else:
-            lines.append(f"vocabulary: source {self.src_tok.vocab_size}, "
-                         f"target {self.tgt_tok.vocab_size}")
-        for s in self.stats.values():
-            if s.kept:
-                lines.append(f"{s.split}: {s.src_tokens / s.kept:.1f} source and "
-                             f"{s.tgt_tokens / s.kept:.1f} target tokens per sentence "
-                             "(with EOS, and BOS on the target)")
-        return "\n".join(lines)
-
-
-def cache_dir(config: Config) -> Path:
-    """Where a run caches its Arrow files: ``data.cache_dir``, else ``OUTPUT_DIR/cache``."""
-    return Path(config.data.cache_dir) if config.data.cache_dir else config.out / "cache"
-
-
-def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
-    """Load, clean and tokenise the corpus of a run (training the tokenizer if needed)."""
-    out = config.out
-    out.mkdir(parents=True, exist_ok=True)
-    cache = cache_dir(config)
-    if "train" not in splits:
-        splits = ("train", *splits)
-    raw = load_splits(config.data, cache, splits)
-    if len(raw["train"]) == 0:
-        where = config.data.train or config.data.dataset
-        raise DataError(f"the training split is empty ({where}): there is nothing to learn from")
-    src_tok, tgt_tok = prepare_tokenizers(config, raw["train"])
-    encoded, stats = {}, {}
-    for split, ds in raw.items():
-        encoded[split], stats[split] = encode_split(ds, split, src_tok, tgt_tok, config.data,
-                                                    cache)
-        log.info("data: %s", stats[split].describe())
-    if stats["train"].kept == 0:
-        raise DataError(f"cleaning dropped every training pair ({stats['train'].describe()}); "
-                        "check the data, or raise data.max_len / data.max_ratio")
-    return Prepared(src_tok, tgt_tok, encoded, stats)
+    # [:] reads the rows as the dataset shows them (a selection gathered); one chunk a column,
+    # so that equal content gives equal bytes however it was chunked
+    table = ds.with_format("arrow")[:] if len(ds) else ds.data.table.slice(0, 0)
+    sink = _HashSink()
+    with pa.ipc.new_stream(pa.PythonFile(sink, mode="w"), table.schema) as writer:
+        writer.write_table(table.combine_chunks())
+    return sink.digest.hexdigest()

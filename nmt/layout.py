@@ -1,0 +1,147 @@
+"""The one home of a model or run directory's layout: every file name lives here.
+
+A model directory (what a user moves around) holds ``config.yaml``, ``model.safetensors`` and
+the SentencePiece model(s). A training run adds ``trainer_state.pt``, ``checkpoints/``,
+``metrics.csv``, ``curve.png``, ``train.log`` and ``tensorboard/``; a recipe adds
+``stages.json``, ``training.json``, the test hypotheses ``test.beamK.hyp`` with their
+``test.beamK.json``, ``results.json`` and the model card ``README.md``. Code asks a
+:class:`RunDir` for a path instead of spelling a name::
+
+    run = RunDir(config.out)
+    save_weights(model, run.model)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+CONFIG_FILE = "config.yaml"
+MODEL_FILE = "model.safetensors"
+TRAINER_STATE_FILE = "trainer_state.pt"
+CHECKPOINT_DIR = "checkpoints"
+METRICS_FILE = "metrics.csv"
+CURVE_FILE = "curve.png"
+LOG_FILE = "train.log"
+TENSORBOARD_DIR = "tensorboard"
+TOKENIZER_MARKER = "tokenizer.json"
+CACHE_DIR = "cache"
+STAGES_FILE = "stages.json"
+TRAINING_FILE = "training.json"
+RESULTS_FILE = "results.json"
+CARD_FILE = "README.md"
+AVERAGED_FILE = "averaged.json"
+
+
+@dataclass(frozen=True)
+class RunDir:
+    """Paths of the files of one model or run directory ``root``."""
+
+    root: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "root", Path(self.root))
+
+    # -------------------------------------------------------------- the model directory
+    @property
+    def config(self) -> Path:
+        """``config.yaml``: every setting, as trained."""
+        return self.root / CONFIG_FILE
+
+    @property
+    def model(self) -> Path:
+        """``model.safetensors``: the best weights."""
+        return self.root / MODEL_FILE
+
+    # -------------------------------------------------------------- a training run
+    @property
+    def trainer_state(self) -> Path:
+        """``trainer_state.pt``: optimizer, schedule, RNG and data position (resume only);
+        its presence means a model has been trained here."""
+        return self.root / TRAINER_STATE_FILE
+
+    @property
+    def checkpoints(self) -> Path:
+        """``checkpoints/``: the weights of the last validations."""
+        return self.root / CHECKPOINT_DIR
+
+    def checkpoint(self, step: int) -> Path:
+        """The checkpoint of update ``step`` (zero-padded, so names sort by step)."""
+        return self.checkpoints / f"step-{step:08d}.safetensors"
+
+    def checkpoint_files(self) -> list[Path]:
+        """The checkpoints present, oldest first."""
+        return sorted(self.checkpoints.glob("step-*.safetensors"))
+
+    @property
+    def metrics(self) -> Path:
+        """``metrics.csv``: one row per validation."""
+        return self.root / METRICS_FILE
+
+    @property
+    def curve(self) -> Path:
+        """``curve.png``: the learning curve."""
+        return self.root / CURVE_FILE
+
+    @property
+    def log(self) -> Path:
+        """``train.log``: the training log at INFO level."""
+        return self.root / LOG_FILE
+
+    @property
+    def tensorboard(self) -> Path:
+        """``tensorboard/``: TensorBoard event files."""
+        return self.root / TENSORBOARD_DIR
+
+    @property
+    def tokenizer_marker(self) -> Path:
+        """``tokenizer.json``: how the SentencePiece model(s) here were made."""
+        return self.root / TOKENIZER_MARKER
+
+    @property
+    def cache(self) -> Path:
+        """``cache/``: the default home of the Arrow caches (``data.cache_dir`` overrides)."""
+        return self.root / CACHE_DIR
+
+    # -------------------------------------------------------------- a recipe run
+    @property
+    def stages(self) -> Path:
+        """``stages.json``: each recipe stage's wall time and summary."""
+        return self.root / STAGES_FILE
+
+    @property
+    def training(self) -> Path:
+        """``training.json``: the training stage's figures (its presence marks it done)."""
+        return self.root / TRAINING_FILE
+
+    @property
+    def results(self) -> Path:
+        """``results.json``: scores, figures, hardware and config of a recipe run."""
+        return self.root / RESULTS_FILE
+
+    @property
+    def card(self) -> Path:
+        """``README.md``: the model card."""
+        return self.root / CARD_FILE
+
+    @property
+    def averaged(self) -> Path:
+        """``averaged.json``: which checkpoints an averaged model directory came from."""
+        return self.root / AVERAGED_FILE
+
+    def hypotheses(self, split: str, beam: int) -> Path:
+        """``SPLIT.beamK.hyp``: translations of a split with beam size K."""
+        return self.root / f"{split}.beam{beam}.hyp"
+
+    def hypotheses_meta(self, split: str, beam: int) -> Path:
+        """``SPLIT.beamK.json``: what made those translations (weights, settings, speed)."""
+        return self.root / f"{split}.beam{beam}.json"
+
+    def has_training_state(self) -> bool:
+        """Whether training has run here (a trainer state exists: ``--resume`` can go on)."""
+        return self.trainer_state.exists()
+
+    def holds_trained_model(self) -> bool:
+        """Whether trained weights are here (a trainer state or ``model.safetensors``): the
+        directory's ``config.yaml`` then describes them and is never rewritten."""
+        return self.has_training_state() or self.model.exists()

@@ -1,0 +1,182 @@
+"""The prepare stage: load a corpus, train or load its tokenizer(s), clean and encode the splits.
+
+:func:`prepare` runs the stage for a run directory: the splits come from :mod:`nmt.sources`,
+the SentencePiece model(s) from :func:`prepare_tokenizers`, the encoded ids from
+:mod:`nmt.encoding`. Trained models are written into the run directory with a marker,
+``tokenizer.json`` (:attr:`nmt.layout.RunDir.tokenizer_marker`), that holds a hash of the
+training data's :func:`nmt.sources.fingerprint` and the tokenizer settings, so a later run with
+the same data and settings re-uses them instead of training again. :func:`prepare_run_dir` is
+``nmt prepare`` and the recipes' stage 1: :func:`prepare`, then the run's ``config.yaml``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from nmt.config import Config, save_config, to_dict
+from nmt.encoding import CACHE_VERSION, EncodedSplit, SplitStats, cache_dir, encode_split
+from nmt.errors import ConfigError, DataError
+from nmt.fileio import sha256_text, write_text_atomic
+from nmt.layout import RunDir
+from nmt.sources import SPLITS, fingerprint, load_splits
+from nmt.tokenizer import (
+    Tokenizer,
+    load_from_dir,
+    load_pretrained,
+    model_files,
+    sample_lines,
+    train_sentencepiece,
+)
+
+if TYPE_CHECKING:
+    import datasets
+
+log = logging.getLogger(__name__)
+
+
+# --------------------------------------------------------------------------- tokenizer stage
+
+
+def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
+    """Load the configured SentencePiece model(s), or train them on the training split.
+
+    Trained models are written into the run directory with ``tokenizer.json`` (a hash of the
+    training data and settings) beside them; a later run with the same data and settings
+    re-uses them instead of training again. Once a model has been trained in the directory
+    (``trainer_state.pt`` exists) its tokenizer is never replaced: it is re-used when the
+    tokenizer settings are unchanged (even if the corpus files were touched), and other
+    settings are refused.
+    """
+    out, cfg = config.out, config.tokenizer
+    run = RunDir(out)
+    pretrained = load_pretrained(cfg)
+    if pretrained:
+        _write_tokenizers(run, pretrained, {"key": "pretrained", "tokenizer": to_dict(cfg)})
+        return pretrained
+    settings = {"tokenizer": to_dict(cfg), "langs": [config.data.src_lang, config.data.tgt_lang]}
+    key = sha256_text(CACHE_VERSION, fingerprint(train), json.dumps(settings, sort_keys=True))
+    names = model_files(cfg.joint)
+    marker = _read_marker(run)
+    if marker and all((out / n).is_file() for n in names):
+        if marker.get("key") == key:
+            log.info("tokenizer: re-using %s", ", ".join(str(out / n) for n in names))
+            return load_from_dir(out)
+        if run.trainer_state.is_file():
+            if marker.get("settings") == settings:
+                log.info("tokenizer: the corpus fingerprint changed, but a model trained in %s "
+                         "uses this tokenizer: keeping it", out)
+                return load_from_dir(out)
+            raise DataError(f"{out} holds a trained model whose tokenizer was made with other "
+                            "settings; use a new output_dir for a different tokenizer")
+    start = time.perf_counter()
+    # a seeded sample bounds memory and time on large corpora (joint: half the cap per side)
+    cap = max(cfg.max_sentences // 2, 1) if cfg.joint else cfg.max_sentences
+    subset = train.select(sample_lines(range(len(train)), cap, cfg.seed))
+    sides = {side: [s.strip() for s in subset[side] if s.strip()] for side in ("src", "tgt")}
+    if not sides["src"] or not sides["tgt"]:
+        raise DataError("the training split has no non-empty pairs to train SentencePiece on")
+    if cfg.joint:
+        tok = train_sentencepiece(sides["src"] + sides["tgt"], cfg)
+        tokenizers = (tok, tok)
+    else:
+        tokenizers = (train_sentencepiece(sides["src"], cfg),
+                      train_sentencepiece(sides["tgt"], cfg))
+    _write_tokenizers(run, tokenizers, {"key": key, "settings": settings})
+    log.info("tokenizer: trained %s in %.1f s", ", ".join(names), time.perf_counter() - start)
+    return tokenizers
+
+
+def _read_marker(run: RunDir) -> dict[str, Any] | None:
+    try:
+        marker = json.loads(run.tokenizer_marker.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        return None
+    return marker if isinstance(marker, dict) else None
+
+
+def _write_tokenizers(run: RunDir, tokenizers: tuple[Tokenizer, Tokenizer],
+                      marker: dict[str, Any]) -> None:
+    """Write the model file(s) of one layout, remove the other layout's, marker last."""
+    joint = tokenizers[0] is tokenizers[1]
+    run.tokenizer_marker.unlink(missing_ok=True)
+    for stale in model_files(not joint):
+        (run.root / stale).unlink(missing_ok=True)
+    names = model_files(joint)
+    for name, tok in zip(names, dict.fromkeys(tokenizers), strict=True):
+        tok.save(run.root / name)
+    write_text_atomic(run.tokenizer_marker, json.dumps({**marker, "files": list(names)},
+                                                       indent=2))
+
+
+# --------------------------------------------------------------------------- the whole stage
+
+
+@dataclass
+class Prepared:
+    """The encoded splits by name (``train``, ``valid``, ``test``) and their tokenizers."""
+
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    splits: dict[str, EncodedSplit]
+    stats: dict[str, SplitStats]
+
+    def summary(self) -> str:
+        """A few lines for the terminal: pairs kept/dropped, vocabularies, mean lengths."""
+        lines = [s.describe() for s in self.stats.values()]
+        if self.src_tok is self.tgt_tok:
+            lines.append(f"vocabulary: {self.src_tok.vocab_size} (joint)")
+        else:
+            lines.append(f"vocabulary: source {self.src_tok.vocab_size}, "
+                         f"target {self.tgt_tok.vocab_size}")
+        for s in self.stats.values():
+            if s.kept:
+                lines.append(f"{s.split}: {s.src_tokens / s.kept:.1f} source and "
+                             f"{s.tgt_tokens / s.kept:.1f} target tokens per sentence "
+                             "(with EOS, and BOS on the target)")
+        return "\n".join(lines)
+
+
+def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
+    """Load, clean and tokenise the corpus of a run (training the tokenizer if needed)."""
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    cache = cache_dir(config)
+    if "train" not in splits:
+        splits = ("train", *splits)
+    raw = load_splits(config.data, cache, splits)
+    if len(raw["train"]) == 0:
+        where = config.data.train or config.data.dataset
+        raise DataError(f"the training split is empty ({where}): there is nothing to learn from")
+    src_tok, tgt_tok = prepare_tokenizers(config, raw["train"])
+    encoded, stats = {}, {}
+    for split, ds in raw.items():
+        encoded[split], stats[split] = encode_split(ds, split, src_tok, tgt_tok, config.data,
+                                                    cache)
+        log.info("data: %s", stats[split].describe())
+    if stats["train"].kept == 0:
+        raise DataError(f"cleaning dropped every training pair ({stats['train'].describe()}); "
+                        "check the data, or raise data.max_len / data.max_ratio")
+    return Prepared(src_tok, tgt_tok, encoded, stats)
+
+
+def prepare_run_dir(config: Config, keep_trained: bool = False) -> Prepared:
+    """Stage 1, and ``nmt prepare``: load, clean and encode the corpus, train (or re-use) the
+    tokenizer, and write ``config.yaml`` into ``config.out``.
+
+    A directory that holds trained weights is refused before anything is written there (a new
+    config would disagree with the weights and with ``--resume``); with ``keep_trained`` (a
+    recipe run again) it is prepared for the later stages and its ``config.yaml`` kept.
+    """
+    run = RunDir(config.out)
+    trained = run.holds_trained_model()
+    if trained and not keep_trained:
+        raise ConfigError(f"{run.root} already holds a trained model, described by its "
+                          f"{run.config.name}: choose a new output_dir (--output-dir DIR)")
+    prepared = prepare(config)
+    if not trained:
+        save_config(config, run.config)
+    return prepared

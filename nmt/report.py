@@ -1,0 +1,206 @@
+"""The shareable reports of a run: the contents of ``results.json``, the model card
+``README.md`` and the description of the hardware it ran on.
+
+These files travel with a model directory, so they name no path of the machine that trained
+it: the corpus is named by its hub dataset, or by a path relative to the run directory or to
+the repository root; the config's paths are made relative the same way; the model directory is
+named relative to the repository (or by its own name when it lies elsewhere).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from nmt.config import Config, to_dict
+from nmt.evaluate import Scores
+
+if TYPE_CHECKING:
+    from nmt.recipe import Recipe
+
+#: The checkout this package runs from (``recipes/``, ``runs/`` and shipped data lie under it).
+REPO_ROOT = Path(__file__).resolve().parents[1]
+
+#: Formats whose ``data.train`` / ``valid`` / ``test`` are local file paths or prefixes.
+_FILE_FORMATS = ("text", "tsv", "jsonl")
+
+
+# --------------------------------------------------------------------------- paths
+
+
+def _relative(path: Path, base: Path) -> str | None:
+    """``path`` relative to ``base``, or None when that climbs up to the filesystem root (it
+    would spell the machine's directories)."""
+    rel = Path(os.path.relpath(path, base))
+    ups = next((i for i, part in enumerate(rel.parts) if part != ".."), len(rel.parts))
+    return rel.as_posix() if ups < len(base.parts) - 1 else None
+
+
+def shareable_path(path: str | Path, run_dir: str | Path, repo_root: Path = REPO_ROOT) -> str:
+    """A local path as a shared report shows it: relative to the run directory or to the
+    repository root, whichever is shorter; its name alone when it lies outside both."""
+    target = Path(path).resolve()
+    candidates = [rel for base in (Path(run_dir).resolve(), repo_root.resolve())
+                  if (rel := _relative(target, base)) is not None]
+    return min(candidates, key=len) if candidates else target.name
+
+
+def model_dir_name(run_dir: str | Path, repo_root: Path = REPO_ROOT) -> str:
+    """How a report names its own model directory: relative to the repository root when it
+    lies under it (``runs/lohelp_en_de``), else by its name."""
+    root, repo = Path(run_dir).resolve(), repo_root.resolve()
+    return root.relative_to(repo).as_posix() if root.is_relative_to(repo) else root.name
+
+
+def corpus_name(config: Config, repo_root: Path = REPO_ROOT) -> str:
+    """The corpus of a run: the hub dataset's name, else a shareable path of the saved dataset
+    (``disk``) or of the training files."""
+    data = config.data
+    if data.format == "hub":
+        return str(data.dataset)
+    where = data.dataset if data.format == "disk" else data.train
+    return shareable_path(where, config.out, repo_root) if where else "?"
+
+
+def shareable_config(config: Config, repo_root: Path = REPO_ROOT) -> dict[str, Any]:
+    """The config as a plain dict with every local path made shareable (see the module)."""
+    raw = to_dict(config)
+    raw["output_dir"] = model_dir_name(config.out, repo_root)
+
+    def share(section: str, key: str) -> None:
+        if raw[section].get(key):
+            raw[section][key] = shareable_path(raw[section][key], config.out, repo_root)
+
+    if config.data.format in _FILE_FORMATS:
+        for split in ("train", "valid", "test"):
+            share("data", split)
+    if config.data.format == "disk":
+        share("data", "dataset")
+    share("data", "cache_dir")
+    for key in ("model", "src_model", "tgt_model"):
+        share("tokenizer", key)
+    return raw
+
+
+# --------------------------------------------------------------------------- results.json
+
+
+def hardware() -> dict[str, Any]:
+    """What the run ran on: CPU model and cores, memory, torch version and threads, GPU."""
+    import torch
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    memory = None
+    try:
+        memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError, AttributeError):
+        pass
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {"cpu": cpu, "cores": cores, "memory_gib": memory, "torch": torch.__version__,
+            "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
+            "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def results(recipe_name: str, config: Config, scores: Scores, beam: int,
+            training: dict[str, Any], translation: dict[str, Any],
+            stages: dict[str, Any]) -> dict[str, Any]:
+    """The contents of ``results.json``: corpus, test scores with their signatures, the
+    training and translation figures, each stage's seconds, the hardware and the config."""
+    return {
+        "recipe": recipe_name, "name": config.name,
+        "data": {"source": corpus_name(config), "format": config.data.format,
+                 "src_lang": config.data.src_lang, "tgt_lang": config.data.tgt_lang,
+                 "pairs": stages.get("tokenizer", {}).get("summary", "")},
+        "test": {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
+                 "ter": round(scores.ter, 2), "sentences": scores.sentences,
+                 "beam_size": beam, "bleu_signature": scores.bleu_signature,
+                 "chrf_signature": scores.chrf_signature},
+        "training": training,
+        "translation": translation,
+        "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
+        "hardware": hardware(),
+        "config": shareable_config(config),
+    }
+
+
+# --------------------------------------------------------------------------- the model card
+
+
+def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
+    """The run directory's README.md: data, model, training, scores, how to use it."""
+    test, training = results["test"], results["training"]
+    hw = results["hardware"]
+    m = config.model
+    model_dir = model_dir_name(config.out)
+    lines = [
+        f"# {config.name}: {config.data.src_lang}→{config.data.tgt_lang} LSTM translation model",
+        "",
+        f"Made by the recipe `recipes/{recipe.name}.py` of nmt. {recipe.description}",
+        "",
+        "## Data",
+        "",
+        f"- source: `{results['data']['source']}` ({config.data.format})",
+        f"- after cleaning: {results['data']['pairs'] or 'see stages.json'}",
+    ]
+    if recipe.data_notice:
+        lines.append(f"- licence: {recipe.data_notice}")
+    lines += [
+        "",
+        "## Model",
+        "",
+        f"- BiLSTM encoder {m.encoder_layers} x {m.hidden_size} per direction, embeddings "
+        f"{m.embed_size}; LSTM decoder {m.decoder_layers} x {m.decoder_hidden_size}; attention "
+        f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
+        f"dropout {m.dropout}",
+        f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
+        f"{' (joint)' if config.tokenizer.joint else ''}",
+        f"- parameters: {training.get('parameters', 0):,}",
+        "",
+        "## Training",
+        "",
+        f"- {training.get('steps', '?')} updates, {training.get('epochs', '?')} epochs, "
+        f"{training.get('seconds', 0) / 60:.1f} minutes, "
+        f"{training.get('target_tokens_per_s') or '?'} target tokens/s, "
+        f"{training.get('precision', '?')} on {training.get('device', '?')}",
+        f"- hardware: {hw['cpu']}, {hw['cores']} cores"
+        f"{', ' + hw['gpu'] if hw.get('gpu') else ''}; torch {hw['torch']}",
+        "",
+        "## Scores on the test set",
+        "",
+        "| sentences | beam | BLEU | chrF |",
+        "|---|---|---|---|",
+        f"| {test['sentences']} | {test['beam_size']} | {test['bleu']:.2f} | {test['chrf']:.2f} |",
+        "",
+        f"- BLEU signature: `{test['bleu_signature']}`",
+        f"- chrF signature: `{test['chrf_signature']}`",
+        "",
+        "## Use",
+        "",
+        f"`{model_dir}` is this model directory (the folder holding this file).",
+        "",
+        "```bash",
+        f"nmt translate -m {model_dir} -i input.{config.data.src_lang} "
+        f"-o output.{config.data.tgt_lang}",
+        f"nmt evaluate -m {model_dir} --src test.{config.data.src_lang} "
+        f"--ref test.{config.data.tgt_lang}",
+        "```",
+        "",
+        "```python",
+        "from nmt.translate import Translator",
+        "",
+        f"translator = Translator.load({model_dir!r})",
+        "print(translator.translate([\"...\"]))",
+        "```",
+    ]
+    if recipe.cite:
+        lines += ["", "## References", ""] + [f"- {c}" for c in recipe.cite]
+    return "\n".join(lines) + "\n"

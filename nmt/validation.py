@@ -1,0 +1,49 @@
+"""Validation during training: loss, perplexity, and greedy BLEU / chrF on the validation set.
+
+The hypotheses come from the one decoding path (:func:`nmt.search.decode_all`, greedy, with the
+run's length limits), and are scored with sacreBLEU as ``nmt evaluate`` scores them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from nmt.batching import Corpus, TokenBatchSampler
+from nmt.config import Config
+from nmt.device import autocast
+from nmt.evaluate import bleu_tokenizer, score
+from nmt.loss import sequence_loss
+from nmt.search import DecodeOptions, decode_all
+from nmt.tokenizer import Tokenizer
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, corpus: Corpus, refs: list[str], tgt_tok: Tokenizer,
+             config: Config, device: torch.device, dtype: torch.dtype | None,
+             batch_tokens: int) -> dict[str, float]:
+    """``valid_loss`` (per target token), ``valid_ppl``, ``bleu`` and ``chrf`` of ``model``.
+
+    The loss runs over batches of ``batch_tokens`` (at least the longest example), the greedy
+    search over ``decoding.batch_tokens``.
+    """
+    model.eval()
+    total, tokens = 0.0, 0
+    budget = max(batch_tokens, int(corpus.tgt_lengths.max(initial=1)),
+                 int(corpus.src_lengths.max(initial=1)))
+    for indices in TokenBatchSampler(corpus.src_lengths, corpus.tgt_lengths, budget,
+                                     shuffle=False).batches():
+        batch = corpus.batch(indices).to(device)
+        with autocast(device, dtype):
+            logits = model(batch.src, batch.src_lengths, batch.tgt[:, :-1])  # (B, T, V)
+        total += sequence_loss(logits, batch.tgt[:, 1:]).item()
+        tokens += batch.ntokens
+    dec = config.decoding
+    options = DecodeOptions.from_config(dec, beam_size=1, n_best=1)
+    hyps = [tgt_tok.decode(h[0].tokens) for h in decode_all(
+        model, corpus.sources(), options, dec.batch_tokens, device, dtype)]
+    scores = score(hyps, [refs], tokenize=bleu_tokenizer(config.data.tgt_lang))
+    loss = total / max(tokens, 1)
+    return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "bleu": scores.bleu,
+            "chrf": scores.chrf}

@@ -1,0 +1,77 @@
+"""Evaluating: scoring files, and a model directory translated then scored with its hypotheses'
+settings written beside them (precision, device, beam, model hash), without touching argparse."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import reverse_overrides, write_reverse_task
+
+from nmt.cli import build_parser, main, parse_args
+from nmt.errors import ConfigError, DataError
+from nmt.evaluate import evaluate_files, evaluate_model, meta_path
+from nmt.fileio import sha256_file
+from nmt.layout import RunDir
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
+    """A tiny model trained for a few updates on the reverse task (train and test splits)."""
+    root = tmp_path_factory.mktemp("evaluate")
+    prefixes = write_reverse_task(root / "data", {"train": 200, "test": 12})
+    assert main(["train", "-q", *reverse_overrides(root / "run", prefixes),
+                 "training.max_steps=4"]) == 0
+    return root / "run", prefixes
+
+
+def test_meta_path_is_beside_the_hypotheses():
+    assert meta_path("run/test.beam5.hyp") == Path("run/test.beam5.json")
+    assert meta_path("out.json") == Path("out.json.json")  # never the hypotheses themselves
+
+
+def test_evaluate_files_needs_references_and_equal_line_counts(tmp_path):
+    (tmp_path / "h").write_text("a b\nc d\n", encoding="utf-8")
+    (tmp_path / "r").write_text("a b\n", encoding="utf-8")
+    with pytest.raises(ConfigError):
+        evaluate_files(tmp_path / "h", [])
+    with pytest.raises(DataError, match="line counts differ"):
+        evaluate_files(tmp_path / "h", [tmp_path / "r"])
+
+
+def test_evaluate_model_refuses_unclear_inputs_before_loading(tmp_path):
+    with pytest.raises(ConfigError):
+        evaluate_model(tmp_path / "nowhere")  # neither a source nor a split
+    with pytest.raises(ConfigError):
+        evaluate_model(tmp_path / "nowhere", src="a", refs=["b"], split="test")
+    with pytest.raises(ConfigError, match="own references"):
+        evaluate_model(tmp_path / "nowhere", split="test", refs=["b"])
+
+
+def test_evaluate_a_split_writes_hypotheses_and_what_made_them(trained):
+    run_dir, _ = trained
+    result = evaluate_model(run_dir, split="test", decoding={"beam_size": 2, "max_len_b": None})
+    run = RunDir(run_dir)
+    assert result.hypotheses == run.hypotheses("test", 2) and result.hypotheses.is_file()
+    assert result.meta == run.hypotheses_meta("test", 2)
+    meta = json.loads(result.meta.read_text(encoding="utf-8"))
+    assert meta["beam_size"] == 2 and meta["decoding"]["beam_size"] == 2
+    assert meta["decoding"]["max_len_b"] == 2  # None keeps the model's setting
+    assert meta["precision"] == result.precision and meta["device"] == "cpu"
+    assert meta["model_sha256"] == sha256_file(run.model) and meta["sentences"] == 12
+    assert result.scores.sentences == 12
+
+
+def test_evaluate_command_leaves_its_arguments_alone(trained, capsys):
+    run_dir, prefixes = trained
+    argv = ["evaluate", "-m", str(run_dir), "--src", f"{prefixes['test']}.src", "--ref",
+            f"{prefixes['test']}.tgt", "--beam-size", "1", "--json"]
+    args = parse_args(build_parser(), argv)
+    before = dict(vars(args))
+    assert args.handler(args) == 0
+    assert vars(args) == before
+    assert json.loads(capsys.readouterr().out)["sentences"] == 12
+    meta = json.loads((run_dir / "test.src.beam1.json").read_text(encoding="utf-8"))
+    assert meta["source"] == "test.src" and meta["precision"] in ("fp32", "bfloat16", "float16")
+    assert (run_dir / "test.src.beam1.hyp").read_text(encoding="utf-8").count("\n") == 12
