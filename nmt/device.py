@@ -7,6 +7,7 @@ bf16 matrix units (AVX-512-BF16 or AMX) and on CUDA (fp16 where CUDA lacks bf16)
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import torch
 
@@ -29,11 +30,27 @@ def cpu_has_fast_bf16() -> bool:
     return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
 
 
+@functools.cache
+def cpu_runs_bf16_lstm() -> bool:
+    """Whether torch can run an LSTM under CPU bf16 autocast here (a tiny probe, run once):
+    oneDNN has no bf16 LSTM kernel on AVX2-only CPUs and fails there."""
+    try:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            torch.nn.LSTM(4, 4)(torch.zeros(1, 1, 4))
+    except RuntimeError:
+        return False
+    return True
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``auto | fp32 | bf16`` on ``device``; None means plain fp32."""
     if name == "fp32":
         return None
     if name == "bf16":
+        if device.type == "cpu" and not cpu_runs_bf16_lstm():
+            raise ConfigError("precision bf16: this CPU cannot run an LSTM in bf16 (torch's "
+                              "oneDNN has no bf16 LSTM kernel for it); use fp32, or auto, "
+                              "which is fp32 here")
         return torch.bfloat16
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16

@@ -48,15 +48,13 @@ def pytest_configure(config: pytest.Config) -> None:
     if PRECISION == "bf16":
         import torch
 
-        if not torch.cuda.is_available():
-            try:  # torch's oneDNN LSTM has no bf16 kernel on AVX2-only CPUs: every run fails
-                with torch.autocast("cpu", dtype=torch.bfloat16):
-                    torch.nn.LSTM(4, 4)(torch.zeros(1, 1, 4))
-            except RuntimeError as exc:
-                raise pytest.UsageError(
-                    "NMT_TEST_PRECISION=bf16: this CPU cannot run an LSTM in bf16 (torch: "
-                    f"{str(exc).splitlines()[0]}); run it on a CPU with AVX-512-BF16 or AMX "
-                    "(where auto is bf16) or with a GPU") from exc
+        from nmt.device import cpu_runs_bf16_lstm
+
+        # torch's oneDNN LSTM has no bf16 kernel on AVX2-only CPUs: every run would fail
+        if not torch.cuda.is_available() and not cpu_runs_bf16_lstm():
+            raise pytest.UsageError(
+                "NMT_TEST_PRECISION=bf16: this CPU cannot run an LSTM in bf16; run it on a CPU "
+                "with AVX-512-BF16 or AMX (where auto is bf16) or with a GPU")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

@@ -87,17 +87,17 @@ def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
     assert "already trained (20 updates" in again.stdout
     assert "is up to date: skipped" in again.stdout
     assert json.loads((out / "results.json").read_text())["test"] == test
-    (out / "test.beam5.hyp").unlink()
-    alone = recipe("from_files", *args, "--stage", "3", "--stop-stage", "3")
+    # a stage runs alone; other search settings make new hypotheses
+    before = (out / "test.beam5.hyp").stat().st_mtime_ns
+    alone = recipe("from_files", *args, "--stage", "3", "--stop-stage", "3",
+                   "decoding.max_len_b=3")
     assert alone.returncode == 0, alone.stderr
     assert "== stage 3 translate" in alone.stdout and "stage 4" not in alone.stdout
+    assert "up to date" not in alone.stdout
+    assert (out / "test.beam5.hyp").stat().st_mtime_ns != before
     assert (out / "test.beam5.hyp").read_text(encoding="utf-8").count("\n") == 40
     stages = json.loads((out / "stages.json").read_text())
     assert stages["train"]["seconds"] > 0.5  # the skipped re-run kept the real timing
-    # other search settings make new hypotheses
-    wider = recipe("from_files", *args, "--stage", "3", "--stop-stage", "3",
-                   "decoding.max_len_b=3")
-    assert wider.returncode == 0 and "up to date" not in wider.stdout, wider.stderr
 
 
 def test_recipe_resumes_an_interrupted_training(tmp_path):
@@ -105,8 +105,8 @@ def test_recipe_resumes_an_interrupted_training(tmp_path):
               for split, n, seed in (("train", 300, 0), ("test", 20, 2))}
     out = tmp_path / "run"
     args = ["--train", corpus["train"], "--test", corpus["test"], "--src-lang", "en",
-            "--tgt-lang", "de", "--out", out, "-q", *TINY, "training.max_steps=150",
-            "training.patience=0", "training.max_epochs=null"]
+            "--tgt-lang", "de", "--out", out, "-q", "--stop-stage", "2", *TINY,
+            "training.max_steps=60", "training.patience=0", "training.max_epochs=null"]
     child = subprocess.Popen([sys.executable, str(RECIPES / "from_files.py"), *map(str, args)],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     deadline = time.time() + 120
@@ -116,16 +116,19 @@ def test_recipe_resumes_an_interrupted_training(tmp_path):
     _, stderr = child.communicate(timeout=120)
     assert child.returncode == 143, stderr
     interrupted = torch.load(out / "trainer_state.pt", weights_only=True)["progress"]["step"]
-    assert 10 <= interrupted < 150 and not (out / "training.json").exists()
+    assert 10 <= interrupted < 60 and not (out / "training.json").exists()
     second = recipe("from_files", *args)
     assert second.returncode == 0, second.stderr
-    assert json.loads((out / "training.json").read_text())["steps"] == 150
+    assert json.loads((out / "training.json").read_text())["steps"] == 60
 
 
 def test_copy_task_recipe_reaches_bleu_above_90(tmp_path):
     out = tmp_path / "copy"
-    proc = recipe("copy_task", "--out", out, "--pairs", "3000", "-q", "training.max_steps=300",
-                  "training.valid_every=150", *precision_overrides())
+    # half the recipe's widths and 200 updates: test BLEU 98.7 in 27 s in fp32 (AMD EPYC,
+    # AVX2), where the recipe's own widths took 300 updates and 87 s for 96-98
+    proc = recipe("copy_task", "--out", out, "--pairs", "3000", "-q", "model.embed_size=32",
+                  "model.hidden_size=64", "model.decoder_hidden_size=128",
+                  "training.max_steps=200", "training.valid_every=100", *precision_overrides())
     assert proc.returncode == 0, proc.stderr
     results = json.loads((out / "results.json").read_text())
     assert results["test"]["bleu"] > 90, results["test"]
@@ -158,11 +161,19 @@ def _hub_like(tmp_path: Path, name: str) -> Path:
 def test_hub_recipes_run_on_a_local_dataset_of_the_same_schema(tmp_path, name):
     local = _hub_like(tmp_path, name)
     out = tmp_path / "run"
-    proc = recipe(name, "--out", out, "-q", "data.format=disk", f"data.dataset={local}",
+    # wmt16 has iwslt2017's schema (a translation column): its own loading and tokenizer
+    # stages run, iwslt2017 covers training to scoring on that schema
+    stop = ["--stop-stage", "1"] if name == "wmt16_de_en" else []
+    proc = recipe(name, "--out", out, "-q", *stop, "data.format=disk", f"data.dataset={local}",
                   "data.num_proc=1", "tokenizer.max_sentences=1000", *TINY,
                   "decoding.batch_tokens=2000", "training.batch_tokens=1000",
                   "model.encoder_layers=1", "model.decoder_layers=1")
     assert proc.returncode == 0, proc.stderr
+    if stop:
+        assert list(json.loads((out / "stages.json").read_text())) == ["data", "tokenizer"]
+        assert "train: 300 pairs, valid: 20 pairs, test: 20 pairs" in proc.stdout, proc.stdout
+        assert (out / "spm.model").is_file()
+        return
     results = json.loads((out / "results.json").read_text())
     assert results["test"]["sentences"] == 20
     assert results["config"]["data"]["src_lang"] == "de"

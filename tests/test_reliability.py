@@ -58,7 +58,7 @@ def nmt(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
 @pytest.mark.slow
 def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, copy_task,
                                                                     request):
-    steps = 120
+    steps = 60
     common = [*reverse_overrides(tmp_path / "x", copy_task)[1:], "training.precision=fp32",
               "model.dropout=0.2", "training.valid_every=10", "training.keep_last=2",
               f"training.max_steps={steps}", "-q"]
@@ -75,7 +75,7 @@ def test_sigkill_then_resume_ends_identical_to_an_uninterrupted_run(tmp_path, co
                               *common], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     # a random instant after a random checkpoint (an update takes about 35 ms here), possibly
     # while a checkpoint or the trainer state is being written
-    after = killed / "checkpoints" / f"step-{random.randrange(20, 90, 10):08d}.safetensors"
+    after = killed / "checkpoints" / f"step-{random.randrange(10, 50, 10):08d}.safetensors"
     deadline = time.time() + 240
     while not (after.exists() and (killed / "trainer_state.pt").exists()) \
             and time.time() < deadline:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import reverse_overrides
+from conftest import reverse_overrides, write_reverse_task
 from safetensors.torch import load_file
 
 from nmt.checkpoint import average_weights
@@ -43,13 +43,16 @@ TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
 
 
 @pytest.mark.slow
-def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path, reverse_task):
-    common = [*reverse_overrides(tmp_path / "x", reverse_task)[1:], "training.precision=fp32",
+def test_two_processes_match_one_process_with_the_same_global_batch(tmp_path):
+    # a smaller corpus than the session's reverse task: three launches prepare it and each
+    # validation decodes the valid split, while 6 updates see 12 batches of 400 tokens at most
+    task = write_reverse_task(tmp_path / "data", {"train": 1500, "valid": 20})
+    common = [*reverse_overrides(tmp_path / "x", task)[1:], "training.precision=fp32",
               "model.dropout=0.0", "training.max_steps=6", "training.valid_every=3",
               "training.batch_tokens=400", "-q"]
-    one = tmp_path / "one"
-    proc = nmt("train", f"output_dir={one}", "training.accumulate=2", *common)
-    assert proc.returncode == 0, proc.stderr
+    one = tmp_path / "one"  # in this process (one intra-op thread, as in the children)
+    Trainer(load_config(None, [f"output_dir={one}", "training.accumulate=2", *common[:-1]]),
+            quiet=True).fit()
     two = tmp_path / "two"
     proc = nmt("train", f"output_dir={two}", *common, launcher=TORCHRUN)
     assert proc.returncode == 0, proc.stderr[-3000:]
