@@ -1,5 +1,5 @@
-"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``encode``, ``average``,
-``evaluate``.
+"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``serve``, ``encode``,
+``average``, ``evaluate``.
 
 Only the standard library is imported at start-up; each subcommand imports what it needs when
 it runs, so ``nmt --help`` and ``nmt translate --help`` answer without loading torch or
@@ -20,6 +20,14 @@ EXAMPLES_PREPARE = """examples:
   nmt prepare --config run.yaml
   nmt prepare --config run.yaml tokenizer.vocab_size=16000 data.max_len=100
   nmt prepare --dataset bentrevett/multi30k --src-lang de --tgt-lang en --output-dir runs/m30k
+"""
+
+
+EXAMPLES_SERVE = """examples:
+  nmt serve -m runs/lohelp_en_de                       # http://127.0.0.1:5000/
+  nmt serve -m runs/en_de -m runs/de_en --port 8080 --beam-size 4
+  curl -s localhost:5000/translate -H 'Content-Type: application/json' \\
+       -d '{"q": "Click OK.", "source": "en", "target": "de"}'
 """
 
 
@@ -87,6 +95,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar, summary or info logs")
     p.set_defaults(handler=_cmd_translate)
+
+    p = sub.add_parser("serve", help="a LibreTranslate-compatible translation server",
+                       description="Serve model directories over LibreTranslate's HTTP API "
+                       "(POST /translate, GET /languages, /health, /frontend/settings) with a "
+                       "web page at /. Each directory serves the language pair of its config; "
+                       "concurrent requests are merged into one batched search per model.",
+                       epilog=EXAMPLES_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", metavar="DIR", required=True, action="append",
+                   help="model directory; repeat it to serve several language pairs")
+    p.add_argument("--host", default="127.0.0.1",
+                   help="address to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    _add_decoding_args(p)
+    p.add_argument("--max-batch-wait", type=float, default=5.0, metavar="MS",
+                   help="milliseconds a model's worker waits for more requests to batch "
+                        "(default 5; 0: one request per search, no batching across requests)")
+    p.add_argument("--char-limit", type=int, default=10_000, metavar="N",
+                   help="characters per request (default 10000; 0: no limit)")
+    p.add_argument("--batch-limit", type=int, default=128, metavar="N",
+                   help="texts in a list q (default 128; 0: no limit)")
+    p.add_argument("--queue-limit", type=int, default=4096, metavar="N",
+                   help="lines waiting per model; past it requests get 503 at once "
+                        "(default 4096)")
+    p.add_argument("--body-limit", type=int, default=1 << 20, metavar="BYTES",
+                   help="bytes of a request body (default 1 MiB); larger bodies get 413")
+    p.add_argument("--req-limit", type=int, default=0, metavar="N",
+                   help="requests per minute per API key or client address, then 429 "
+                        "(default 0: no limit)")
+    p.add_argument("--api-keys", metavar="FILE",
+                   help="file of API keys, one per line: requests must send one as api_key")
+    p.add_argument("--timeout", type=float, default=60.0, metavar="S",
+                   help="seconds a request waits for its translation, then 503 (default 60)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser("encode", help="sentence vectors from the encoder",
                        description="Write one fixed-length vector per input line: the top "
@@ -287,6 +329,31 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                          f"{' (int8 weights)' if args.quantize else ''} on {translator.device}; "
                          f"written to {args.output}\n")
     return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    from nmt.errors import ConfigError
+
+    options = _decoding_options(args)
+    for flag in ("char_limit", "batch_limit", "body_limit", "req_limit"):
+        if getattr(args, flag) < 0:
+            raise ConfigError(f"--{flag.replace('_', '-')} must be 0 (no limit) or more, got "
+                              f"{getattr(args, flag)}")
+    if args.queue_limit < 1 or args.timeout <= 0 or args.max_batch_wait < 0:
+        raise ConfigError("--queue-limit must be at least 1, --timeout above 0 and "
+                          "--max-batch-wait 0 or more")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be between 0 and 65535, got {args.port}")
+    from nmt.serve.app import Limits
+    from nmt.serve.server import check_port, load_models, read_api_keys, run
+
+    check_port(args.host, args.port)
+    limits = Limits(args.char_limit, args.batch_limit, args.body_limit, args.req_limit,
+                    args.timeout, read_api_keys(args.api_keys) if args.api_keys else None)
+    batch_tokens = options.pop("batch_tokens")
+    models = load_models(args.model, args.device, args.precision, args.quantize, batch_tokens,
+                         args.max_batch_wait / 1000, args.queue_limit, **options)
+    return run(models, limits, args.host, args.port)
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:

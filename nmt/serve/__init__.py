@@ -1,0 +1,8 @@
+"""``nmt serve``: a LibreTranslate-compatible translation server.
+
+- :mod:`nmt.serve.app`: the HTTP API, limits and the web page (Starlette);
+- :mod:`nmt.serve.batcher`: one worker thread per model merging concurrent requests into one
+  batched search;
+- :mod:`nmt.serve.htmltext`: ``format: html``, text nodes translated, markup kept;
+- :mod:`nmt.serve.server`: loading the models and running uvicorn.
+"""

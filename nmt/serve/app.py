@@ -1,0 +1,431 @@
+"""The LibreTranslate-compatible HTTP API and the web page, as a Starlette application.
+
+Routes (the field names, shapes and error texts follow LibreTranslate 1.9, so that its clients
+work unchanged):
+
+- ``POST /translate``: JSON or form fields ``q`` (a string, or in JSON a list of strings),
+  ``source`` (a code or ``auto``), ``target``, ``format`` (``text``/``html``), ``alternatives``
+  (int) and ``api_key``; answers ``{"translatedText": ...}`` plus ``alternatives`` when asked
+  and ``detectedLanguage`` for ``auto``.
+- ``GET /languages``: ``[{"code", "name", "targets"}]``; ``GET /health``: ``{"status": "ok"}``;
+  ``GET /frontend/settings``: the fields of LibreTranslate's that apply; ``GET /``: the page.
+
+Every error is ``{"error": "..."}`` with 400 (bad input, unknown pair, over a limit), 403 (API
+key), 404/405, 413 (body too large), 429 (rate limit), 503 (queue full or timed out) or 500; no
+reply carries a traceback. Translation runs on each model's :class:`~nmt.serve.batcher.Batcher`
+thread, never on the event loop; a text with several lines is translated line by line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import defaultdict, deque
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.middleware import Middleware
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from nmt.serve.batcher import Batcher, QueueFull
+from nmt.serve.htmltext import HtmlDocuments
+
+log = logging.getLogger("nmt.serve")
+
+DRAIN = 64 << 20  # bytes of an oversized body read and dropped before the 413 reply
+
+NAMES = {"ar": "Arabic", "cs": "Czech", "da": "Danish", "de": "German", "el": "Greek",
+         "en": "English", "es": "Spanish", "fi": "Finnish", "fr": "French", "hi": "Hindi",
+         "hu": "Hungarian", "it": "Italian", "ja": "Japanese", "ko": "Korean", "nl": "Dutch",
+         "pl": "Polish", "pt": "Portuguese", "ro": "Romanian", "ru": "Russian",
+         "sv": "Swedish", "tr": "Turkish", "uk": "Ukrainian", "zh": "Chinese"}
+
+
+def language_name(code: str) -> str:
+    """English name of a language code (the code itself when unknown)."""
+    return NAMES.get(code, code)
+
+
+class ApiError(Exception):
+    """An error reply: HTTP status and message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status, self.message = status, message
+
+
+@dataclass
+class Limits:
+    """What one request may ask for; 0 or None means no limit (see ``nmt serve --help``)."""
+
+    char_limit: int = 10_000  # characters of all texts of one request
+    batch_limit: int = 128  # texts in a list ``q``
+    body_limit: int = 1 << 20  # bytes of a request body
+    req_limit: int = 0  # requests per minute per API key or client address
+    timeout: float = 60.0  # seconds a request waits for its translation
+    api_keys: frozenset[str] | None = None  # keys required when given
+
+
+@dataclass
+class ServedModel:
+    """A language pair and the batcher of its model."""
+
+    src: str
+    tgt: str
+    batcher: Batcher
+    beam_size: int
+
+
+@dataclass
+class _RateLimiter:
+    """Moving one-minute window of request times per client."""
+
+    per_minute: int
+    hits: dict[str, deque] = field(default_factory=lambda: defaultdict(deque))
+
+    def allow(self, client: str) -> bool:
+        if self.per_minute <= 0:
+            return True
+        now, window = time.monotonic(), self.hits[client]
+        while window and now - window[0] >= 60.0:
+            window.popleft()
+        if len(window) >= self.per_minute:
+            return False
+        window.append(now)
+        return True
+
+
+# ----------------------------------------------------------------------------- request parsing
+
+
+async def _body(request: Request, limit: int) -> bytes:
+    """The request body, refused with 413 past ``limit`` bytes (announced or streamed)."""
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if limit and size > limit:
+            chunks = []  # read on and drop the rest (up to DRAIN bytes), so that the client,
+            if size > DRAIN:  # still sending, reads the reply instead of a reset connection
+                break
+        else:
+            chunks.append(chunk)
+    if limit and size > limit:
+        more = " or more" if size > DRAIN else ""
+        raise ApiError(413, f"Invalid request: the body ({size:,} bytes{more}) exceeds the "
+                            f"limit ({limit:,} bytes)")
+    return b"".join(chunks)
+
+
+async def _fields(request: Request, limit: int) -> dict:
+    """The request's fields: a JSON object, or form fields over the query string."""
+    body = await _body(request, limit)
+    kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    fields: dict = dict(request.query_params)
+    if kind == "application/json":
+        try:
+            data = json.loads(body.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as exc:
+            raise ApiError(400, f"Invalid JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise ApiError(400, "Invalid JSON format: the body must be a JSON object")
+        return {**fields, **data}
+    if kind == "multipart/form-data":
+        async def replay() -> dict:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        try:
+            form = await Request(request.scope, replay).form()
+        except Exception as exc:  # noqa: BLE001 - python-multipart's errors vary by version
+            raise ApiError(400, f"Invalid form data: {exc}") from None
+        fields.update({k: v for k, v in form.items() if isinstance(v, str)})
+        return fields
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise ApiError(400, "Invalid request: the body is not UTF-8") from None
+    fields.update(parse_qsl(text, keep_blank_values=True))
+    return fields
+
+
+def _texts(fields: dict) -> tuple[list[str], bool]:
+    """``q`` as a list of texts, and whether it came as a list."""
+    q = fields.get("q")
+    if q is None or q == "" or q == []:
+        raise ApiError(400, "Invalid request: missing q parameter")
+    if isinstance(q, str):
+        return [q], False
+    if isinstance(q, list) and all(isinstance(text, str) for text in q):
+        return q, True
+    raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+
+
+def _code(fields: dict, name: str) -> str:
+    value = fields.get(name)
+    if value is None or value == "":
+        raise ApiError(400, f"Invalid request: missing {name} parameter")
+    if not isinstance(value, str):
+        raise ApiError(400, f"Invalid request: {name} must be a language code")
+    return value.strip().lower()
+
+
+def _alternatives(fields: dict) -> int:
+    value = fields.get("alternatives", 0)
+    if isinstance(value, bool) or not isinstance(value, (int, str)):
+        raise ApiError(400, "Invalid request: alternatives parameter is not a number")
+    try:
+        return max(0, int(value))
+    except ValueError:
+        raise ApiError(400, "Invalid request: alternatives parameter is not a number") from None
+
+
+# ----------------------------------------------------------------------------- the service
+
+
+class Service:
+    """The models by language pair, the limits, and the route handlers."""
+
+    def __init__(self, models: Sequence[ServedModel], limits: Limits) -> None:
+        self.models = {(m.src, m.tgt): m for m in models}
+        self.limits = limits
+        self.rate = _RateLimiter(limits.req_limit)
+
+    # ------------------------------------------------------------- languages and settings
+
+    def languages(self) -> list[dict]:
+        codes = sorted({code for pair in self.models for code in pair})
+        return [{"code": code, "name": language_name(code),
+                 "targets": sorted(t for s, t in self.models if s == code)} for code in codes]
+
+    def settings(self) -> dict:
+        src, tgt = next(iter(self.models))
+        return {"charLimit": self.limits.char_limit or -1, "frontendTimeout": 500,
+                "apiKeys": self.limits.api_keys is not None,
+                "keyRequired": self.limits.api_keys is not None, "suggestions": False,
+                "filesTranslation": False, "supportedFilesFormat": [],
+                "language": {"source": {"code": src, "name": language_name(src)},
+                             "target": {"code": tgt, "name": language_name(tgt)}}}
+
+    # ------------------------------------------------------------- checks
+
+    def check_access(self, fields: dict, client: str) -> None:
+        key = fields.get("api_key")
+        if self.limits.api_keys is not None:
+            if key is None or key == "":
+                raise ApiError(403, "Please contact the server operator to get an API key")
+            if not isinstance(key, str) or key not in self.limits.api_keys:
+                raise ApiError(403, "Invalid API key")
+        who = f"key:{key}" if self.limits.api_keys is not None else f"ip:{client}"
+        if not self.rate.allow(who):
+            raise ApiError(429, f"Slowdown: {self.limits.req_limit} per 1 minute")
+
+    def pair(self, source: str, target: str) -> ServedModel:
+        known = {code for pair in self.models for code in pair}
+        if target not in known:
+            raise ApiError(400, f"{target} is not supported")
+        if source == "auto":
+            sources = sorted(s for s, t in self.models if t == target)
+            if len(sources) != 1:
+                raise ApiError(400, f"auto cannot choose the source language for {target}: "
+                                    f"{', '.join(sources) or 'none'} can be translated into it; "
+                                    "give source")
+            source = sources[0]
+        elif source not in known:
+            raise ApiError(400, f"{source} is not supported")
+        model = self.models.get((source, target))
+        if model is None:
+            raise ApiError(400, f"{language_name(target)} ({target}) is not available as a "
+                                f"target language from {language_name(source)} ({source})")
+        return model
+
+    def check_size(self, texts: list[str]) -> None:
+        limits = self.limits
+        if limits.batch_limit and len(texts) > limits.batch_limit:
+            raise ApiError(400, f"Invalid request: request ({len(texts)}) exceeds text limit "
+                                f"({limits.batch_limit})")
+        chars = sum(len(text) for text in texts)
+        if limits.char_limit and chars > limits.char_limit:
+            raise ApiError(400, f"Invalid request: request ({chars}) exceeds text limit "
+                                f"({limits.char_limit})")
+
+    # ------------------------------------------------------------- translation
+
+    async def translate_lines(self, model: ServedModel, lines: list[str],
+                              n_best: int) -> list[list[str]]:
+        """Up to ``n_best`` translations of each line (the batcher's search, awaited)."""
+        try:
+            future = model.batcher.submit(lines, n_best)
+        except QueueFull as exc:
+            raise ApiError(503, f"The server is busy ({exc}); try again later") from None
+        try:
+            results = await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout)
+        except TimeoutError:
+            future.cancel()
+            raise ApiError(503, f"The translation took longer than {self.limits.timeout:g} s; "
+                                "try again later or send less text") from None
+        return [[text for text, _ in hyps] for hyps in results]
+
+    async def translate_texts(self, model: ServedModel, texts: list[str],
+                              n_best: int) -> list[list[str]]:
+        """Each text's ``n_best`` translations; a text is translated line by line."""
+        split = [text.replace("\r\n", "\n").replace("\r", "\n").split("\n") for text in texts]
+        flat = [line for lines in split for line in lines]
+        results = await self.translate_lines(model, flat, n_best) if flat else []
+        out, start = [], 0
+        for lines in split:
+            hyps = results[start:start + len(lines)]
+            start += len(lines)
+            out.append(["\n".join(h[k] if k < len(h) else h[0] for h in hyps)
+                        for k in range(n_best)])
+        return out
+
+    async def translate(self, fields: dict, client: str) -> tuple[dict, int, int]:
+        """The reply to a ``/translate`` request, its number of texts and characters."""
+        self.check_access(fields, client)
+        texts, as_list = _texts(fields)
+        source, target = _code(fields, "source"), _code(fields, "target")
+        kind = fields.get("format") or "text"
+        if kind not in ("text", "html"):
+            raise ApiError(400, f"{kind} format is not supported")
+        alternatives = _alternatives(fields)
+        model = self.pair(source, target)
+        if alternatives + 1 > model.beam_size:
+            raise ApiError(400, "Invalid request: alternatives parameter must be <= "
+                                f"{model.beam_size - 1} (the beam size less one)")
+        self.check_size(texts)
+        reply: dict = {}
+        if kind == "html":
+            documents = HtmlDocuments(texts)
+            runs = await self.translate_texts(model, documents.runs, 1)
+            translated = documents.rebuild([hyps[0] for hyps in runs])
+            if alternatives:
+                reply["alternatives"] = [[] for _ in texts]
+        else:
+            nbest = await self.translate_texts(model, texts, alternatives + 1)
+            translated = [hyps[0] for hyps in nbest]
+            if alternatives:
+                reply["alternatives"] = [list(dict.fromkeys(h for h in hyps[1:]
+                                                            if h and h != hyps[0]))
+                                         for hyps in nbest]
+        reply["translatedText"] = translated if as_list else translated[0]
+        if not as_list and "alternatives" in reply:
+            reply["alternatives"] = reply["alternatives"][0]
+        if source == "auto":
+            detected = {"confidence": 100.0, "language": model.src}
+            reply["detectedLanguage"] = [detected] * len(texts) if as_list else detected
+        return reply, len(texts), sum(len(text) for text in texts)
+
+
+# ----------------------------------------------------------------------------- the application
+
+
+CORS = {"Access-Control-Allow-Origin": "*",
+        "Access-Control-Allow-Headers": "Authorization, Content-Type",
+        "Access-Control-Allow-Methods": "GET, POST"}
+
+
+def _json(data: object, status: int = 200) -> JSONResponse:
+    return JSONResponse(data, status_code=status, headers=CORS)
+
+
+def page() -> str:
+    """The web page (package data ``nmt/serve/page.html``)."""
+    return resources.files("nmt.serve").joinpath("page.html").read_text(encoding="utf-8")
+
+
+def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
+    """The ASGI application serving ``models`` under ``limits``.
+
+    The batchers are closed (their queued jobs finished) when the application shuts down.
+    """
+    if not models:
+        raise ValueError("nmt serve needs at least one model")
+    service = Service(models, limits)
+    html = page()
+
+    async def translate(request: Request) -> Response:
+        fields = await _fields(request, limits.body_limit)
+        client = request.client.host if request.client else "unknown"
+        reply, items, chars = await service.translate(fields, client)
+        request.scope["nmt.size"] = (items, chars)  # for the access log
+        return _json(reply)
+
+    async def languages(request: Request) -> Response:
+        return _json(service.languages())
+
+    async def settings(request: Request) -> Response:
+        return _json(service.settings())
+
+    async def health(request: Request) -> Response:
+        return _json({"status": "ok"})
+
+    async def index(request: Request) -> Response:
+        return HTMLResponse(html)
+
+    async def preflight(request: Request) -> Response:
+        return Response(status_code=204, headers=CORS)
+
+    async def api_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ApiError)
+        return _json({"error": exc.message}, exc.status)
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        return _json({"error": exc.detail}, exc.status_code)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        log.error("%s %s failed: %s", request.method, request.url.path, exc,
+                  exc_info=(type(exc), exc, exc.__traceback__))
+        return _json({"error": f"The server could not translate this request "
+                               f"({type(exc).__name__}); the log has the details"}, 500)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for model in models:
+            await asyncio.to_thread(model.batcher.close)
+
+    return Starlette(
+        routes=[Route("/", index), Route("/translate", translate, methods=["POST"]),
+                Route("/translate", preflight, methods=["OPTIONS"]),
+                Route("/languages", languages), Route("/health", health),
+                Route("/frontend/settings", settings)],
+        middleware=[Middleware(AccessLog)],
+        exception_handlers={ApiError: api_error, HTTPException: http_error,
+                            Exception: server_error},
+        lifespan=lifespan)
+
+
+class AccessLog:
+    """ASGI middleware: one log line per request with its method, path, status, number of
+    texts, characters and milliseconds; never the text or the API key."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        start, status = time.perf_counter(), [500]
+
+        async def send_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            items, chars = scope.get("nmt.size", (0, 0))
+            log.info("%s %s %d items=%d chars=%d %.0f ms", scope["method"], scope["path"],
+                     status[0], items, chars, (time.perf_counter() - start) * 1000)

@@ -1,0 +1,111 @@
+"""``nmt serve``: load the model directories, check the flags, run the app on uvicorn.
+
+SIGTERM stops accepting connections, lets the requests in flight finish (each waits at most
+``--timeout``), closes the batchers and returns 0; Ctrl-C does the same and exits 130.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+from collections.abc import Sequence
+from pathlib import Path
+
+from nmt.errors import ConfigError, NMTError
+from nmt.serve.app import Limits, ServedModel
+
+log = logging.getLogger("nmt.serve")
+
+
+def read_api_keys(path: str | Path) -> frozenset[str]:
+    """Keys of a file, one per line; blank lines and lines starting with # are skipped."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"cannot read the API keys file {path}: {exc}") from None
+    keys = frozenset(line.strip() for line in text.splitlines()
+                     if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        raise ConfigError(f"the API keys file {path} holds no key (one key per line)")
+    return keys
+
+
+def language_pair(directory: str | Path) -> tuple[str, str]:
+    """(source, target) codes of a model directory, from its config (nothing else loaded)."""
+    from nmt.config import load_config
+    from nmt.layout import RunDir
+
+    run = RunDir(directory)
+    if not run.root.is_dir():
+        raise ConfigError(f"model directory not found: {run.root}")
+    if not run.config.is_file():
+        raise ConfigError(f"{run.root} is not a model directory (no {run.config.name}): give "
+                          "the output directory of a trained run")
+    data = load_config(run.config).data
+    return data.src_lang.lower(), data.tgt_lang.lower()
+
+
+def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
+                batch_tokens: int | None, max_wait: float, queue_limit: int,
+                **options: object) -> list[ServedModel]:
+    """One :class:`ServedModel` per directory; a pair served twice is a :class:`ConfigError`
+    (found from the configs, before any model is loaded)."""
+    from nmt.serve.batcher import Batcher
+    from nmt.translate import Translator
+
+    pairs: dict[tuple[str, str], str] = {}
+    for directory in model_dirs:
+        pair = language_pair(directory)
+        if pair in pairs:
+            raise ConfigError(f"{directory} and {pairs[pair]} both translate "
+                              f"{pair[0]} -> {pair[1]}: serve one model per language pair")
+        pairs[pair] = directory
+    models = []
+    for pair, directory in pairs.items():
+        try:
+            translator = Translator.load(directory, device, precision, quantize)
+        except NMTError as exc:
+            raise ConfigError(f"model directory {directory}: {exc}") from None
+        beam = int(options.get("beam_size") or translator.config.decoding.beam_size)
+        gather = batch_tokens or translator.config.decoding.batch_tokens
+        batcher = Batcher(translator, gather, max_wait, queue_limit, batch_tokens=batch_tokens,
+                          **options)
+        models.append(ServedModel(*pair, batcher=batcher, beam_size=beam))
+        log.info("serving %s -> %s from %s (beam %d)", *pair, directory, beam)
+    return models
+
+
+def check_port(host: str, port: int) -> None:
+    """Refuse, with one line, an address that cannot be listened on (taken or unknown)."""
+    import socket
+
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        with socket.socket(infos[0][0], socket.SOCK_STREAM) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            probe.bind(infos[0][4])
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {host}:{port} ({exc.strerror or exc}): choose "
+                          "another --port or --host") from None
+
+
+def run(models: list[ServedModel], limits: Limits, host: str, port: int) -> int:
+    """Serve until SIGTERM (exit 0) or Ctrl-C (130)."""
+    import uvicorn
+
+    from nmt.serve.app import create_app
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: object) -> None:  # noqa: D102
+            if sig == signal.SIGTERM:  # a clean stop: finish what is in flight, then exit 0
+                self.should_exit = True
+            else:
+                super().handle_exit(sig, frame)  # type: ignore[arg-type]
+
+    config = uvicorn.Config(create_app(models, limits), host=host, port=port,
+                            access_log=False, log_config=None, server_header=False,
+                            timeout_graceful_shutdown=int(limits.timeout) + 5)
+    server = Server(config)
+    log.info("listening on http://%s:%d (the page is at /)", host, port)
+    server.run()
+    return 0 if server.started else 2

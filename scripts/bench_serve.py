@@ -1,0 +1,216 @@
+"""Benchmark: ``nmt serve`` under load on loopback, against ``nmt translate`` on one file.
+
+What it measures, with a trained model directory (``--model``) and the LibreOffice help test set
+(``--src``, first ``--limit`` lines), every request one sentence, beam size 5:
+
+- ``translate-file``: ``Translator.translate`` on all the lines at once (what ``nmt translate -i
+  FILE`` runs after loading the model), in a child process: sentences/s;
+- ``serve-batched``: ``nmt serve`` (default ``--max-batch-wait 5``) with 1, 8, 32 and 128
+  concurrent clients (``--clients``): sentences/s and p50/p95/p99 latency per request;
+- ``serve-unbatched``: ``nmt serve --max-batch-wait 0`` (one request per search) with 1 and 32
+  clients;
+- ``soak``: the batched server with 32 clients for ``--soak-seconds`` (default 600): its RSS
+  after a warm-up minute and at the end.
+
+Targets (issue 16): with 32 clients the batched server gives at least 4x the unbatched one's
+sentences/s, within 1.5x of ``translate-file``'s, with p99 latency under 2 s; RSS at the end of
+the soak within 10% of RSS after warm-up.
+
+The server listens on 127.0.0.1 on a free port, runs in its own process (torch's default
+threads), and the clients (threads of this process, one keep-alive HTTP connection each) share
+the machine with it. Each setting is bounded by the number of sentences and ``--max-seconds``.
+
+    python scripts/bench_serve.py --model runs/lohelp_en_de [--src FILE] [--limit 600]
+        [--clients 1,8,32,128] [--soak-seconds 600] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+from benchlib import warn_if_busy  # noqa: E402
+
+BEAM = 5
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size of a process in MB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def translate_file(model: str, lines: list[str]) -> dict:
+    """sentences/s of Translator.translate on all lines, in a child process."""
+    code = (
+        "import json, sys, time\n"
+        "from nmt.translate import Translator\n"
+        "lines = json.load(sys.stdin)\n"
+        f"t = Translator.load({model!r})\n"
+        "t.translate(lines[:20], beam_size=5)\n"
+        "start = time.perf_counter()\n"
+        "t.translate(lines, beam_size=5)\n"
+        "print(json.dumps({'seconds': time.perf_counter() - start}))\n")
+    proc = subprocess.run([sys.executable, "-c", code], input=json.dumps(lines), text=True,
+                          capture_output=True, check=True)
+    seconds = json.loads(proc.stdout.strip().splitlines()[-1])["seconds"]
+    return {"sentences": len(lines), "seconds": seconds, "sent_per_s": len(lines) / seconds}
+
+
+class Server:
+    """``nmt serve`` in a child process on a free loopback port."""
+
+    def __init__(self, model: str, max_wait_ms: float) -> None:
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
+             "--beam-size", str(BEAM), "--max-batch-wait", str(max_wait_ms), "-q",
+             "--queue-limit", "100000", "--timeout", "120"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=5)
+                conn.request("GET", "/health")
+                if conn.getresponse().status == 200:
+                    return
+            except OSError:
+                time.sleep(0.2)
+        raise SystemExit(f"nmt serve did not start: {self.proc.stderr.read()}")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(60)
+
+
+def load(port: int, lines: list[str], pair: tuple[str, str], clients: int, total: int,
+         max_seconds: float) -> dict:
+    """``clients`` threads send one sentence per request until ``total`` are done."""
+    latencies: list[float] = []
+    failures: list[str] = []
+    counter = iter(range(total))
+    lock = threading.Lock()
+    stop_at = time.perf_counter() + max_seconds
+
+    def client() -> None:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=180)
+        while time.perf_counter() < stop_at:
+            with lock:
+                index = next(counter, None)
+            if index is None:
+                return
+            body = json.dumps({"q": lines[index % len(lines)], "source": pair[0],
+                               "target": pair[1]})
+            start = time.perf_counter()
+            conn.request("POST", "/translate", body, {"Content-Type": "application/json"})
+            reply = conn.getresponse()
+            data = reply.read()
+            with lock:
+                if reply.status == 200:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failures.append(f"{reply.status} {data[:200]!r}")
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    start = time.perf_counter()
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    elapsed = time.perf_counter() - start
+    if failures:
+        raise SystemExit(f"{len(failures)} requests failed, e.g. {failures[0]}")
+    quantiles = statistics.quantiles(latencies, n=100) if len(latencies) > 1 else latencies * 99
+    return {"clients": clients, "sentences": len(latencies), "seconds": elapsed,
+            "sent_per_s": len(latencies) / elapsed, "p50_ms": quantiles[49] * 1000,
+            "p95_ms": quantiles[94] * 1000, "p99_ms": quantiles[98] * 1000}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", required=True, help="trained model directory")
+    parser.add_argument("--src", default=str(ROOT.parent / "shared/data/lohelp-en-de/test.en"))
+    parser.add_argument("--limit", type=int, default=600, help="sentences per setting")
+    parser.add_argument("--clients", default="1,8,32,128")
+    parser.add_argument("--max-seconds", type=float, default=120.0,
+                        help="time bound of each setting")
+    parser.add_argument("--soak-seconds", type=float, default=600.0)
+    parser.add_argument("--json", help="write the figures here too")
+    args = parser.parse_args()
+
+    from nmt.config import load_config
+
+    config = load_config(str(Path(args.model) / "config.yaml"), [])
+    pair = (config.data.src_lang, config.data.tgt_lang)
+    lines = [x for x in Path(args.src).read_text(encoding="utf-8").splitlines() if x.strip()]
+    lines = lines[:args.limit]
+    load_before = warn_if_busy()
+    cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text()
+                .splitlines() if x.startswith("model name")), "unknown")
+    figures: dict = {"cpu": cpu, "cores": os.cpu_count(), "load_before": load_before,
+                     "sentences": len(lines), "beam_size": BEAM}
+
+    figures["translate_file"] = translate_file(args.model, lines)
+    print(f"translate-file: {figures['translate_file']['sent_per_s']:.1f} sent/s", flush=True)
+
+    for name, wait, counts in (("serve_batched", 5.0, args.clients),
+                               ("serve_unbatched", 0.0, "1,32")):
+        server = Server(args.model, wait)
+        try:
+            load(server.port, lines, pair, 8, 40, 60)  # warm-up
+            rows = []
+            for clients in (int(c) for c in counts.split(",")):
+                row = load(server.port, lines, pair, clients, len(lines), args.max_seconds)
+                rows.append(row)
+                print(f"{name} {clients:>3} clients: {row['sent_per_s']:.1f} sent/s, p50 "
+                      f"{row['p50_ms']:.0f} ms, p95 {row['p95_ms']:.0f} ms, p99 "
+                      f"{row['p99_ms']:.0f} ms", flush=True)
+            figures[name] = rows
+            if name == "serve_batched" and args.soak_seconds > 0:
+                load(server.port, lines, pair, 32, 10**9, min(60.0, args.soak_seconds / 10))
+                warm = rss_mb(server.proc.pid)
+                row = load(server.port, lines, pair, 32, 10**9, args.soak_seconds)
+                end = rss_mb(server.proc.pid)
+                figures["soak"] = {"seconds": row["seconds"], "sentences": row["sentences"],
+                                   "rss_warm_mb": warm, "rss_end_mb": end,
+                                   "growth": end / warm - 1, "p99_ms": row["p99_ms"]}
+                print(f"soak {row['seconds']:.0f} s, {row['sentences']} sentences: RSS "
+                      f"{warm:.0f} -> {end:.0f} MB ({(end / warm - 1):+.1%})", flush=True)
+        finally:
+            server.stop()
+
+    at32 = {name: next(r for r in figures[name] if r["clients"] == 32)
+            for name in ("serve_batched", "serve_unbatched")}
+    figures["targets"] = {
+        "batched_over_unbatched_32": at32["serve_batched"]["sent_per_s"]
+        / at32["serve_unbatched"]["sent_per_s"],
+        "file_over_batched_32": figures["translate_file"]["sent_per_s"]
+        / at32["serve_batched"]["sent_per_s"],
+        "p99_ms_32": at32["serve_batched"]["p99_ms"]}
+    print(json.dumps(figures["targets"]))
+    if args.json:
+        Path(args.json).write_text(json.dumps(figures, indent=1) + "\n", encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,510 @@
+"""``nmt serve``: the LibreTranslate API on the shared trained reverse model, served live on a
+free loopback port: every endpoint and error status, LibreTranslate's official client, HTML,
+64 concurrent requests against ``nmt translate``, 500+ malformed requests, a real browser, and
+the command line (bad model directories, SIGTERM)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from nmt.serve.app import Limits, ServedModel, create_app
+from nmt.serve.batcher import Batcher
+from nmt.serve.htmltext import split_html
+from nmt.translate import Translator
+
+# --------------------------------------------------------------------------- serving helpers
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running(models: list[ServedModel], limits: Limits) -> Iterator[str]:
+    """The app on uvicorn in a thread, on a free loopback port; yields its base URL."""
+    import uvicorn
+
+    server = uvicorn.Server(uvicorn.Config(create_app(models, limits), host="127.0.0.1",
+                                           port=free_port(), log_config=None, access_log=False))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 30
+    while not server.started and time.time() < deadline:
+        time.sleep(0.01)
+    assert server.started, "the test server did not start"
+    try:
+        yield f"http://127.0.0.1:{server.config.port}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+
+
+def call(url: str, path: str, *, json_body: object = None, form: dict | None = None,
+         raw: bytes | None = None, content_type: str | None = None,
+         method: str | None = None) -> tuple[int, object]:
+    """(status, parsed JSON reply) of one request."""
+    headers = {}
+    data = raw
+    if json_body is not None:
+        data, headers["Content-Type"] = json.dumps(json_body).encode(), "application/json"
+    elif form is not None:
+        data = urllib.parse.urlencode(form).encode()
+    if content_type:
+        headers["Content-Type"] = content_type
+    request = urllib.request.Request(url + path, data=data, headers=headers, method=method)
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:
+            return reply.status, json.loads(reply.read().decode("utf-8"))
+    except urllib.error.HTTPError as err:
+        body = err.read()
+        try:
+            return err.code, json.loads(body.decode("utf-8"))
+        except ValueError:
+            return err.code, body
+
+
+def served(model_dir: Path, src: str = "src", tgt: str = "tgt", max_wait: float = 0.005,
+           queue_limit: int = 4096, translator: object = None) -> ServedModel:
+    """A model directory served as ``src -> tgt`` with greedy search (as the tests compare)."""
+    translator = translator or Translator.load(model_dir, precision="fp32")
+    return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, beam_size=2),
+                       beam_size=2)
+
+
+@pytest.fixture(scope="module")
+def reference(trained_reverse: Path) -> Translator:
+    """The Translator the replies are compared with (the same search settings)."""
+    return Translator.load(trained_reverse, precision="fp32")
+
+
+@pytest.fixture(scope="module")
+def url(trained_reverse: Path) -> Iterator[str]:
+    """Three pairs (src->tgt, xx->tgt, src->zz) of the shared model, the default limits but
+    smaller character and body limits."""
+    models = [served(trained_reverse), served(trained_reverse, "xx", "tgt"),
+              served(trained_reverse, "src", "zz")]
+    with running(models, Limits(char_limit=2000, batch_limit=100, body_limit=200_000)) as base:
+        yield base
+
+
+def ref(reference: Translator, lines: list[str], n_best: int = 1) -> list[list[str]]:
+    return [[text for text, _ in hyps]
+            for hyps in reference.translate_nbest(lines, beam_size=2, n_best=n_best)]
+
+
+# --------------------------------------------------------------------------- the API
+
+
+def test_languages_health_settings_and_page(url):
+    status, languages = call(url, "/languages")
+    assert status == 200
+    assert languages == [{"code": "src", "name": "src", "targets": ["tgt", "zz"]},
+                         {"code": "tgt", "name": "tgt", "targets": []},
+                         {"code": "xx", "name": "xx", "targets": ["tgt"]},
+                         {"code": "zz", "name": "zz", "targets": []}]
+    assert call(url, "/health") == (200, {"status": "ok"})
+    status, frontend = call(url, "/frontend/settings")
+    assert status == 200 and frontend["charLimit"] == 2000 and frontend["keyRequired"] is False
+    assert frontend["language"]["source"]["code"] == "src"
+    with urllib.request.urlopen(url + "/", timeout=30) as reply:
+        page = reply.read().decode()
+    assert reply.headers["content-type"].startswith("text/html")
+    for element in ('id="source"', 'id="target"', 'id="swap"', 'id="translate"', 'id="text"'):
+        assert element in page
+    assert "http" not in page.split("<script>")[1]  # no CDN, nothing fetched from elsewhere
+
+
+def test_translate_json_form_multipart_and_lists(url, reference):
+    lines = ["a b c d", "h g f e d", "c c a b"]
+    expected = [hyps[0] for hyps in ref(reference, lines)]
+    assert call(url, "/translate", json_body={"q": lines[0], "source": "src", "target": "tgt"}) \
+        == (200, {"translatedText": expected[0]})
+    assert call(url, "/translate", form={"q": lines[1], "source": "src", "target": "tgt"}) \
+        == (200, {"translatedText": expected[1]})
+    boundary = "nmtboundary"
+    body = "".join(f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+                   for k, v in (("q", lines[2]), ("source", "src"), ("target", "tgt")))
+    status, reply = call(url, "/translate", raw=f"{body}--{boundary}--\r\n".encode(),
+                         content_type=f"multipart/form-data; boundary={boundary}")
+    assert (status, reply) == (200, {"translatedText": expected[2]})
+    assert call(url, "/translate", json_body={"q": lines, "source": "src", "target": "tgt"}) \
+        == (200, {"translatedText": expected})
+    # a text of several lines is translated line by line; U+2028 stays inside its line
+    status, reply = call(url, "/translate", json_body={
+        "q": f"{lines[0]}\n\n{lines[1]}\u2028", "source": "src", "target": "tgt"})
+    assert status == 200
+    assert reply["translatedText"] == f"{expected[0]}\n\n{ref(reference, [lines[1]])[0][0]}"
+
+
+def test_alternatives_and_auto_source(url, reference):
+    status, reply = call(url, "/translate", json_body={
+        "q": "a b c", "source": "src", "target": "tgt", "alternatives": 1})
+    best, second = ref(reference, ["a b c"], n_best=2)[0]
+    assert status == 200 and reply["translatedText"] == best
+    assert reply["alternatives"] == ([second] if second != best else [])
+    status, reply = call(url, "/translate", json_body={
+        "q": ["a b", "c d"], "source": "src", "target": "tgt", "alternatives": 1})
+    assert status == 200 and len(reply["alternatives"]) == 2
+    # auto: one source for zz resolves; tgt has two (src and xx) and the error names them
+    status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
+                                                      "target": "zz"})
+    assert status == 200
+    assert reply["detectedLanguage"] == {"confidence": 100.0, "language": "src"}
+    status, reply = call(url, "/translate", json_body={"q": ["a", "b"], "source": "auto",
+                                                      "target": "zz"})
+    assert reply["detectedLanguage"] == [{"confidence": 100.0, "language": "src"}] * 2
+    status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
+                                                      "target": "tgt"})
+    assert status == 400 and "src, xx" in reply["error"]
+
+
+def test_html_keeps_every_tag_and_translates_the_text(url, reference):
+    document = ('<div class="note" data-x="1"><p>a b c</p><!-- keep -->\n<br/>'
+                '<b title="t">d e &amp; f</b><code>a b</code> &#169;</div>')
+    status, reply = call(url, "/translate", json_body={"q": document, "source": "src",
+                                                      "target": "tgt", "format": "html"})
+    assert status == 200
+    out = reply["translatedText"]
+
+    def markup(doc: str) -> list[str]:
+        return [raw for kind, raw, _ in split_html(doc) if kind != "text"]
+
+    assert markup(out) == markup(document)  # every tag, attribute, comment and code kept
+    texts = [d.strip() for kind, _, d in split_html(out) if kind == "text" and d.strip()]
+    expected = [hyps[0] for hyps in ref(reference, ["a b c", "d e & f", "©"])]
+    import html
+
+    assert texts == expected
+    assert f"<b title=\"t\">{html.escape(expected[1], quote=False)}</b>" in out
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"source": "src", "target": "tgt"}, 400, "missing q parameter"),
+    ({"q": "", "source": "src", "target": "tgt"}, 400, "missing q parameter"),
+    ({"q": "a", "target": "tgt"}, 400, "missing source parameter"),
+    ({"q": "a", "source": "src"}, 400, "missing target parameter"),
+    ({"q": {"a": 1}, "source": "src", "target": "tgt"}, 400, "string or a list of strings"),
+    ({"q": ["a", 3], "source": "src", "target": "tgt"}, 400, "string or a list of strings"),
+    ({"q": "a", "source": "qq", "target": "tgt"}, 400, "qq is not supported"),
+    ({"q": "a", "source": "src", "target": "qq"}, 400, "qq is not supported"),
+    ({"q": "a", "source": "xx", "target": "zz"}, 400,
+     "zz (zz) is not available as a target language from xx (xx)"),
+    ({"q": "a", "source": "src", "target": "tgt", "format": "pdf"}, 400,
+     "pdf format is not supported"),
+    ({"q": "a", "source": "src", "target": "tgt", "alternatives": "many"}, 400, "not a number"),
+    ({"q": "a", "source": "src", "target": "tgt", "alternatives": 2}, 400, "must be <= 1"),
+    ({"q": "a" * 2001, "source": "src", "target": "tgt"}, 400,
+     "request (2001) exceeds text limit (2000)"),
+    ({"q": ["a"] * 101, "source": "src", "target": "tgt"}, 400,
+     "request (101) exceeds text limit (100)"),
+])
+def test_bad_requests_get_400_and_say_why(url, body, status, message):
+    got, reply = call(url, "/translate", json_body=body)
+    assert got == status and message in reply["error"], reply
+
+
+def test_wrong_routes_body_size_and_json(url):
+    assert call(url, "/nowhere")[0] == 404 and "error" in call(url, "/nowhere")[1]
+    status, reply = call(url, "/health", raw=b"", method="POST")
+    assert status == 405 and "error" in reply
+    status, reply = call(url, "/translate", raw=b"x" * 300_000, content_type="text/plain")
+    assert status == 413 and "exceeds the limit" in reply["error"]
+    status, reply = call(url, "/translate", raw=b"{not json", content_type="application/json")
+    assert status == 400 and reply["error"].startswith("Invalid JSON")
+
+
+def test_api_keys_and_rate_limit(trained_reverse, reference):
+    limits = Limits(req_limit=3, api_keys=frozenset({"secret-key"}))
+    with running([served(trained_reverse, translator=reference)], limits) as base:
+        ask = {"q": "a b", "source": "src", "target": "tgt"}
+        status, reply = call(base, "/translate", json_body=ask)
+        assert status == 403 and "API key" in reply["error"]
+        status, reply = call(base, "/translate", json_body={**ask, "api_key": "wrong"})
+        assert (status, reply) == (403, {"error": "Invalid API key"})
+        assert call(base, "/frontend/settings")[1]["keyRequired"] is True
+        for _ in range(3):  # three a minute for the key
+            assert call(base, "/translate", form={**ask, "api_key": "secret-key"})[0] == 200
+        status, reply = call(base, "/translate", form={**ask, "api_key": "secret-key"})
+        assert (status, reply) == (429, {"error": "Slowdown: 3 per 1 minute"})
+
+
+class _Failing:
+    """A translator whose search raises, or sleeps longer than the request may wait."""
+
+    def __init__(self, reference: Translator, sleep: float = 0.0) -> None:
+        self.reference, self.sleep = reference, sleep
+
+    def source_ids(self, line: str):
+        return self.reference.source_ids(line)
+
+    def translate_nbest(self, lines, **options):
+        if self.sleep:
+            time.sleep(self.sleep)
+            return self.reference.translate_nbest(lines, **options)
+        raise RuntimeError("the search blew up")
+
+
+def test_queue_full_timeout_and_internal_error_get_json(trained_reverse, reference):
+    ask = {"q": ["a b", "c d"], "source": "src", "target": "tgt"}
+    with running([served(trained_reverse, queue_limit=1, translator=reference)],
+                 Limits()) as base:
+        status, reply = call(base, "/translate", json_body=ask)
+        assert status == 503 and "busy" in reply["error"]
+    with running([served(trained_reverse, translator=_Failing(reference, sleep=1.0))],
+                 Limits(timeout=0.2)) as base:
+        status, reply = call(base, "/translate", json_body=ask)
+        assert status == 503 and "longer than 0.2 s" in reply["error"]
+    with running([served(trained_reverse, translator=_Failing(reference))], Limits()) as base:
+        status, reply = call(base, "/translate", json_body=ask)
+        assert status == 500 and "RuntimeError" in reply["error"]
+        assert "Traceback" not in reply["error"] and "blew up" not in reply["error"]
+        assert call(base, "/health") == (200, {"status": "ok"})
+
+
+# --------------------------------------------------------------------------- clients and load
+
+
+def test_the_official_libretranslate_client(url, reference):
+    from libretranslatepy import LibreTranslateAPI
+
+    client = LibreTranslateAPI(url)
+    assert {lang["code"]: lang["targets"] for lang in client.languages()}["src"] == ["tgt", "zz"]
+    for line in ("a b c d e", "h h g"):
+        assert client.translate(line, "src", "tgt") == ref(reference, [line])[0][0]
+
+
+def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, reverse_task,
+                                                               tmp_path):
+    from nmt.cli import main
+
+    lines = Path(f"{reverse_task['test']}.src").read_text(encoding="utf-8").splitlines()[:64]
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["translate", "-m", str(trained_reverse), "-i", str(tmp_path / "in.txt"), "-o",
+                 str(tmp_path / "out.txt"), "--beam-size", "2", "--precision", "fp32",
+                 "-q"]) == 0
+    expected = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
+    model = served(trained_reverse, max_wait=0.05)
+    with running([model], Limits()) as base:
+        barrier = threading.Barrier(64)
+
+        def one(line: str) -> object:
+            barrier.wait(30)
+            return call(base, "/translate", json_body={"q": line, "source": "src",
+                                                      "target": "tgt"})
+
+        with ThreadPoolExecutor(64) as pool:
+            replies = list(pool.map(one, lines))
+    assert [status for status, _ in replies] == [200] * 64
+    assert [reply["translatedText"] for _, reply in replies] == expected
+    assert model.batcher.batches < 32  # requests were merged into shared searches
+
+
+_BAD_JSON = st.one_of(
+    st.binary(min_size=1, max_size=60).filter(lambda b: not _parses(b)),
+    st.just(b'{"q": "a", "source": "src"'), st.just(b"\xff\xfe{}"),
+    st.just('{"q": "caf\u00e9"}'.encode("latin-1")))
+
+
+def _parses(raw: bytes) -> bool:
+    try:
+        json.loads(raw.decode("utf-8"))
+        return True
+    except ValueError:
+        return False
+
+
+_NOT_A_TEXT = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st.booleans(),
+                        st.dictionaries(st.text(max_size=5), st.text(max_size=5), min_size=1),
+                        st.lists(st.integers(), min_size=1, max_size=3))
+_TEXT = st.text(max_size=30).map(lambda t: t + "\u2028a")
+_GOOD = {"q": _TEXT, "source": st.just("src"), "target": st.just("tgt")}
+
+
+def _broken_field() -> st.SearchStrategy[dict]:
+    """A request body whose one field is missing or of a wrong type or value."""
+    def spoil(name: str, value: st.SearchStrategy) -> st.SearchStrategy[dict]:
+        return st.fixed_dictionaries({**_GOOD, name: value})
+
+    return st.one_of(
+        spoil("q", _NOT_A_TEXT.filter(lambda v: v is not None)),
+        spoil("q", st.just("")), spoil("q", st.just([])),
+        spoil("source", _NOT_A_TEXT | st.sampled_from(["", "qq", "SRC-X", "tgt"])),
+        spoil("target", _NOT_A_TEXT | st.sampled_from(["", "qq", "src", "auto"])),
+        spoil("format", st.sampled_from(["pdf", "HTML ", "markdown"])),
+        spoil("alternatives", st.sampled_from(["x", "1.5", [1], {"n": 1}, 9])),
+        st.fixed_dictionaries({"source": st.just("src"), "target": st.just("tgt")}),
+        st.fixed_dictionaries({"q": _TEXT, "target": st.just("tgt")}))
+
+
+def _broken_form() -> st.SearchStrategy[dict]:
+    """Form fields (strings only) with one field missing or of a wrong value."""
+    good = {"q": _TEXT, "source": st.just("src"), "target": st.just("tgt")}
+    return st.one_of(
+        *(st.fixed_dictionaries({**good, name: st.sampled_from(values)})
+          for name, values in (("q", [""]), ("source", ["", "qq", "auto"]),
+                               ("target", ["", "qq", "src"]), ("format", ["pdf", "htm"]),
+                               ("alternatives", ["x", "1.5", "-", "7"]))),
+        *(st.fixed_dictionaries({k: v for k, v in good.items() if k != name})
+          for name in good))
+
+
+_REQUEST = st.one_of(
+    _BAD_JSON.map(lambda raw: ("json", raw)),
+    st.sampled_from([[], 3, "text", None]).map(lambda v: ("json", json.dumps(v).encode())),
+    _broken_field().map(lambda body: ("json", json.dumps(body).encode())),
+    _broken_form().map(lambda body: ("form", urllib.parse.urlencode(body).encode())),
+    st.just(("json", json.dumps({"q": ["a"] * 10_000, "source": "src",
+                                 "target": "tgt"}).encode())),
+    st.just(("json", "10 MB")),  # made in the test: a failure report need not print it
+    st.binary(min_size=1, max_size=40).filter(lambda b: not _utf8(b)).map(
+        lambda raw: ("form", b"q=" + raw + b"&source=src&target=tgt")),
+)
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+        return True
+    except UnicodeDecodeError:
+        return False
+
+
+@settings(max_examples=500, deadline=None, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@given(request=_REQUEST)
+def test_malformed_requests_get_a_json_4xx_and_the_server_keeps_answering(url, request):
+    kind, raw = request
+    if raw == "10 MB":
+        raw = b'{"q": "' + b"a" * 10_000_000 + b'", "source": "src", "target": "tgt"}'
+    content_type = "application/json" if kind == "json" else "application/x-www-form-urlencoded"
+    status, reply = call(url, "/translate", raw=raw, content_type=content_type)
+    assert 400 <= status < 500, (status, str(reply)[:300], raw[:200])
+    assert isinstance(reply, dict) and isinstance(reply.get("error"), str), reply
+    assert call(url, "/health") == (200, {"status": "ok"})
+
+
+# --------------------------------------------------------------------------- the page in a browser
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (CHROMIUM and CHROMEDRIVER) and not os.environ.get("NMT_REQUIRE_BROWSER"),
+                    reason="Debian's chromium and chromium-driver are not installed (.ci/run "
+                           "installs them and sets NMT_REQUIRE_BROWSER=1)")
+def test_the_page_translates_in_a_real_browser(url, reference, tmp_path):
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import Select, WebDriverWait
+
+    assert CHROMIUM and CHROMEDRIVER, "NMT_REQUIRE_BROWSER is set: install Debian's chromium " \
+        "and chromium-driver"
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                 "--window-size=1100,700"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    try:
+        driver.get(url + "/")
+        wait = WebDriverWait(driver, 30)
+        wait.until(lambda d: len(Select(d.find_element(By.ID, "source")).options) == 2)
+        Select(driver.find_element(By.ID, "source")).select_by_value("src")
+        Select(driver.find_element(By.ID, "target")).select_by_value("tgt")
+        driver.find_element(By.ID, "text").send_keys("a b c d e f")
+        driver.find_element(By.ID, "translate").click()
+        wait.until(lambda d: "Translated in" in d.find_element(By.ID, "status").text)
+        shown = driver.find_element(By.ID, "translation").text
+        api = call(url, "/translate", json_body={"q": "a b c d e f", "source": "src",
+                                                 "target": "tgt"})[1]["translatedText"]
+        assert shown == api == ref(reference, ["a b c d e f"])[0][0]
+        driver.save_screenshot(str(tmp_path / "page.png"))
+        assert (tmp_path / "page.png").stat().st_size > 1000
+        # an error is shown in the page: xx -> tgt has no way back for the swap
+        Select(driver.find_element(By.ID, "source")).select_by_value("xx")
+        driver.find_element(By.ID, "swap").click()
+        assert "No model translates from tgt to xx" in driver.find_element(By.ID, "status").text
+        driver.save_screenshot(str(tmp_path / "page_error.png"))
+    finally:
+        driver.quit()
+
+
+# --------------------------------------------------------------------------- the command line
+
+
+def _nmt(*args: object, **kwargs) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "nmt", "serve", *map(str, args)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, **kwargs)
+
+
+@pytest.mark.slow
+def test_bad_model_directories_get_one_line_and_exit_2(trained_reverse, tmp_path):
+    proc = _nmt("-m", tmp_path / "missing", "--port", free_port())
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "missing" in err
+    twin = tmp_path / "twin"
+    shutil.copytree(trained_reverse, twin)
+    proc = _nmt("-m", trained_reverse, "-m", twin, "--port", free_port())
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert "both translate src -> tgt" in err
+
+
+@pytest.mark.slow
+def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tmp_path):
+    port = free_port()
+    keys = tmp_path / "keys.txt"
+    keys.write_text("# test key\nkey-123\n", encoding="utf-8")
+    proc = _nmt("-m", trained_reverse, "--port", port, "--api-keys", keys, "--beam-size", "2",
+                "--batch-limit", "0", "--char-limit", "0")
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while time.time() < deadline:
+            with contextlib.suppress(OSError):
+                if call(base, "/health")[0] == 200:
+                    break
+            time.sleep(0.1)
+        lines = [" ".join("abcdefgh"[(i + j) % 8] for j in range(8)) for i in range(1500)]
+        def timed() -> tuple[int, object, float]:
+            start = time.perf_counter()
+            status, reply = call(base, "/translate", json_body={
+                "q": lines, "source": "src", "target": "tgt", "api_key": "key-123"})
+            return status, reply, time.perf_counter() - start
+
+        with ThreadPoolExecutor(1) as pool:
+            pending = pool.submit(timed)
+            time.sleep(0.3)  # the request is in flight
+            proc.send_signal(signal.SIGTERM)
+            status, reply, seconds = pending.result(timeout=120)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert seconds > 0.3, "the request ended before SIGTERM: give it more lines"
+    assert status == 200 and len(reply["translatedText"]) == 1500
+    assert proc.returncode == 0, err
+    assert "POST /translate 200 items=1500" in err  # one line per request
+    assert "key-123" not in err and lines[0] not in err  # neither the key nor the text
