@@ -17,6 +17,10 @@ Environment:
 ``OMP_NUM_THREADS`` (default here: 1)
     torch's intra-op threads in the session and the subprocesses it starts (see below).
 
+Workers: pyproject.toml's ``addopts`` run the suite with pytest-xdist, one worker per core
+(``-n auto``) and one test file per worker (``--dist loadfile``), so a session fixture such as
+``trained_reverse`` is built once per worker; ``-n 0`` runs it in one process.
+
 Markers: ``slow`` (registered in pyproject.toml) marks the torchrun tests, the tests that run
 the command line or a recipe in a subprocess, and the end-to-end recipes; ``python -m pytest -m
 "not slow"`` is the quick local run, ``python -m pytest -q`` (CI, the README) runs everything.
