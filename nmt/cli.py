@@ -127,7 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="file of API keys, one per line: requests must send one as api_key")
     p.add_argument("--timeout", type=float, default=60.0, metavar="S",
                    help="seconds a request waits for its translation, then 503 (default 60)")
-    p.add_argument("-q", "--quiet", action="store_true", help="no request log")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="warnings and errors only: no request log, no start-up lines")
     p.set_defaults(handler=_cmd_serve)
 
     p = sub.add_parser("encode", help="sentence vectors from the encoder",

@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from nmt.serve.app import Limits, ServedModel, create_app
 from nmt.serve.batcher import Batcher
-from nmt.serve.htmltext import split_html
+from nmt.serve.htmltext import HtmlDocuments, split_html
 from nmt.translate import Translator
 
 # --------------------------------------------------------------------------- serving helpers
@@ -46,15 +46,16 @@ def running(models: list[ServedModel], limits: Limits) -> Iterator[str]:
     import uvicorn
 
     server = uvicorn.Server(uvicorn.Config(create_app(models, limits), host="127.0.0.1",
-                                           port=free_port(), log_config=None, access_log=False))
+                                           port=0, log_config=None, access_log=False))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
     while not server.started and time.time() < deadline:
         time.sleep(0.01)
     assert server.started, "the test server did not start"
+    port = server.servers[0].sockets[0].getsockname()[1]  # bound by the system: no race
     try:
-        yield f"http://127.0.0.1:{server.config.port}"
+        yield f"http://127.0.0.1:{port}"
     finally:
         server.should_exit = True
         thread.join(30)
@@ -166,6 +167,13 @@ def test_alternatives_and_auto_source(url, reference):
     status, reply = call(url, "/translate", json_body={
         "q": ["a b", "c d"], "source": "src", "target": "tgt", "alternatives": 1})
     assert status == 200 and len(reply["alternatives"]) == 2
+    # more than the beam holds: what it has (as LibreTranslate gives fewer when it has fewer)
+    status, reply = call(url, "/translate", json_body={
+        "q": "a b c", "source": "src", "target": "tgt", "alternatives": 4})
+    assert status == 200 and reply["alternatives"] == ([second] if second != best else [])
+    # the fields in the query string, no body (as some clients send them)
+    query = urllib.parse.urlencode({"q": "a b c", "source": "src", "target": "tgt"})
+    assert call(url, f"/translate?{query}", raw=b"") == (200, {"translatedText": best})
     # auto: one source for zz resolves; tgt has two (src and xx) and the error names them
     status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
                                                       "target": "zz"})
@@ -199,6 +207,18 @@ def test_html_keeps_every_tag_and_translates_the_text(url, reference):
     assert f"<b title=\"t\">{html.escape(expected[1], quote=False)}</b>" in out
 
 
+@pytest.mark.parametrize("document, runs, same", [
+    ('<p class="a">x <i>y</i></p><!-- c --><![CDATA[z]]><br/>', ["x", "y"], None),
+    ("AT&T and Q&A, a=1&b=2", ["AT&T and Q&A, a=1&b=2"], "AT&amp;T and Q&amp;A, a=1&amp;b=2"),
+    ("<pre><code>a b</pre><p>c\n   d</p>", ["c d"], "<pre><code>a b</pre><p>c d</p>"),
+    ('<p translate="no">keep</p><script>if (a < b && c) {}</script><p>e</p>', ["e"], None),
+    ("&nbsp;x&#169;", ["x©"], "\u00a0x©"),
+])
+def test_html_runs_and_an_identity_rebuild(document, runs, same):
+    documents = HtmlDocuments([document])
+    assert documents.runs == runs
+    assert documents.rebuild(documents.runs) == [same or document]
+
 @pytest.mark.parametrize("body, status, message", [
     ({"source": "src", "target": "tgt"}, 400, "missing q parameter"),
     ({"q": "", "source": "src", "target": "tgt"}, 400, "missing q parameter"),
@@ -213,7 +233,9 @@ def test_html_keeps_every_tag_and_translates_the_text(url, reference):
     ({"q": "a", "source": "src", "target": "tgt", "format": "pdf"}, 400,
      "pdf format is not supported"),
     ({"q": "a", "source": "src", "target": "tgt", "alternatives": "many"}, 400, "not a number"),
-    ({"q": "a", "source": "src", "target": "tgt", "alternatives": 2}, 400, "must be <= 1"),
+    ({"q": "\ud800", "source": "src", "target": "tgt"}, 400, "lone surrogate"),
+    ({"q": "<![x[ a ]]>", "source": "src", "target": "tgt", "format": "html"}, 400,
+     "cannot parse the HTML"),
     ({"q": "a" * 2001, "source": "src", "target": "tgt"}, 400,
      "request (2001) exceeds text limit (2000)"),
     ({"q": ["a"] * 101, "source": "src", "target": "tgt"}, 400,
@@ -270,7 +292,17 @@ def test_queue_full_timeout_and_internal_error_get_json(trained_reverse, referen
     with running([served(trained_reverse, queue_limit=1, translator=reference)],
                  Limits()) as base:
         status, reply = call(base, "/translate", json_body=ask)
-        assert status == 503 and "busy" in reply["error"]
+        assert status == 400 and "more than the queue takes (1)" in reply["error"]
+    model = served(trained_reverse, queue_limit=3, translator=_Failing(reference, sleep=1.0))
+    with running([model], Limits()) as base:
+        with ThreadPoolExecutor(2) as pool:
+            first = pool.submit(call, base, "/translate", json_body=ask)  # being translated
+            time.sleep(0.3)
+            second = pool.submit(call, base, "/translate", json_body=ask)  # waiting: 2 lines
+            time.sleep(0.3)
+            status, reply = call(base, "/translate", json_body=ask)  # 2 + 2 > 3
+            assert status == 503 and "busy" in reply["error"]
+            assert first.result()[0] == second.result()[0] == 200
     with running([served(trained_reverse, translator=_Failing(reference, sleep=1.0))],
                  Limits(timeout=0.2)) as base:
         status, reply = call(base, "/translate", json_body=ask)
@@ -338,6 +370,7 @@ _NOT_A_TEXT = st.one_of(st.none(), st.integers(), st.floats(allow_nan=False), st
                         st.dictionaries(st.text(max_size=5), st.text(max_size=5), min_size=1),
                         st.lists(st.integers(), min_size=1, max_size=3))
 _TEXT = st.text(max_size=30).map(lambda t: t + "\u2028a")
+_SURROGATE = st.text(max_size=5).map(lambda t: t + "\ud800")  # JSON sends it as \ud800
 _GOOD = {"q": _TEXT, "source": st.just("src"), "target": st.just("tgt")}
 
 
@@ -348,11 +381,12 @@ def _broken_field() -> st.SearchStrategy[dict]:
 
     return st.one_of(
         spoil("q", _NOT_A_TEXT.filter(lambda v: v is not None)),
+        spoil("q", _SURROGATE), spoil("q", st.lists(_SURROGATE, min_size=1, max_size=3)),
         spoil("q", st.just("")), spoil("q", st.just([])),
         spoil("source", _NOT_A_TEXT | st.sampled_from(["", "qq", "SRC-X", "tgt"])),
         spoil("target", _NOT_A_TEXT | st.sampled_from(["", "qq", "src", "auto"])),
         spoil("format", st.sampled_from(["pdf", "HTML ", "markdown"])),
-        spoil("alternatives", st.sampled_from(["x", "1.5", [1], {"n": 1}, 9])),
+        spoil("alternatives", st.sampled_from(["x", "1.5", [1], {"n": 1}, True])),
         st.fixed_dictionaries({"source": st.just("src"), "target": st.just("tgt")}),
         st.fixed_dictionaries({"q": _TEXT, "target": st.just("tgt")}))
 
@@ -364,7 +398,7 @@ def _broken_form() -> st.SearchStrategy[dict]:
         *(st.fixed_dictionaries({**good, name: st.sampled_from(values)})
           for name, values in (("q", [""]), ("source", ["", "qq", "auto"]),
                                ("target", ["", "qq", "src"]), ("format", ["pdf", "htm"]),
-                               ("alternatives", ["x", "1.5", "-", "7"]))),
+                               ("alternatives", ["x", "1.5", "-", "seven"]))),
         *(st.fixed_dictionaries({k: v for k, v in good.items() if k != name})
           for name in good))
 
@@ -373,6 +407,7 @@ _REQUEST = st.one_of(
     _BAD_JSON.map(lambda raw: ("json", raw)),
     st.sampled_from([[], 3, "text", None]).map(lambda v: ("json", json.dumps(v).encode())),
     _broken_field().map(lambda body: ("json", json.dumps(body).encode())),
+    _broken_field().map(lambda body: ("json", json.dumps({"format": "html", **body}).encode())),
     _broken_form().map(lambda body: ("form", urllib.parse.urlencode(body).encode())),
     st.just(("json", json.dumps({"q": ["a"] * 10_000, "source": "src",
                                  "target": "tgt"}).encode())),
@@ -475,36 +510,33 @@ def test_bad_model_directories_get_one_line_and_exit_2(trained_reverse, tmp_path
 
 @pytest.mark.slow
 def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tmp_path):
+    import http.client
+
     port = free_port()
     keys = tmp_path / "keys.txt"
     keys.write_text("# test key\nkey-123\n", encoding="utf-8")
     proc = _nmt("-m", trained_reverse, "--port", port, "--api-keys", keys, "--beam-size", "2",
                 "--batch-limit", "0", "--char-limit", "0")
-    base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.time() + 120
-        while time.time() < deadline:
+        deadline, up = time.time() + 120, False
+        while time.time() < deadline and not up:
             with contextlib.suppress(OSError):
-                if call(base, "/health")[0] == 200:
-                    break
+                up = call(f"http://127.0.0.1:{port}", "/health")[0] == 200
             time.sleep(0.1)
+        assert up, "the server did not start"
         lines = [" ".join("abcdefgh"[(i + j) % 8] for j in range(8)) for i in range(1500)]
-        def timed() -> tuple[int, object, float]:
-            start = time.perf_counter()
-            status, reply = call(base, "/translate", json_body={
-                "q": lines, "source": "src", "target": "tgt", "api_key": "key-123"})
-            return status, reply, time.perf_counter() - start
-
-        with ThreadPoolExecutor(1) as pool:
-            pending = pool.submit(timed)
-            time.sleep(0.3)  # the request is in flight
-            proc.send_signal(signal.SIGTERM)
-            status, reply, seconds = pending.result(timeout=120)
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        conn.request("POST", "/translate", json.dumps({
+            "q": lines, "source": "src", "target": "tgt", "api_key": "key-123"}),
+            {"Content-Type": "application/json"})  # sent: the request is in flight
+        proc.send_signal(signal.SIGTERM)
+        reply = conn.getresponse()
+        status, body = reply.status, json.loads(reply.read())
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert seconds > 0.3, "the request ended before SIGTERM: give it more lines"
-    assert status == 200 and len(reply["translatedText"]) == 1500
+    assert status == 200 and len(body["translatedText"]) == 1500
     assert proc.returncode == 0, err
-    assert "POST /translate 200 items=1500" in err  # one line per request
+    done = err.index("POST /translate 200 items=1500")  # one line per request
+    assert err.index("Shutting down") < done, err  # answered after the signal was taken
     assert "key-123" not in err and lines[0] not in err  # neither the key nor the text

@@ -99,6 +99,10 @@ class _RateLimiter:
         now, window = time.monotonic(), self.hits[client]
         while window and now - window[0] >= 60.0:
             window.popleft()
+        if len(self.hits) > 10_000:  # forget clients idle for a minute
+            for idle in [c for c, w in self.hits.items() if not w or now - w[-1] >= 60.0]:
+                del self.hits[idle]
+            window = self.hits[client]
         if len(window) >= self.per_minute:
             return False
         window.append(now)
@@ -134,8 +138,8 @@ async def _fields(request: Request, limit: int) -> dict:
     if kind == "application/json":
         try:
             data = json.loads(body.decode("utf-8"))
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise ApiError(400, f"Invalid JSON: {exc}") from None
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ApiError(400, f"Invalid JSON: {str(exc)[:200]}") from None
         if not isinstance(data, dict):
             raise ApiError(400, "Invalid JSON format: the body must be a JSON object")
         return {**fields, **data}
@@ -162,11 +166,16 @@ def _texts(fields: dict) -> tuple[list[str], bool]:
     q = fields.get("q")
     if q is None or q == "" or q == []:
         raise ApiError(400, "Invalid request: missing q parameter")
-    if isinstance(q, str):
-        return [q], False
-    if isinstance(q, list) and all(isinstance(text, str) for text in q):
-        return q, True
-    raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+    texts = [q] if isinstance(q, str) else q
+    if not isinstance(texts, list) or not all(isinstance(text, str) for text in texts):
+        raise ApiError(400, "Invalid request: q must be a string or a list of strings")
+    for text in texts:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError:  # a lone surrogate from JSON's \ud800
+            raise ApiError(400, "Invalid request: q holds a lone surrogate, which is not "
+                                "text; send UTF-8") from None
+    return texts, isinstance(q, list)
 
 
 def _code(fields: dict, name: str) -> str:
@@ -266,9 +275,11 @@ class Service:
             future = model.batcher.submit(lines, n_best)
         except QueueFull as exc:
             raise ApiError(503, f"The server is busy ({exc}); try again later") from None
+        except ValueError as exc:
+            raise ApiError(400, f"Invalid request: {exc}") from None
         try:
             results = await asyncio.wait_for(asyncio.wrap_future(future), self.limits.timeout)
-        except TimeoutError:
+        except (TimeoutError, asyncio.TimeoutError):  # one class from Python 3.11 on
             future.cancel()
             raise ApiError(503, f"The translation took longer than {self.limits.timeout:g} s; "
                                 "try again later or send less text") from None
@@ -298,19 +309,22 @@ class Service:
             raise ApiError(400, f"{kind} format is not supported")
         alternatives = _alternatives(fields)
         model = self.pair(source, target)
-        if alternatives + 1 > model.beam_size:
-            raise ApiError(400, "Invalid request: alternatives parameter must be <= "
-                                f"{model.beam_size - 1} (the beam size less one)")
         self.check_size(texts)
         reply: dict = {}
         if kind == "html":
-            documents = HtmlDocuments(texts)
+            try:
+                documents = HtmlDocuments(texts)
+            except ValueError as exc:
+                raise ApiError(400, f"Invalid request: {exc}") from None
             runs = await self.translate_texts(model, documents.runs, 1)
             translated = documents.rebuild([hyps[0] for hyps in runs])
             if alternatives:
                 reply["alternatives"] = [[] for _ in texts]
         else:
-            nbest = await self.translate_texts(model, texts, alternatives + 1)
+            # the n-best list of beam search: at most beam size - 1 alternatives (fewer after
+            # dropping duplicates), as LibreTranslate returns fewer than asked when it has them
+            nbest = await self.translate_texts(model, texts, min(alternatives + 1,
+                                                                 model.beam_size))
             translated = [hyps[0] for hyps in nbest]
             if alternatives:
                 reply["alternatives"] = [list(dict.fromkeys(h for h in hyps[1:]
@@ -380,7 +394,8 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
 
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
-        return _json({"error": exc.detail}, exc.status_code)
+        return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
+                            headers={**CORS, **(exc.headers or {})})
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed: %s", request.method, request.url.path, exc,

@@ -1,6 +1,6 @@
 """One worker thread per model that merges concurrent requests into batched searches.
 
-Request handlers call :meth:`Batcher.submit` (cheap, never touches torch) and await the
+Request handlers call :meth:`Batcher.submit` (cheap: no tokenizer, no torch) and await the
 returned future. The worker takes the first waiting job, then keeps gathering jobs while they
 arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` in all), up to
 ``gather_tokens`` source pieces, and translates them with
@@ -9,7 +9,8 @@ Jobs asking for different n-best sizes are decoded in separate calls (n-best cha
 beam search stops, so mixing them could change a request's best translation).
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
-once. A job whose future was cancelled (its request timed out) is dropped unrun.
+once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
+that fails is retried request by request, so one bad request fails alone.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ class Job:
 
     lines: list[str]
     n_best: int
-    pieces: int
     future: Future = field(default_factory=Future)
+    pieces: int = 0  # source pieces, counted by the worker
 
 
 class Batcher:
@@ -63,46 +64,67 @@ class Batcher:
         self.options = options
         self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0  # lines submitted and not yet taken by the worker
+        self._closed = False
         self._lock = threading.Lock()
         self.batches = 0  # searches run (for tests and the log)
         self._thread = threading.Thread(target=self._run, name="nmt-batcher", daemon=True)
         self._thread.start()
 
     def pieces(self, line: str) -> int:
-        """Source pieces of a line (what a job costs against ``gather_tokens``)."""
+        """Source pieces of a line (what it costs against ``gather_tokens``; worker thread)."""
         return len(self.translator.source_ids(line)[0]) if line.strip() else 0
 
     def submit(self, lines: Sequence[str], n_best: int = 1) -> Future:
-        """Queue lines for translation; the future's result is a :data:`Result`."""
+        """Queue lines for translation; the future's result is a :data:`Result`.
+
+        Raises :class:`QueueFull` when the lines would not fit (or the worker is closing), and
+        :class:`ValueError` when the request alone holds more lines than the queue.
+        """
+        if len(lines) > self.queue_limit:
+            raise ValueError(f"the request holds {len(lines)} lines, more than the queue takes "
+                             f"({self.queue_limit}): send fewer lines per request")
         with self._lock:
+            if self._closed:
+                raise QueueFull("the server is shutting down")
             if self._waiting + len(lines) > self.queue_limit:
                 raise QueueFull(f"{self._waiting} lines are waiting (queue limit "
                                 f"{self.queue_limit})")
             self._waiting += len(lines)
-        job = Job(list(lines), n_best, sum(self.pieces(line) for line in lines))
+        job = Job(list(lines), n_best)
         self._jobs.put(job)
         return job.future
 
     def close(self, timeout: float = 30.0) -> None:
-        """Finish the jobs queued so far, then stop the worker."""
+        """Refuse new jobs, finish the jobs queued so far, then stop the worker."""
+        with self._lock:
+            self._closed = True
         self._jobs.put(None)
         self._thread.join(timeout)
 
     # ----------------------------------------------------------------- the worker
 
-    def _take(self, job: Job) -> None:
+    def _take(self, job: Job) -> bool:
+        """Count a job out of the queue; False for one whose request gave up (timed out)."""
         with self._lock:
             self._waiting -= len(job.lines)
+        if not job.future.set_running_or_notify_cancel():
+            return False
+        try:
+            job.pieces = sum(self.pieces(line) for line in job.lines)
+        except Exception as exc:  # noqa: BLE001 - a line the tokenizer refuses fails its job
+            job.future.set_exception(exc)
+            return False
+        return True
 
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         """The first job and those arriving less than ``max_wait`` apart (``GATHER_CAP`` periods
-        at most), up to ``gather_tokens`` source pieces."""
-        jobs, pieces, stop = [first], first.pieces, False
+        at most), up to ``gather_tokens`` source pieces; jobs given up on are dropped."""
+        jobs, stop = [first], False
         if self.max_wait <= 0:  # batching across requests is off: one request per search
             return jobs, stop
         now = time.monotonic()
         deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
-        while pieces < self.gather_tokens:
+        while sum(job.pieces for job in jobs) < self.gather_tokens:
             try:
                 timeout = min(deadline, cap) - time.monotonic()
                 job = self._jobs.get(timeout=timeout) if timeout > 0 else self._jobs.get_nowait()
@@ -112,9 +134,8 @@ class Batcher:
             if job is None:
                 stop = True
                 break
-            self._take(job)
-            jobs.append(job)
-            pieces += job.pieces
+            if self._take(job):
+                jobs.append(job)
         return jobs, stop
 
     def _run(self) -> None:
@@ -123,22 +144,36 @@ class Batcher:
             first = self._jobs.get()
             if first is None:
                 break
-            self._take(first)
+            if not self._take(first):
+                continue
             jobs, stop = self._gather(first)
-            jobs = [job for job in jobs if job.future.set_running_or_notify_cancel()]
-            for n_best in sorted({job.n_best for job in jobs}):
-                self._translate([job for job in jobs if job.n_best == n_best], n_best)
+            try:
+                for n_best in sorted({job.n_best for job in jobs}):
+                    self._translate([job for job in jobs if job.n_best == n_best], n_best)
+            except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
+                log.error("the translation worker failed: %s", exc,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(exc)
 
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
             results = self.translator.translate_nbest(lines, n_best=n_best, **self.options)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiting request
-            log.exception("translation of a batch of %d lines failed", len(lines))
-            for job in jobs:
-                job.future.set_exception(exc)
+        except Exception as exc:  # noqa: BLE001 - handed to the waiting request
+            if len(jobs) > 1:  # one request's failure must not fail those merged with it
+                for job in jobs:
+                    self._translate([job], n_best)
+                return
+            log.error("translation of a request of %d lines failed: %s", len(lines), exc,
+                      exc_info=(type(exc), exc, exc.__traceback__))
+            jobs[0].future.set_exception(exc)
             return
         self.batches += 1
+        for cut in getattr(self.translator, "truncated", []):
+            log.warning("a line of %d source pieces was translated from its first %d (the "
+                        "model's data.max_len)", cut.pieces, cut.kept)
         start = 0
         for job in jobs:
             job.future.set_result(results[start:start + len(job.lines)])

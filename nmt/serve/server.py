@@ -106,6 +106,8 @@ def run(models: list[ServedModel], limits: Limits, host: str, port: int) -> int:
                             access_log=False, log_config=None, server_header=False,
                             timeout_graceful_shutdown=int(limits.timeout) + 5)
     server = Server(config)
+    # uvicorn's own lines (started, shutting down) at the level of ours
+    logging.getLogger("uvicorn.error").setLevel(logging.getLogger("nmt.serve").getEffectiveLevel())
     log.info("listening on http://%s:%d (the page is at /)", host, port)
     server.run()
     return 0 if server.started else 2
