@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.serve.app import Limits, ServedModel, create_app
-from nmt.serve.batcher import Batcher
+from nmt.serve.batcher import Batcher, split_long_line
 from nmt.serve.htmltext import HtmlDocuments, split_html
 from nmt.translate import Translator
 
@@ -205,6 +205,30 @@ def test_html_keeps_every_tag_and_translates_the_text(url, reference):
 
     assert texts == expected
     assert f"<b title=\"t\">{html.escape(expected[1], quote=False)}</b>" in out
+
+
+def test_long_lines_are_translated_in_parts_not_cut(url, reference):
+    pieces = reference.config.data.max_len  # 40 for the shared model
+    line = " ".join("abcdefgh"[i % 8] for i in range(pieces + 25))  # no sentence end
+    parts = split_long_line(line, lambda text: reference.source_ids(text)[1], pieces)
+    assert len(parts) >= 2 and " ".join(parts) == line
+    assert all(reference.source_ids(part)[1] <= pieces for part in parts)
+    status, reply = call(url, "/translate", json_body={"q": line, "source": "src",
+                                                      "target": "tgt"})
+    assert status == 200
+    assert reply["translatedText"] == " ".join(hyps[0] for hyps in ref(reference, parts))
+    reference.translate([line], beam_size=2)  # nmt translate would cut it
+    assert reference.truncated and reference.truncated[0].pieces > pieces
+
+
+def test_split_long_line_packs_sentences_then_words():
+    words = lambda text: len(text.split())  # noqa: E731 - a piece per word
+    line = "One two three. Four five six seven! Eight nine ten eleven twelve thirteen. Ok?"
+    parts = split_long_line(line, words, 5)
+    assert parts == ["One two three.", "Four five six seven!", "Eight nine ten eleven twelve",
+                     "thirteen. Ok?"]
+    assert split_long_line("fits as it is", words, 5) == ["fits as it is"]
+    assert split_long_line("a. b. c. d.", words, 2) == ["a. b.", "c. d."]
 
 
 @pytest.mark.parametrize("document, runs, same", [

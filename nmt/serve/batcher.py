@@ -6,7 +6,9 @@ arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` i
 ``gather_tokens`` source pieces, and translates them with
 one :meth:`nmt.translate.Translator.translate_nbest` call: the same search as ``nmt translate``.
 Jobs asking for different n-best sizes are decoded in separate calls (n-best changes when
-beam search stops, so mixing them could change a request's best translation).
+beam search stops, so mixing them could change a request's best translation). A line longer
+than the model's ``data.max_len`` pieces is translated in parts (:func:`split_long_line`:
+sentences, else word runs) joined with a space, where ``nmt translate`` would cut it.
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
@@ -17,9 +19,10 @@ from __future__ import annotations
 
 import logging
 import queue
+import re
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -28,6 +31,41 @@ log = logging.getLogger(__name__)
 GATHER_CAP = 10  # a batch waits at most this many max_wait periods in all
 
 Result = list[list[tuple[str, float]]]  # per line: up to n (translation, score), best first
+
+
+SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f\u2026])\s+")
+
+
+def split_long_line(line: str, pieces: Callable[[str], int], limit: int) -> list[str]:
+    """A line as parts of at most ``limit`` source pieces: whole sentences packed together
+    where they fit, a longer sentence cut between words (a word longer than ``limit`` alone
+    stays whole; the translator then truncates it). A line that fits is returned as it is.
+
+    ``pieces(text)`` counts a text's pieces; counts are added up across words and sentences
+    (SentencePiece segments whitespace-separated words on their own; a word counted alone may
+    take a piece more than in context, so parts err on the short side).
+    """
+    if pieces(line) <= limit:
+        return [line]
+    units: list[tuple[str, int]] = []
+    for sentence in SENTENCE_END.split(line.strip()):
+        size = pieces(sentence)
+        if size <= limit:
+            units.append((sentence, size))
+        else:
+            units.extend(_pack([(w, pieces(w)) for w in sentence.split()], limit))
+    return [text for text, _ in _pack(units, limit)]
+
+
+def _pack(units: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
+    """Consecutive (text, pieces) units joined with spaces into parts of at most ``limit``."""
+    parts: list[tuple[str, int]] = []
+    for text, size in units:
+        if parts and parts[-1][1] + size <= limit:
+            parts[-1] = (f"{parts[-1][0]} {text}", parts[-1][1] + size)
+        else:
+            parts.append((text, size))
+    return parts
 
 
 class QueueFull(Exception):
@@ -157,10 +195,35 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
 
+    def _chunks(self, line: str) -> list[str]:
+        """The line, or its parts when it is longer than the model's ``data.max_len``."""
+        config = getattr(self.translator, "config", None)
+        if config is None or not line.strip():
+            return [line]
+        return split_long_line(line, lambda text: self.translator.source_ids(text)[1],
+                               config.data.max_len)
+
+    def _translate_lines(self, lines: list[str], n_best: int) -> Result:
+        """translate_nbest over the lines, each long line as parts whose translations are
+        joined with a space (the score: the parts' mean)."""
+        chunks = [self._chunks(line) for line in lines]
+        flat = self.translator.translate_nbest([c for parts in chunks for c in parts],
+                                               n_best=n_best, **self.options)
+        results, start = [], 0
+        for parts in chunks:
+            hyps = flat[start:start + len(parts)]
+            start += len(parts)
+            if len(parts) == 1:
+                results.append(hyps[0])
+                continue
+            results.append([(" ".join(h[k][0] if k < len(h) else h[0][0] for h in hyps),
+                             sum(h[0][1] for h in hyps) / len(hyps)) for k in range(n_best)])
+        return results
+
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
-            results = self.translator.translate_nbest(lines, n_best=n_best, **self.options)
+            results = self._translate_lines(lines, n_best)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             if len(jobs) > 1:  # one request's failure must not fail those merged with it
                 for job in jobs:
