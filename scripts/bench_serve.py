@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import http.client
 import json
-import os
 import socket
 import statistics
 import subprocess
@@ -164,9 +163,9 @@ def main() -> int:
     lines = [x for x in Path(args.src).read_text(encoding="utf-8").splitlines() if x.strip()]
     lines = lines[:args.limit]
     load_before = warn_if_busy()
-    cpu = next((x.split(":", 1)[1].strip() for x in Path("/proc/cpuinfo").read_text()
-                .splitlines() if x.startswith("model name")), "unknown")
-    figures: dict = {"cpu": cpu, "cores": os.cpu_count(), "load_before": load_before,
+    from nmt.report import hardware
+
+    figures: dict = {"hardware": hardware(), "load_before": load_before,
                      "sentences": len(lines), "beam_size": BEAM}
 
     figures["translate_file"] = translate_file(args.model, lines)

@@ -530,6 +530,11 @@ def test_bad_model_directories_get_one_line_and_exit_2(trained_reverse, tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert "both translate src -> tgt" in err
+    (twin / "model.safetensors").write_bytes(b"not safetensors")  # a broken directory
+    proc = _nmt("-m", twin, "--port", free_port())
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"model directory {twin}" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

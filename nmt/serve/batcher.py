@@ -79,7 +79,7 @@ class Job:
     lines: list[str]
     n_best: int
     future: Future = field(default_factory=Future)
-    pieces: int = 0  # source pieces, counted by the worker
+    sizes: list[int] = field(default_factory=list)  # source pieces per line (the worker counts)
 
 
 class Batcher:
@@ -108,9 +108,9 @@ class Batcher:
         self._thread = threading.Thread(target=self._run, name="nmt-batcher", daemon=True)
         self._thread.start()
 
-    def pieces(self, line: str) -> int:
-        """Source pieces of a line (what it costs against ``gather_tokens``; worker thread)."""
-        return len(self.translator.source_ids(line)[0]) if line.strip() else 0
+    def _size(self, line: str) -> int:
+        """Source pieces of a line before any cut (worker thread)."""
+        return self.translator.source_ids(line)[1] if line.strip() else 0
 
     def submit(self, lines: Sequence[str], n_best: int = 1) -> Future:
         """Queue lines for translation; the future's result is a :data:`Result`.
@@ -148,7 +148,7 @@ class Batcher:
         if not job.future.set_running_or_notify_cancel():
             return False
         try:
-            job.pieces = sum(self.pieces(line) for line in job.lines)
+            job.sizes = [self._size(line) for line in job.lines]
         except Exception as exc:  # noqa: BLE001 - a line the tokenizer refuses fails its job
             job.future.set_exception(exc)
             return False
@@ -157,12 +157,28 @@ class Batcher:
     def _gather(self, first: Job) -> tuple[list[Job], bool]:
         """The first job and those arriving less than ``max_wait`` apart (``GATHER_CAP`` periods
         at most), up to ``gather_tokens`` source pieces; jobs given up on are dropped."""
-        jobs, stop = [first], False
+        jobs, stop, pieces = [first], False, sum(first.sizes)
         if self.max_wait <= 0:  # batching across requests is off: one request per search
             return jobs, stop
         now = time.monotonic()
         deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
-        while sum(job.pieces for job in jobs) < self.gather_tokens:
+        while pieces < self.gather_tokens:
+            try:
+                timeout = min(deadline, cap) - time.monotonic()
+                job = self._jobs.get(timeout=timeout) if timeout > 0 else self._jobs.get_nowait()
+            except queue.Empty:
+                break
+            deadline = time.monotonic() + self.max_wait  # more may be on the way
+            if job is None:
+                stop = True
+                break
+            if self._take(job):
+                jobs.append(job)
+                pieces += sum(job.sizes)
+        return jobs, stop
+        now = time.monotonic()
+        deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
+        while sum(sum(job.sizes) for job in jobs) < self.gather_tokens:
             try:
                 timeout = min(deadline, cap) - time.monotonic()
                 job = self._jobs.get(timeout=timeout) if timeout > 0 else self._jobs.get_nowait()
@@ -195,18 +211,14 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
 
-    def _chunks(self, line: str) -> list[str]:
-        """The line, or its parts when it is longer than the model's ``data.max_len``."""
+    def _translate_lines(self, lines: list[str], sizes: list[int], n_best: int) -> Result:
+        """translate_nbest over the lines; a line of more than ``data.max_len`` pieces runs as
+        parts whose translations are joined with a space (its score: the parts' mean)."""
         config = getattr(self.translator, "config", None)
-        if config is None or not line.strip():
-            return [line]
-        return split_long_line(line, lambda text: self.translator.source_ids(text)[1],
-                               config.data.max_len)
-
-    def _translate_lines(self, lines: list[str], n_best: int) -> Result:
-        """translate_nbest over the lines, each long line as parts whose translations are
-        joined with a space (the score: the parts' mean)."""
-        chunks = [self._chunks(line) for line in lines]
+        limit = config.data.max_len if config is not None else None
+        chunks = [split_long_line(line, lambda text: self.translator.source_ids(text)[1], limit)
+                  if limit is not None and size > limit else [line]
+                  for line, size in zip(lines, sizes, strict=True)]
         flat = self.translator.translate_nbest([c for parts in chunks for c in parts],
                                                n_best=n_best, **self.options)
         results, start = [], 0
@@ -223,7 +235,8 @@ class Batcher:
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
-            results = self._translate_lines(lines, n_best)
+            results = self._translate_lines(lines, [n for job in jobs for n in job.sizes],
+                                            n_best)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             if len(jobs) > 1:  # one request's failure must not fail those merged with it
                 for job in jobs:
