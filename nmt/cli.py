@@ -1,5 +1,5 @@
-"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``serve``, ``encode``,
-``average``, ``evaluate``.
+"""The ``nmt`` command line: ``prepare``, ``train``, ``translate``, ``serve``, ``export``,
+``encode``, ``average``, ``evaluate``.
 
 Only the standard library is imported at start-up; each subcommand imports what it needs when
 it runs, so ``nmt --help`` and ``nmt translate --help`` answer without loading torch or
@@ -131,6 +131,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="warnings and errors only: no request log, no start-up lines")
     p.set_defaults(handler=_cmd_serve)
 
+    p = sub.add_parser("export", help="export a model directory as ONNX graphs",
+                       description="Write a model directory as ONNX graphs for ONNX Runtime: "
+                       "the encoder (with the bridge) and one decoder step, batch and source "
+                       "length dynamic, with the config, the SentencePiece model(s) and a "
+                       "manifest (opset, versions, input and output names and shapes, file "
+                       "hashes). Translate with it: nmt translate -m OUT_DIR. Needs the ONNX "
+                       "extra: pip install -e '.[onnx]'.",
+                       epilog="examples:\n  nmt export -m runs/lohelp_en_de -o "
+                              "exports/lohelp_en_de --int8\n"
+                              "  nmt translate -m exports/lohelp_en_de -i in.txt -o out.txt\n"
+                              "  nmt translate -m exports/lohelp_en_de --quantize int8 -i "
+                              "in.txt -o out.txt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", metavar="DIR", required=True, action="append",
+                   help="model directory (one: an ensemble cannot be exported)")
+    p.add_argument("-o", "--output", metavar="OUT_DIR", required=True,
+                   help="export directory: new, empty, or an earlier export (replaced)")
+    p.add_argument("--int8", action="store_true",
+                   help="also write int8 graphs (ONNX Runtime dynamic quantisation); translate "
+                        "with them by --quantize int8")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(handler=_cmd_export)
+
     p = sub.add_parser("encode", help="sentence vectors from the encoder",
                        description="Write one fixed-length vector per input line: the top "
                        "encoder layer's final forward and backward hidden states, (N, 2H) "
@@ -213,7 +236,12 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16, as "
                         "in training; the precision used is reported")
     p.add_argument("--quantize", choices=("int8",),
-                   help="dynamic int8 quantization of the LSTMs and linear layers (CPU)")
+                   help="dynamic int8 quantization of the LSTMs and linear layers (CPU); with "
+                        "the ONNX backend, the export's int8 graphs (nmt export --int8)")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="torch: a model directory; onnx: an export of nmt export, run by ONNX "
+                        "Runtime on the CPU (pip install -e '.[onnx]'); auto (default): onnx "
+                        "for an export, else torch")
 
 
 def _decoding_options(args: argparse.Namespace) -> dict:
@@ -288,7 +316,40 @@ def _report_truncations(truncated: list) -> None:
                          f"from the first {cut.kept} (the model's data.max_len)\n")
 
 
+def _onnx_threads_sleep(args: argparse.Namespace) -> None:
+    """Before torch loads: with the ONNX backend, idle OpenMP threads of torch (which then runs
+    only the search's glue) sleep instead of spinning, leaving the cores to ONNX Runtime (beam
+    search ran 1.3x faster so; README, "Export and deployment")."""
+    import os
+    from pathlib import Path
+
+    from nmt.layout import MANIFEST_FILE
+
+    models = args.model if isinstance(args.model, list) else [args.model]
+    if args.backend == "onnx" or (args.backend == "auto" and any(
+            (Path(m) / MANIFEST_FILE).is_file() for m in models)):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from nmt.errors import ConfigError
+
+    if len(args.model) > 1:
+        raise ConfigError("an ensemble cannot be exported: export each model directory with "
+                          "its own nmt export (the ONNX backend runs one model)")
+    from nmt.export import export_model
+
+    manifest = export_model(args.model[0], args.output, int8=args.int8)
+    parity = manifest["parity"]
+    extra = (f", int8 graphs {parity['int8_max_abs_diff']:.2g}" if args.int8 else "")
+    print(f"exported {args.model[0]} to {args.output} (ONNX opset {manifest['onnx_opset']}; "
+          f"largest log-probability difference from torch: {parity['fp32_max_abs_diff']:.1e}"
+          f"{extra}); translate with: nmt translate -m {args.output}")
+    return 0
+
+
 def _cmd_translate(args: argparse.Namespace) -> int:
+    _onnx_threads_sleep(args)
     options = _decoding_options(args)
     if args.n_best < 1:
         from nmt.errors import ConfigError
@@ -302,7 +363,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
 
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
-                                          args.quantize)
+                                          args.quantize, args.backend)
     lines = _read_input(args.input, args.errors)
     results = _translate_lines(translator, lines, options, args.n_best,
                                show_progress=bool(args.output) and not args.quiet)
@@ -327,12 +388,14 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         beam = options["beam_size"] or translator.config.decoding.beam_size
         sys.stderr.write(f"nmt translate: {len(lines)} lines, beam {beam}, precision "
                          f"{precision_name(translator.dtype)}"
-                         f"{' (int8 weights)' if args.quantize else ''} on {translator.device}; "
+                         f"{' (int8 weights)' if args.quantize else ''} on {translator.device} "
+                         f"({translator.backend} backend); "
                          f"written to {args.output}\n")
     return 0
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
+    _onnx_threads_sleep(args)
     from nmt.errors import ConfigError
 
     options = _decoding_options(args)
@@ -353,7 +416,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     args.timeout, read_api_keys(args.api_keys) if args.api_keys else None)
     batch_tokens = options.pop("batch_tokens")
     models = load_models(args.model, args.device, args.precision, args.quantize, batch_tokens,
-                         args.max_batch_wait / 1000, args.queue_limit, **options)
+                         args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
+                         **options)
     return run(models, limits, args.host, args.port)
 
 
@@ -464,6 +528,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from nmt.evaluate import evaluate_files, evaluate_model, format_scores
 
     if args.model:
+        _onnx_threads_sleep(args)
         if args.hyp or not (args.src or args.split) or (args.src and args.split):
             raise ConfigError("with -m give --src FILE and --ref FILE, or --split valid|test "
                               "(not --hyp)")
@@ -474,7 +539,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         result = evaluate_model(args.model, src=args.src, refs=args.ref, split=args.split,
                                 hyp_out=args.hyp_out, decoding=_decoding_options(args),
                                 device=args.device, precision=args.precision,
-                                quantize=args.quantize, tokenize=args.tokenize, lang=args.lang)
+                                quantize=args.quantize, backend=args.backend,
+                                tokenize=args.tokenize, lang=args.lang)
         _report_truncations(result.truncated)
         sys.stderr.write(f"nmt evaluate: hypotheses written to {result.hypotheses} (precision "
                          f"{result.precision}; settings in {result.meta.name})\n")

@@ -41,7 +41,9 @@ class Encoder(nn.Module):
     Each direction runs over the real tokens of each sentence only, so its final state belongs
     to the sentence's real last token and nothing depends on the padding of the batch:
 
-    - on CUDA the batch is packed (``pack_padded_sequence``, cuDNN's fast path);
+    - on CUDA the batch is packed (``pack_padded_sequence``, cuDNN's fast path); so is it
+      while ``torch.onnx.export`` traces the encoder (:mod:`nmt.export`), where packing
+      becomes the ONNX LSTM's ``sequence_lens`` and every shape stays dynamic;
     - on the CPU, packed sequences leave oneDNN for a slow step-by-step kernel (4x slower
       here), so the batch is sorted by length and run in length segments instead: positions
       ``[0, l1)`` for every sentence in one oneDNN call, then ``[l1, l2)`` for the sentences
@@ -72,7 +74,10 @@ class Encoder(nn.Module):
         """Encode ``src`` (B, S) token ids with true ``lengths`` (B,)."""
         lengths = lengths.cpu()
         # work in length-descending order, so the sentences still running are a prefix
-        order = torch.argsort(lengths, descending=True, stable=True)
+        if torch.onnx.is_in_onnx_export():  # ONNX has no stable sort; ties do not matter there
+            order = torch.argsort(lengths, descending=True)
+        else:
+            order = torch.argsort(lengths, descending=True, stable=True)
         unorder = torch.argsort(order).to(src.device)
         sorted_lengths = lengths[order]
         x = self.dropout(self.embed(src.index_select(0, order.to(src.device))))  # (B, S, E)
@@ -97,7 +102,7 @@ class Encoder(nn.Module):
     def _run(rnn: nn.LSTM, x: torch.Tensor,
              lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One direction over length-sorted x (B, S, I): outputs (B, S, H), final h, c (B, H)."""
-        if x.is_cuda:
+        if x.is_cuda or torch.onnx.is_in_onnx_export():
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=True)
             out, (h, c) = rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))

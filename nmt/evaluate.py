@@ -146,7 +146,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
                    refs: Sequence[str | Path] = (), split: str | None = None,
                    hyp_out: str | Path | None = None, decoding: dict[str, Any] | None = None,
                    device: str = "auto", precision: str = "auto", quantize: str | None = None,
-                   tokenize: str | None = None, lang: str | None = None) -> ModelEvaluation:
+                   tokenize: str | None = None, lang: str | None = None,
+                   backend: str = "auto") -> ModelEvaluation:
     """Translate a source file (``src`` with reference files ``refs``) or a split of the model's
     config (``split``: valid or test, which brings its references), then score.
 
@@ -155,6 +156,7 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     hash, the decoding settings, device, precision and quantization. ``decoding`` overrides
     the model's decoding settings (None values are ignored). The BLEU tokenizer is
     ``tokenize``, else the one for ``lang``, else the one for the model's target language.
+    ``model_dir`` may be an ONNX export (``backend``: see :meth:`Translator.load`).
     """
     from dataclasses import replace
 
@@ -170,7 +172,7 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     if src is not None and not refs:
         raise ConfigError(f"give the reference file(s) of {src}")
     run = RunDir(model_dir)
-    translator = Translator.load(run.root, device, precision, quantize)
+    translator = Translator.load(run.root, device, precision, quantize, backend)
     config = translator.config
     if split is not None:
         lines, references = _split_pairs(config, split)
@@ -187,9 +189,10 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     beam = config.decoding.beam_size
     hyp_path = Path(hyp_out) if hyp_out else run.hypotheses(name, beam)
     meta = meta_path(hyp_path)
-    key = {"model_sha256": sha256_file(run.model), "source": name,
+    weights = run.manifest if translator.backend == "onnx" else run.model
+    key = {"model_sha256": sha256_file(weights), "source": name,
            "source_sha256": sha256_text(*lines), "decoding": to_dict(config.decoding),
-           "quantize": quantize}
+           "quantize": quantize, "backend": translator.backend}
     info = translate_to_file(translator, lines, hyp_path, meta, key)
     hyps = read_lines(hyp_path)
     scores = score(hyps, references, hyp_name=str(hyp_path), ref_names=ref_names,

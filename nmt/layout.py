@@ -4,7 +4,9 @@ A model directory (what a user moves around) holds ``config.yaml``, ``model.safe
 the SentencePiece model(s). A training run adds ``trainer_state.pt``, ``checkpoints/``,
 ``metrics.csv``, ``curve.png``, ``train.log`` and ``tensorboard/``; a recipe adds
 ``stages.json``, ``training.json``, the test hypotheses ``test.beamK.hyp`` with their
-``test.beamK.json``, ``results.json`` and the model card ``README.md``. Code asks a
+``test.beamK.json``, ``results.json`` and the model card ``README.md``. An ONNX export
+(``nmt export``) holds ``config.yaml``, the SentencePiece model(s), ``manifest.json`` and the
+graphs ``encoder.onnx`` and ``decoder_step.onnx`` (and their ``.int8.onnx`` variants). Code asks a
 :class:`RunDir` for a path instead of spelling a name::
 
     run = RunDir(config.out)
@@ -31,6 +33,12 @@ TRAINING_FILE = "training.json"
 RESULTS_FILE = "results.json"
 CARD_FILE = "README.md"
 AVERAGED_FILE = "averaged.json"
+# an ONNX export (nmt export): the graphs, their int8 variants and the manifest
+MANIFEST_FILE = "manifest.json"
+ENCODER_ONNX = "encoder.onnx"
+STEP_ONNX = "decoder_step.onnx"
+ENCODER_ONNX_INT8 = "encoder.int8.onnx"
+STEP_ONNX_INT8 = "decoder_step.int8.onnx"
 
 
 @dataclass(frozen=True)
@@ -136,6 +144,15 @@ class RunDir:
     def hypotheses_meta(self, split: str, beam: int) -> Path:
         """``SPLIT.beamK.json``: what made those translations (weights, settings, speed)."""
         return self.root / f"{split}.beam{beam}.json"
+
+    @property
+    def manifest(self) -> Path:
+        """``manifest.json`` of an ONNX export: graphs, shapes, versions and file hashes."""
+        return self.root / MANIFEST_FILE
+
+    def is_onnx_export(self) -> bool:
+        """Whether this directory is an ONNX export (it has a ``manifest.json``)."""
+        return self.manifest.is_file()
 
     def has_training_state(self) -> bool:
         """Whether training has run here (a trainer state exists: ``--resume`` can go on)."""

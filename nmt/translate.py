@@ -1,5 +1,8 @@
 """Translation API: ``Translator.load(model_dir).translate(lines)``, and the line contract.
 
+``model_dir`` is a model directory (the torch backend) or an ONNX export of ``nmt export``
+(the ONNX Runtime backend, :class:`~nmt.onnx_backend.OnnxModel`); both run the same search.
+
 Lines are encoded with the model's SentencePiece model, sorted by length into token-budget
 batches, decoded by :func:`nmt.search.decode_all` (greedy for beam size 1, else beam search: the
 same path validation takes), and put back in input order.
@@ -21,12 +24,14 @@ import torch
 
 from nmt.batching import TokenBatchSampler, collate
 from nmt.checkpoint import load_model_dir
-from nmt.config import Config
+from nmt.config import Config, load_config
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
+from nmt.layout import RunDir
 from nmt.model import Ensemble, Seq2Seq
+from nmt.onnx_backend import OnnxModel
 from nmt.search import DecodeOptions, decode_all
-from nmt.tokenizer import Tokenizer
+from nmt.tokenizer import Tokenizer, load_from_dir
 
 log = logging.getLogger(__name__)
 
@@ -52,12 +57,26 @@ class Translator:
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "auto",
-             quantize: str | None = None) -> Translator:
+             quantize: str | None = None, backend: str = "auto") -> Translator:
         """Load a model directory (weights, config, tokenizers) for translation.
 
         ``quantize="int8"``: dynamic int8 quantization of the LSTMs and linear layers (CPU
         only; weights int8, activations quantized on the fly; runs in fp32 otherwise).
+        ``backend``: ``torch`` (a model directory), ``onnx`` (an export of ``nmt export``, run
+        by ONNX Runtime on the CPU; ``int8`` then takes the export's int8 graphs), or ``auto``
+        (default): ``onnx`` for an export, else ``torch``.
         """
+        if backend not in ("auto", "torch", "onnx"):
+            raise ConfigError(f"unknown backend '{backend}' (auto, torch or onnx)")
+        if quantize not in (None, "int8"):
+            raise ConfigError(f"unknown quantization '{quantize}' (int8 is supported)")
+        run = RunDir(Path(model_dir))
+        exported = run.is_onnx_export() and not run.model.is_file()
+        if backend == "onnx" or (backend == "auto" and exported):
+            return cls._load_onnx(run, device, precision, quantize)
+        if exported:
+            raise ConfigError(f"{run.root} is an ONNX export (no {run.model.name}): translate "
+                              "it with --backend onnx (or auto)")
         dev = resolve_device(device)
         model, config, src_tok, tgt_tok = load_model_dir(model_dir, dev)
         dtype = resolve_precision(precision, dev)
@@ -65,21 +84,45 @@ class Translator:
             if dev.type != "cpu":
                 raise ConfigError("--quantize int8 runs on the CPU only; use --device cpu")
             model, dtype = quantize_int8(model), None
-        elif quantize is not None:
-            raise ConfigError(f"unknown quantization '{quantize}' (int8 is supported)")
         return cls(model, config, src_tok, tgt_tok, dev, dtype)
 
     @classmethod
+    def _load_onnx(cls, run: RunDir, device: str, precision: str,
+                   quantize: str | None) -> Translator:
+        """An export of ``nmt export`` behind :class:`~nmt.onnx_backend.OnnxModel` (CPU)."""
+        from nmt.onnx_backend import OnnxModel
+
+        if device == "cuda":
+            raise ConfigError("the ONNX backend runs on the CPU: use --device cpu (or auto), "
+                              "or the torch backend on a model directory for CUDA")
+        if precision == "bf16":
+            raise ConfigError("the ONNX backend runs in fp32 (or int8 with --quantize int8), "
+                              "not bf16")
+        model = OnnxModel.load(run.root, int8=quantize == "int8")
+        config = load_config(run.config)
+        src_tok, tgt_tok = load_from_dir(run.root)
+        return cls(model, config, src_tok, tgt_tok, torch.device("cpu"), None)
+
+    @property
+    def backend(self) -> str:
+        """``onnx`` for an ONNX Runtime export, else ``torch``."""
+        return "onnx" if isinstance(self.model, OnnxModel) else "torch"
+
+    @classmethod
     def load_ensemble(cls, model_dirs: Sequence[str | Path], device: str = "auto",
-                      precision: str = "auto", quantize: str | None = None) -> Translator:
+                      precision: str = "auto", quantize: str | None = None,
+                      backend: str = "auto") -> Translator:
         """Several model directories decoded as one :class:`~nmt.model.Ensemble`.
 
         The models must share their source and target vocabularies (piece for piece); decoding
         settings and ``data.max_len`` come from the first model's config.
         """
         if len(model_dirs) == 1:
-            return cls.load(model_dirs[0], device, precision, quantize)
-        members = [cls.load(d, device, precision, quantize) for d in model_dirs]
+            return cls.load(model_dirs[0], device, precision, quantize, backend)
+        members = [cls.load(d, device, precision, quantize, backend) for d in model_dirs]
+        if any(m.backend == "onnx" for m in members):
+            raise ConfigError("an ensemble runs on the torch backend: give model directories, "
+                              "not ONNX exports, with several -m")
         first = members[0]
         for directory, other in zip(model_dirs[1:], members[1:], strict=True):
             for side in ("src_tok", "tgt_tok"):
@@ -158,6 +201,9 @@ class Translator:
         """
         if isinstance(self.model, Ensemble):
             raise ConfigError("attention maps come from one model: give a single -m")
+        if self.backend == "onnx":
+            raise ConfigError("attention maps need the torch backend: give the model "
+                              "directory, not its ONNX export")
         if self.model.decoder.attention is None:
             raise ConfigError("this model has no attention (model.attention: none): there is "
                               "nothing to plot")
@@ -182,6 +228,9 @@ class Translator:
     def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:
         """(N, 2H) float32 sentence vectors: the top encoder layer's final forward and
         backward hidden states, rows in input order (an empty line encodes as EOS alone)."""
+        if self.backend == "onnx":
+            raise ConfigError("sentence vectors need the torch backend: give the model "
+                              "directory, not its ONNX export")
         ids = [self.source_ids(line)[0] for line in lines]
         out = np.zeros((len(lines), self.model.encoder.output_size), dtype=np.float32)
         if not ids:

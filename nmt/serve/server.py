@@ -47,9 +47,10 @@ def language_pair(directory: str | Path) -> tuple[str, str]:
 
 def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
                 batch_tokens: int | None, max_wait: float, queue_limit: int,
-                **options: object) -> list[ServedModel]:
-    """One :class:`ServedModel` per directory; a pair served twice is a :class:`ConfigError`
-    (found from the configs, before any model is loaded)."""
+                backend: str = "auto", **options: object) -> list[ServedModel]:
+    """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
+    ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
+    configs, before any model is loaded)."""
     from nmt.serve.batcher import Batcher
     from nmt.translate import Translator
 
@@ -63,7 +64,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     models = []
     for pair, directory in pairs.items():
         try:
-            translator = Translator.load(directory, device, precision, quantize)
+            translator = Translator.load(directory, device, precision, quantize, backend)
         except NMTError as exc:
             raise ConfigError(f"model directory {directory}: {exc}") from None
         beam = int(options.get("beam_size") or translator.config.decoding.beam_size)
@@ -71,7 +72,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         batcher = Batcher(translator, gather, max_wait, queue_limit, batch_tokens=batch_tokens,
                           **options)
         models.append(ServedModel(*pair, batcher=batcher, beam_size=beam))
-        log.info("serving %s -> %s from %s (beam %d)", *pair, directory, beam)
+        log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory, beam,
+                 translator.backend)
     return models
 
 

@@ -1,0 +1,354 @@
+"""``nmt export``: a model directory as ONNX graphs for ONNX Runtime, with a manifest.
+
+An export directory (file names in :mod:`nmt.layout`) holds:
+
+- ``encoder.onnx``: the encoder, the bridge and the attention's key projection. Inputs
+  ``src`` (B, S) int64 source ids (pieces + EOS, padded with 0) and ``src_lengths`` (B,) int64;
+  outputs ``h0``, ``c0`` (Ld, B, Hd), the decoder's initial state, ``mask`` (B, S) bool,
+  ``keys`` (B, S, 2H), the top layer's outputs, and with ``general`` or ``mlp`` attention
+  ``proj_keys`` (B, S, A).
+- ``decoder_step.onnx``: one decoder step. Inputs ``tokens`` (R,) int64, the previous tokens
+  (BOS first), ``h``, ``c`` (Ld, R, Hd), with input feeding ``feed`` (R, Hd), and with attention
+  ``keys``, ``proj_keys`` (not for ``dot``) and ``mask`` with N rows, where R = N x G: each
+  block of G consecutive rows (the beams of one sentence) shares one row of the encoder memory,
+  so beam search neither copies nor reorders it. Outputs ``log_probs`` (R, V) float32, the
+  next token's log-probabilities, and ``h_out``, ``c_out`` (and ``feed_out``), the next state.
+- with ``--int8``, the same two graphs dynamically quantised by ONNX Runtime
+  (``encoder.int8.onnx``, ``decoder_step.int8.onnx``): int8 weights, activations quantised on
+  the fly;
+- the model's ``config.yaml`` and SentencePiece model(s), copied, and ``manifest.json``: the
+  format, the versions of nmt, torch, the ONNX opset and ONNX Runtime, every graph's input and
+  output names with their shapes, the SHA-256 of every file, and the parity measured at export.
+
+Batch and source length are dynamic in both graphs. The graphs come from the TorchScript
+exporter (``dynamo=False``: the dynamo exporter fixed the source length to the example's),
+tracing the very modules that training and search run: the encoder's packed path (which turns
+into the ONNX LSTM's ``sequence_lens``) and :meth:`nmt.model.Seq2Seq.step`, traced with G = 2
+so the shared-memory reshape of :class:`nmt.attention.Attention` stays in the graph.
+:mod:`nmt.onnx_backend` runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import shutil
+import tempfile
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nmt import FORMAT_VERSION, __version__
+from nmt.checkpoint import load_model_dir
+from nmt.decoder import DecoderState
+from nmt.errors import ConfigError, NMTError
+from nmt.fileio import sha256_file, write_text_atomic
+from nmt.layout import (
+    CONFIG_FILE,
+    ENCODER_ONNX,
+    ENCODER_ONNX_INT8,
+    MANIFEST_FILE,
+    STEP_ONNX,
+    STEP_ONNX_INT8,
+    RunDir,
+)
+from nmt.model import Ensemble, Seq2Seq
+from nmt.tokenizer import BOS_ID, SPECIAL_IDS, model_files
+
+log = logging.getLogger(__name__)
+
+#: The export format; a backend refuses a manifest with another.
+EXPORT_FORMAT = "nmt-onnx"
+EXPORT_FORMAT_VERSION = 1
+#: ONNX opset of the graphs (LSTM with sequence_lens, Where, boolean masks: all in 17).
+OPSET = 17
+#: Largest |log-probability difference| between torch and ONNX Runtime accepted at export.
+PARITY_TOLERANCE = 1e-3
+ONNX_EXTRA_HINT = "install the ONNX extra: pip install -e '.[onnx]' (onnx and onnxruntime)"
+
+
+def require_onnx(what: str = "the ONNX backend") -> None:
+    """Raise a ConfigError naming the install command when onnx or onnxruntime is missing."""
+    missing = []
+    for module in ("onnx", "onnxruntime"):
+        try:
+            __import__(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(f"{what} needs {' and '.join(missing)}, which "
+                          f"{'is' if len(missing) == 1 else 'are'} not installed: "
+                          f"{ONNX_EXTRA_HINT}")
+
+
+@dataclass(frozen=True)
+class GraphNames:
+    """Input and output names of the two graphs for one model configuration."""
+
+    encoder_outputs: tuple[str, ...]
+    step_inputs: tuple[str, ...]
+    step_outputs: tuple[str, ...]
+
+    @classmethod
+    def for_model(cls, attention: str, input_feeding: bool) -> GraphNames:
+        """The names for an attention kind (none, dot, general, mlp) and input feeding."""
+        memory: tuple[str, ...] = ()
+        if attention != "none":
+            memory = ("keys", "mask") if attention == "dot" else ("keys", "proj_keys", "mask")
+        feed = ("feed",) if input_feeding else ()
+        # the encoder graph gives the keys (its top layer's outputs) even without attention: the
+        # TorchScript exporter fails on a packed LSTM whose padded outputs go unused
+        return cls(encoder_outputs=("h0", "c0", "mask", "keys",
+                                    *(m for m in memory if m not in ("keys", "mask"))),
+                   step_inputs=("tokens", "h", "c", *feed, *memory),
+                   step_outputs=("log_probs", "h_out", "c_out", *(f"{f}_out" for f in feed)))
+
+
+class EncoderGraph(nn.Module):
+    """What ``encoder.onnx`` computes: encode, bridge and project the keys once."""
+
+    def __init__(self, model: Seq2Seq, names: GraphNames) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, src: torch.Tensor, src_lengths: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """src (B, S), src_lengths (B,) -> the tensors named by ``names.encoder_outputs``."""
+        enc = self.model.encode(src, src_lengths)
+        state = self.model.init_state(enc)
+        values = {"h0": state.h, "c0": state.c, "mask": state.mask, "keys": enc.outputs,
+                  "proj_keys": state.proj_keys}
+        return tuple(values[name] for name in self.names.encoder_outputs)
+
+
+class StepGraph(nn.Module):
+    """What ``decoder_step.onnx`` computes: :meth:`Seq2Seq.step` on a state given as tensors."""
+
+    def __init__(self, model: Seq2Seq, names: GraphNames) -> None:
+        super().__init__()
+        self.model, self.names = model, names
+
+    def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """The tensors named by ``names.step_inputs`` -> those of ``names.step_outputs``."""
+        named = dict(zip(self.names.step_inputs, inputs, strict=True))
+        keys = named.get("keys")
+        state = DecoderState(named["h"], named["c"], named.get("feed"), keys,
+                             named.get("proj_keys", keys), named.get("mask"))
+        log_probs, new = self.model.step(named["tokens"], state)
+        out = [log_probs, new.h, new.c]
+        if "feed" in named:
+            out.append(new.feed)
+        return tuple(out)
+
+
+def _axes(shape: list[Any]) -> dict[int, str]:
+    return {i: dim for i, dim in enumerate(shape) if isinstance(dim, str)}
+
+
+def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
+    """Shape of every graph input and output by name: ints, or names of dynamic dimensions."""
+    enc, dec = model.encoder, model.decoder
+    layers, hidden = dec.rnn.num_layers, dec.hidden_size
+    proj = enc.output_size if attention == "dot" else (
+        dec.attention.key_proj.out_features if dec.attention is not None else 0)
+    return {
+        "src": ["batch", "src_len"], "src_lengths": ["batch"],
+        "h0": [layers, "batch", hidden], "c0": [layers, "batch", hidden],
+        "mask": ["batch", "src_len"], "keys": ["batch", "src_len", enc.output_size],
+        "proj_keys": ["batch", "src_len", proj],
+        "tokens": ["rows"], "h": [layers, "rows", hidden], "c": [layers, "rows", hidden],
+        "feed": ["rows", hidden], "log_probs": ["rows", dec.output.out_features],
+        "h_out": [layers, "rows", hidden], "c_out": [layers, "rows", hidden],
+        "feed_out": ["rows", hidden],
+    }
+
+
+_DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool"}
+
+
+def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
+        memory_rows: bool = False) -> list[dict[str, Any]]:
+    """Manifest entries: name, dtype, shape (in the step graph, memory has 'memory_rows')."""
+    out = []
+    for name in names:
+        shape = list(shapes[name])
+        if memory_rows and name in ("keys", "proj_keys", "mask"):
+            shape[0] = "memory_rows"
+        out.append({"name": name, "dtype": _DTYPES.get(name, "float32"), "shape": shape})
+    return out
+
+
+def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two sources of lengths 5 and 3 (B=2, S=5), ids drawn from the real vocabulary."""
+    vocab = model.encoder.embed.num_embeddings
+    generator = torch.Generator().manual_seed(0)
+    src = torch.randint(len(SPECIAL_IDS), max(vocab, len(SPECIAL_IDS) + 1), (2, 5),
+                        generator=generator)
+    src[1, 3:] = 0
+    return src, torch.tensor([5, 3])
+
+
+@torch.no_grad()
+def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any]],
+                   directory: Path) -> None:
+    """Trace and write encoder.onnx and decoder_step.onnx into ``directory``."""
+    src, lengths = example_inputs(model)
+    with warnings.catch_warnings():  # the TorchScript exporter's tracer and deprecation notes
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            EncoderGraph(model, names).eval(), (src, lengths), str(directory / ENCODER_ONNX),
+            input_names=["src", "src_lengths"], output_names=list(names.encoder_outputs),
+            dynamic_axes={n: _axes(shapes[n]) for n in ("src", "src_lengths",
+                                                        *names.encoder_outputs)},
+            opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        # two beams per sentence, so the graph keeps the reshape for shared encoder memory
+        state = model.expand(model.init_state(model.encode(src, lengths)), 2)
+        values = {"tokens": torch.full((4,), BOS_ID, dtype=torch.long), "h": state.h,
+                  "c": state.c, "feed": state.feed, "keys": state.keys,
+                  "proj_keys": state.proj_keys, "mask": state.mask}
+        step_shapes = {n: s for n, s in shapes.items()}
+        for name in ("keys", "proj_keys", "mask"):
+            step_shapes[name] = ["memory_rows", *shapes[name][1:]]
+        torch.onnx.export(
+            StepGraph(model, names).eval(), tuple(values[n] for n in names.step_inputs),
+            str(directory / STEP_ONNX), input_names=list(names.step_inputs),
+            output_names=list(names.step_outputs),
+            dynamic_axes={n: _axes(step_shapes[n])
+                          for n in (*names.step_inputs, *names.step_outputs)},
+            opset_version=OPSET, dynamo=False, do_constant_folding=True)
+
+
+def _quantize(directory: Path) -> None:
+    """Write the int8 graphs with ONNX Runtime's dynamic quantisation (weights int8)."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    for source, target in ((ENCODER_ONNX, ENCODER_ONNX_INT8), (STEP_ONNX, STEP_ONNX_INT8)):
+        logging.disable(logging.INFO)  # it logs a line per tensor it leaves in float
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                quantize_dynamic(directory / source, directory / target,
+                                 weight_type=QuantType.QInt8)
+        finally:
+            logging.disable(logging.NOTSET)
+
+
+@torch.no_grad()
+def parity(model: Seq2Seq, directory: Path, manifest: dict[str, Any], int8: bool = False,
+           steps: int = 4) -> float:
+    """Largest |log-probability difference| between torch and the exported graphs over a few
+    greedy steps on :func:`example_inputs` (beams of 2 sharing the memory)."""
+    from nmt.onnx_backend import OnnxModel
+
+    backend = OnnxModel.open(directory, manifest, int8=int8, verify=False)
+    src, lengths = example_inputs(model)
+    states = [m.expand(m.init_state(m.encode(src, lengths)), 2) for m in (model, backend)]
+    tokens = torch.full((4,), BOS_ID, dtype=torch.long)
+    worst = 0.0
+    for _ in range(steps):
+        (ref, states[0]), (got, states[1]) = (m.step(tokens, s)
+                                              for m, s in zip((model, backend), states,
+                                                              strict=True))
+        worst = max(worst, float((ref - got).abs().max()))
+        tokens = ref.argmax(-1)
+    return worst
+
+
+def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False) -> dict:
+    """Export a model directory to ``out_dir`` (see the module docstring); returns the manifest.
+
+    ``out_dir`` must not exist, be empty, or hold an earlier export (which is replaced). The
+    export is written beside it and renamed into place, so a failure leaves nothing half
+    written. Every graph is checked against the torch model before it is kept.
+    """
+    require_onnx("nmt export")
+    out = Path(out_dir)
+    if out.exists() and (not out.is_dir() or (any(out.iterdir())
+                                              and not (out / MANIFEST_FILE).is_file())):
+        raise ConfigError(f"{out} exists and is not an earlier export: give a new or empty "
+                          "directory to -o")
+    model, config, src_tok, tgt_tok = load_model_dir(model_dir, "cpu")
+    if isinstance(model, Ensemble):  # pragma: no cover - load_model_dir makes one model
+        raise ConfigError("an ensemble cannot be exported: export each model directory")
+    started = time.perf_counter()
+    attention = config.model.attention
+    names = GraphNames.for_model(attention, config.model.input_feeding)
+    shapes = graph_shapes(model, attention)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        _export_graphs(model, names, shapes, work)
+        if int8:
+            _quantize(work)
+        manifest = _manifest(model, config, names, shapes, int8, Path(model_dir))
+        check = {"fp32_max_abs_diff": parity(model, work, manifest)}
+        if check["fp32_max_abs_diff"] > PARITY_TOLERANCE:
+            raise NMTError(f"the exported graphs disagree with the torch model (log-probabilities "
+                           f"differ by {check['fp32_max_abs_diff']:.2g}); nothing was written")
+        if int8:
+            check["int8_max_abs_diff"] = parity(model, work, manifest, int8=True)
+        for name in (CONFIG_FILE, *model_files(src_tok is tgt_tok)):
+            shutil.copyfile(Path(model_dir) / name, work / name)
+        manifest["parity"] = check
+        manifest["files"] = {p.name: sha256_file(p) for p in sorted(work.iterdir())
+                             if p.is_file()}
+        write_text_atomic(work / MANIFEST_FILE, json.dumps(manifest, indent=2) + "\n")
+        _replace_dir(work, out)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    log.info("exported %s to %s in %.1f s (torch vs ONNX Runtime: %.1e)", model_dir, out,
+             time.perf_counter() - started, check["fp32_max_abs_diff"])
+    return manifest
+
+
+def _manifest(model: Seq2Seq, config: Any, names: GraphNames, shapes: dict[str, list[Any]],
+              int8: bool, source: Path) -> dict:
+    """The manifest without ``files`` and ``parity`` (added once those are known)."""
+    import onnxruntime
+
+    graphs = {
+        "encoder": {"file": ENCODER_ONNX, "int8_file": ENCODER_ONNX_INT8 if int8 else None,
+                    "inputs": _io(("src", "src_lengths"), shapes),
+                    "outputs": _io(names.encoder_outputs, shapes)},
+        "decoder_step": {"file": STEP_ONNX, "int8_file": STEP_ONNX_INT8 if int8 else None,
+                         "inputs": _io(names.step_inputs, shapes, memory_rows=True),
+                         "outputs": _io(names.step_outputs, shapes)},
+    }
+    m = config.model
+    return {
+        "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,
+        "nmt_version": __version__, "model_format_version": FORMAT_VERSION,
+        "torch_version": torch.__version__, "onnx_opset": OPSET,
+        "onnxruntime_version": onnxruntime.__version__,
+        "model": {"attention": m.attention, "input_feeding": m.input_feeding,
+                  "encoder_layers": m.encoder_layers, "decoder_layers": m.decoder_layers,
+                  "hidden_size": m.hidden_size, "decoder_hidden_size": m.decoder_hidden_size,
+                  "src_vocab": model.encoder.embed.num_embeddings,
+                  "tgt_vocab": model.decoder.output.out_features},
+        "special_ids": dict(SPECIAL_IDS),
+        "graphs": graphs,
+        "source_model_sha256": sha256_file(RunDir(source).model),
+    }
+
+
+def _replace_dir(work: Path, out: Path) -> None:
+    """Move the finished export ``work`` to ``out``, replacing an earlier export there."""
+    umask = os.umask(0)
+    os.umask(umask)
+    work.chmod(0o777 & ~umask)  # mkdtemp made it private
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        out.rename(old)
+    work.rename(out)
+    if old is not None:
+        with contextlib.suppress(OSError):
+            shutil.rmtree(old)

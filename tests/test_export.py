@@ -1,0 +1,287 @@
+"""``nmt export`` and the ONNX Runtime backend: parity with torch, int8, the line contract,
+``translate``/``serve``/``evaluate`` on an export, and the errors a user can meet."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+from conftest import reverse_overrides
+
+from nmt.cli import main
+from nmt.config import load_config
+from nmt.errors import ConfigError, NMTError
+from nmt.evaluate import score
+from nmt.export import export_model
+from nmt.onnx_backend import OnnxModel
+from nmt.search import DecodeOptions, decode_all
+from nmt.train import Trainer
+from nmt.translate import Translator
+
+# Every model configuration the export must handle: each attention kind, input feeding, two
+# layers, and the bridge 'none'. Tiny models trained for a few seconds on the reverse task.
+KINDS = {
+    # without attention, 100 updates at 0.01 give one output for every line
+    "none": ["model.attention=none", "training.max_steps=200", "training.lr=0.003",
+             "model.embed_size=32", "model.hidden_size=64", "model.decoder_hidden_size=128"],
+    "dot": ["model.attention=dot", "model.bridge=none"],
+    "general-feed-2layers": ["model.attention=general", "model.input_feeding=true",
+                             "model.encoder_layers=2", "model.decoder_layers=2"],
+    "mlp-feed": ["model.attention=mlp", "model.input_feeding=true"],
+}
+TINY = ["training.max_steps=100", "data.max_len=40", "model.embed_size=16",
+        "model.hidden_size=32", "model.decoder_hidden_size=64", "training.lr=0.01"]
+
+
+def read(prefix: Path, side: str) -> list[str]:
+    return Path(f"{prefix}.{side}").read_text(encoding="utf-8").splitlines()
+
+
+@pytest.fixture(scope="module")
+def exports(tmp_path_factory, reverse_task) -> dict[str, tuple[Path, Path]]:
+    """(model directory, export directory) of a tiny model of each kind in KINDS."""
+    root = tmp_path_factory.mktemp("kinds")
+    out = {}
+    for name, extra in KINDS.items():
+        model_dir = root / name
+        config = load_config(None, [*reverse_overrides(model_dir, {"train": reverse_task["train"]}),
+                                    *TINY, *extra])
+        Trainer(config, quiet=True).fit()
+        export_model(model_dir, root / f"{name}.onnx")
+        out[name] = (model_dir, root / f"{name}.onnx")
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported_int8(trained_reverse, tmp_path_factory) -> Path:
+    """The shared trained model exported with its int8 graphs."""
+    out = tmp_path_factory.mktemp("int8") / "export"
+    export_model(trained_reverse, out, int8=True)
+    return out
+
+
+# --------------------------------------------------------------------------- parity
+
+
+@pytest.mark.parametrize("kind", list(KINDS))
+def test_greedy_and_beam_match_torch(exports, reverse_task, kind):
+    """Greedy: the same output on at least 99% of lines; beam 5: the same 5-best lists, their
+    log-probabilities within 1e-4."""
+    model_dir, export_dir = exports[kind]
+    torch_tr = Translator.load(model_dir, precision="fp32")
+    onnx_tr = Translator.load(export_dir)
+    assert onnx_tr.backend == "onnx" and torch_tr.backend == "torch"
+    src = read(reverse_task["test"], "src")
+    a, b = torch_tr.translate(src, beam_size=1), onnx_tr.translate(src, beam_size=1)
+    assert len(set(a)) > 5, "the model should not give one output for every line"
+    same = sum(x == y for x, y in zip(a, b, strict=True)) / len(src)
+    assert same >= 0.99, f"{kind}: greedy outputs identical on {same:.1%} of lines"
+
+    ids = [torch_tr.source_ids(line)[0] for line in src[:60]]
+    options = DecodeOptions(beam_size=5, n_best=5, max_len_a=1.0, max_len_b=2)
+    ref = decode_all(torch_tr.model, ids, options, 400, torch.device("cpu"), None)
+    got = decode_all(onnx_tr.model, ids, options, 400, torch.device("cpu"), None)
+    compared = 0
+    for hyps_ref, hyps_got in zip(ref, got, strict=True):
+        assert [h.tokens for h in hyps_ref] == [h.tokens for h in hyps_got]
+        for h_ref, h_got in zip(hyps_ref, hyps_got, strict=True):
+            assert abs(h_ref.log_prob - h_got.log_prob) <= 1e-4
+            compared += 1
+    assert compared == 60 * 5
+
+
+def test_step_matches_for_any_beam_grouping(exports):
+    """The step graph runs with the encoder memory shared by groups of 1, 3 and 5 rows, or
+    expanded per row after a reorder across sentences, with source lengths the trace never saw."""
+    model_dir, export_dir = exports["general-feed-2layers"]
+    model = Translator.load(model_dir, precision="fp32").model
+    backend = OnnxModel.load(export_dir)
+    src = torch.randint(4, model.encoder.embed.num_embeddings, (3, 17))
+    lengths = torch.tensor([17, 4, 9])
+    src[1, 4:] = src[2, 9:] = 0
+    with torch.no_grad():
+        for k in (1, 3, 5):
+            states = [m.expand(m.init_state(m.encode(src, lengths)), k) for m in (model, backend)]
+            tokens = torch.randint(4, 10, (3 * k,))
+            for index in (None, torch.tensor([3 * k - 1, 0, 0, 1, 2][: 3 * k])):
+                if index is not None:  # rows from different sentences: memory per row
+                    states = [m.reorder(s, index) for m, s in zip((model, backend), states,
+                                                                  strict=True)]
+                    tokens = tokens[index]
+                (ref, s_ref), (got, s_got) = (m.step(tokens, s) for m, s in
+                                              zip((model, backend), states, strict=True))
+                assert got.shape == ref.shape
+                assert float((ref - got).abs().max()) < 1e-4
+                assert float((s_ref.h - s_got.h).abs().max()) < 1e-5
+                states = [s_ref, s_got]
+
+
+def test_int8_export_keeps_quality(trained_reverse, exported_int8, reverse_task):
+    """int8 graphs: test BLEU at most 2.0 below the fp32 graphs' on the held-out split."""
+    src, ref = read(reverse_task["test"], "src"), read(reverse_task["test"], "tgt")
+    fp32 = Translator.load(exported_int8).translate(src, beam_size=5)
+    int8 = Translator.load(exported_int8, quantize="int8")
+    assert int8.model.int8
+    hyps = int8.translate(src, beam_size=5)
+    bleu32, bleu8 = score(fp32, [ref]).bleu, score(hyps, [ref]).bleu
+    assert bleu32 > 80, f"the shared model should reverse well (BLEU {bleu32:.1f})"
+    assert bleu8 >= bleu32 - 2.0, f"int8 BLEU {bleu8:.2f} vs fp32 {bleu32:.2f}"
+
+
+# --------------------------------------------------------------------------- what is written
+
+
+def test_manifest_names_shapes_hashes_and_dynamic_axes(exported_int8, trained_reverse):
+    manifest = json.loads((exported_int8 / "manifest.json").read_text())
+    assert manifest["format"] == "nmt-onnx" and manifest["onnx_opset"] == 17
+    assert manifest["parity"]["fp32_max_abs_diff"] < 1e-4
+    files = {p.name for p in exported_int8.iterdir()}
+    assert files == {"manifest.json", "config.yaml", *manifest["files"]}
+    assert {"encoder.onnx", "decoder_step.onnx", "encoder.int8.onnx",
+            "decoder_step.int8.onnx", "config.yaml", "spm.model"} <= set(manifest["files"])
+    assert (exported_int8 / "config.yaml").read_bytes() == (
+        trained_reverse / "config.yaml").read_bytes()
+    for graph, file_key in (("encoder", "file"), ("decoder_step", "file"),
+                            ("encoder", "int8_file"), ("decoder_step", "int8_file")):
+        entry = manifest["graphs"][graph]
+        proto = onnx.load(str(exported_int8 / entry[file_key]))
+        onnx.checker.check_model(proto)
+        inputs = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim]
+                  for i in proto.graph.input}
+        for spec in entry["inputs"]:  # the manifest's shapes are the graph's, names dynamic
+            assert inputs[spec["name"]] == spec["shape"], (graph, spec)
+        assert [o.name for o in proto.graph.output] == [o["name"] for o in entry["outputs"]]
+    step = manifest["graphs"]["decoder_step"]
+    assert [i["name"] for i in step["inputs"]] == ["tokens", "h", "c", "keys", "proj_keys",
+                                                    "mask"]
+    assert step["outputs"][0] == {"name": "log_probs", "dtype": "float32",
+                                  "shape": ["rows", manifest["model"]["tgt_vocab"]]}
+
+
+def test_export_errors_are_clear_and_write_nothing(trained_reverse, exported_int8, tmp_path,
+                                                   monkeypatch, capsys):
+    # an ensemble, a directory that is not an export, a missing model
+    assert main(["export", "-m", str(trained_reverse), "-m", str(trained_reverse),
+                 "-o", str(tmp_path / "x")]) == 2
+    assert "an ensemble cannot be exported" in capsys.readouterr().err
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "notes.txt").write_text("mine")
+    assert main(["export", "-m", str(trained_reverse), "-o", str(tmp_path / "busy")]) == 2
+    assert "is not an earlier export" in capsys.readouterr().err
+    assert (tmp_path / "busy" / "notes.txt").read_text() == "mine"
+    assert main(["export", "-m", str(tmp_path / "nope"), "-o", str(tmp_path / "y")]) == 2
+    assert "not found" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["busy"]  # no half-written export
+    # without the extra: what to install
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[onnx\]'"):
+        export_model(trained_reverse, tmp_path / "z")
+    with pytest.raises(ConfigError, match=r"pip install -e '\.\[onnx\]'"):
+        Translator.load(exported_int8)
+    monkeypatch.undo()
+    # backends and directories that do not fit
+    with pytest.raises(NMTError, match="nmt export -m"):
+        Translator.load(trained_reverse, backend="onnx")
+    with pytest.raises(ConfigError, match="--backend onnx"):
+        Translator.load(exported_int8, backend="torch")
+    with pytest.raises(ConfigError, match="not bf16"):
+        Translator.load(exported_int8, precision="bf16")
+    with pytest.raises(ConfigError, match="attention maps need the torch backend"):
+        Translator.load(exported_int8).attention(["a b"], ["b a"])
+
+
+def test_damaged_or_incomplete_exports_are_refused(exports, tmp_path):
+    _, export_dir = exports["dot"]
+    copy = shutil.copytree(export_dir, tmp_path / "copy")
+    with pytest.raises(ConfigError, match="nmt export --int8"):
+        Translator.load(copy, quantize="int8")
+    step = copy / "decoder_step.onnx"
+    step.write_bytes(step.read_bytes()[:-10] + b"0123456789")
+    with pytest.raises(NMTError, match="does not match the SHA-256"):
+        Translator.load(copy)
+    (copy / "manifest.json").write_text('{"format": "nmt-onnx", "format_version": 99}')
+    with pytest.raises(NMTError, match="export the model again"):
+        Translator.load(copy)
+
+
+def test_reexport_replaces_an_earlier_export(exports, tmp_path):
+    model_dir, _ = exports["none"]
+    out = tmp_path / "e"
+    export_model(model_dir, out, int8=True)
+    assert (out / "encoder.int8.onnx").is_file()
+    export_model(model_dir, out)  # again, without int8: the old int8 graphs are gone
+    assert not (out / "encoder.int8.onnx").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["e"]
+
+
+# --------------------------------------------------------------------------- the commands
+
+
+def test_translate_cli_keeps_the_line_contract(trained_reverse, exported_int8, tmp_path):
+    """One output line per input line with the ONNX backend too: empty and blank lines stay
+    empty, an over-long line is cut as with torch, and the text equals torch's."""
+    lines = ["a b c", "", "   ", "h g f e", "a " * 60, "d c b a"]
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    outs = {}
+    for name, args in (("torch", ["-m", str(trained_reverse), "--precision", "fp32"]),
+                       ("onnx", ["-m", str(exported_int8)]),
+                       ("int8", ["-m", str(exported_int8), "--quantize", "int8"])):
+        out = tmp_path / f"{name}.txt"
+        assert main(["translate", *args, "-i", str(src), "-o", str(out), "-q",
+                     "--beam-size", "5"]) == 0
+        outs[name] = out.read_text(encoding="utf-8").split("\n")[:-1]
+        assert len(outs[name]) == len(lines)
+        assert outs[name][1] == outs[name][2] == ""
+    assert outs["onnx"] == outs["torch"]
+
+
+@pytest.mark.slow
+def test_serve_and_evaluate_run_on_an_export(exported_int8, reverse_task, tmp_path):
+    """``nmt serve --backend onnx`` answers LibreTranslate requests as the backend translates;
+    ``nmt evaluate -m EXPORT`` scores it."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    server = subprocess.Popen(
+        [sys.executable, "-m", "nmt", "serve", "-m", str(exported_int8), "--backend", "onnx",
+         "--port", str(port), "--beam-size", "2", "-q"],
+        env={**os.environ, "PYTHONUNBUFFERED": "1"}, stderr=subprocess.PIPE)
+    try:
+        body = json.dumps({"q": ["a b c", "e f g h"], "source": "src",
+                           "target": "tgt"}).encode()
+        deadline, reply = time.time() + 60, None
+        while reply is None and time.time() < deadline and server.poll() is None:
+            try:
+                request = urllib.request.Request(f"http://127.0.0.1:{port}/translate", body,
+                                                 {"Content-Type": "application/json"})
+                with urllib.request.urlopen(request, timeout=30) as answer:
+                    reply = json.loads(answer.read())
+            except OSError:
+                time.sleep(0.2)
+        assert reply is not None, server.stderr.read().decode() if server.poll() else "timeout"
+        expected = Translator.load(exported_int8).translate(["a b c", "e f g h"], beam_size=2)
+        assert reply["translatedText"] == expected
+    finally:
+        server.terminate()
+        server.wait(30)
+    hyp = tmp_path / "test.hyp"
+    result = subprocess.run(
+        [sys.executable, "-m", "nmt", "evaluate", "-m", str(exported_int8),
+         "--src", f"{reverse_task['test']}.src", "--ref", f"{reverse_task['test']}.tgt",
+         "--hyp-out", str(hyp), "--json", "--beam-size", "1"],
+        capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["bleu"] > 80
+    assert json.loads(hyp.with_suffix(".json").read_text())["backend"] == "onnx"
