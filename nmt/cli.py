@@ -364,6 +364,11 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
+    if args.attention_dir and translator.backend == "onnx":
+        from nmt.errors import ConfigError
+
+        raise ConfigError("--attention-dir needs the torch backend: give the model directory, "
+                          "not its ONNX export")
     lines = _read_input(args.input, args.errors)
     results = _translate_lines(translator, lines, options, args.n_best,
                                show_progress=bool(args.output) and not args.quiet)

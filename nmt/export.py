@@ -59,7 +59,7 @@ from nmt.layout import (
     STEP_ONNX_INT8,
     RunDir,
 )
-from nmt.model import Ensemble, Seq2Seq
+from nmt.model import Seq2Seq
 from nmt.tokenizer import BOS_ID, SPECIAL_IDS, model_files
 
 log = logging.getLogger(__name__)
@@ -212,7 +212,7 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
         values = {"tokens": torch.full((4,), BOS_ID, dtype=torch.long), "h": state.h,
                   "c": state.c, "feed": state.feed, "keys": state.keys,
                   "proj_keys": state.proj_keys, "mask": state.mask}
-        step_shapes = {n: s for n, s in shapes.items()}
+        step_shapes = dict(shapes)
         for name in ("keys", "proj_keys", "mask"):
             step_shapes[name] = ["memory_rows", *shapes[name][1:]]
         torch.onnx.export(
@@ -274,8 +274,6 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
         raise ConfigError(f"{out} exists and is not an earlier export: give a new or empty "
                           "directory to -o")
     model, config, src_tok, tgt_tok = load_model_dir(model_dir, "cpu")
-    if isinstance(model, Ensemble):  # pragma: no cover - load_model_dir makes one model
-        raise ConfigError("an ensemble cannot be exported: export each model directory")
     started = time.perf_counter()
     attention = config.model.attention
     names = GraphNames.for_model(attention, config.model.input_feeding)
