@@ -323,11 +323,11 @@ def _onnx_threads_sleep(args: argparse.Namespace) -> None:
     import os
     from pathlib import Path
 
-    from nmt.layout import MANIFEST_FILE
+    from nmt.layout import RunDir
 
     models = args.model if isinstance(args.model, list) else [args.model]
     if args.backend == "onnx" or (args.backend == "auto" and any(
-            (Path(m) / MANIFEST_FILE).is_file() for m in models)):
+            RunDir(Path(m)).is_onnx_export() for m in models)):
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 

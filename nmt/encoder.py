@@ -42,7 +42,7 @@ class Encoder(nn.Module):
     to the sentence's real last token and nothing depends on the padding of the batch:
 
     - on CUDA the batch is packed (``pack_padded_sequence``, cuDNN's fast path); so is it
-      while ``torch.onnx.export`` traces the encoder (:mod:`nmt.export`), where packing
+      while the encoder is traced (``torch.onnx.export`` in :mod:`nmt.export`), where packing
       becomes the ONNX LSTM's ``sequence_lens`` and every shape stays dynamic;
     - on the CPU, packed sequences leave oneDNN for a slow step-by-step kernel (4x slower
       here), so the batch is sorted by length and run in length segments instead: positions
@@ -74,7 +74,7 @@ class Encoder(nn.Module):
         """Encode ``src`` (B, S) token ids with true ``lengths`` (B,)."""
         lengths = lengths.cpu()
         # work in length-descending order, so the sentences still running are a prefix
-        if torch.onnx.is_in_onnx_export():  # ONNX has no stable sort; ties do not matter there
+        if torch.jit.is_tracing():  # the ONNX exporter: no stable sort there, ties do not matter
             order = torch.argsort(lengths, descending=True)
         else:
             order = torch.argsort(lengths, descending=True, stable=True)
@@ -102,7 +102,7 @@ class Encoder(nn.Module):
     def _run(rnn: nn.LSTM, x: torch.Tensor,
              lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One direction over length-sorted x (B, S, I): outputs (B, S, H), final h, c (B, H)."""
-        if x.is_cuda or torch.onnx.is_in_onnx_export():
+        if x.is_cuda or torch.jit.is_tracing():
             packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=True)
             out, (h, c) = rnn(packed)
             out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.size(1))

@@ -35,9 +35,11 @@ import json
 import logging
 import os
 import shutil
+import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -47,6 +49,7 @@ from torch import nn
 
 from nmt import FORMAT_VERSION, __version__
 from nmt.checkpoint import load_model_dir
+from nmt.config import Config
 from nmt.decoder import DecoderState
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file, write_text_atomic
@@ -148,6 +151,7 @@ class StepGraph(nn.Module):
 
 
 def _axes(shape: list[Any]) -> dict[int, str]:
+    """Dynamic axes for torch.onnx.export: the positions of named dimensions."""
     return {i: dim for i, dim in enumerate(shape) if isinstance(dim, str)}
 
 
@@ -199,8 +203,8 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
                    directory: Path) -> None:
     """Trace and write encoder.onnx and decoder_step.onnx into ``directory``."""
     src, lengths = example_inputs(model)
-    with warnings.catch_warnings():  # the TorchScript exporter's tracer and deprecation notes
-        warnings.simplefilter("ignore")
+    with warnings.catch_warnings(), _native_stderr_to_debug():
+        warnings.simplefilter("ignore")  # the tracer's and the exporter's notes
         torch.onnx.export(
             EncoderGraph(model, names).eval(), (src, lengths), str(directory / ENCODER_ONNX),
             input_names=["src", "src_lengths"], output_names=list(names.encoder_outputs),
@@ -224,19 +228,39 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
             opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+@contextlib.contextmanager
+def _native_stderr_to_debug() -> Iterator[None]:
+    """Send what C++ code writes to file descriptor 2 meanwhile to the debug log: the
+    TorchScript exporter warns there that prim::PackPadded has no shape inference, which is
+    expected (packing becomes the LSTM's sequence_lens) and says nothing to a user."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as sink:
+        os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            sink.seek(0)
+            text = sink.read().decode("utf-8", "replace").strip()
+            if text:
+                log.debug("exporter messages:\n%s", text)
+
+
 def _quantize(directory: Path) -> None:
     """Write the int8 graphs with ONNX Runtime's dynamic quantisation (weights int8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     for source, target in ((ENCODER_ONNX, ENCODER_ONNX_INT8), (STEP_ONNX, STEP_ONNX_INT8)):
-        logging.disable(logging.INFO)  # it logs a line per tensor it leaves in float
+        disabled = logging.root.manager.disable
+        # its root-logger lines: one per tensor left in float, advice on pre-processing
+        logging.disable(max(disabled, logging.WARNING))
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                quantize_dynamic(directory / source, directory / target,
-                                 weight_type=QuantType.QInt8)
+            quantize_dynamic(directory / source, directory / target,
+                             weight_type=QuantType.QInt8)
         finally:
-            logging.disable(logging.NOTSET)
+            logging.disable(disabled)
 
 
 @torch.no_grad()
@@ -269,17 +293,19 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
     """
     require_onnx("nmt export")
     out = Path(out_dir)
-    if out.exists() and (not out.is_dir() or (any(out.iterdir())
-                                              and not (out / MANIFEST_FILE).is_file())):
-        raise ConfigError(f"{out} exists and is not an earlier export: give a new or empty "
-                          "directory to -o")
+    _check_target(out)
     model, config, src_tok, tgt_tok = load_model_dir(model_dir, "cpu")
     started = time.perf_counter()
     attention = config.model.attention
     names = GraphNames.for_model(attention, config.model.input_feeding)
     shapes = graph_shapes(model, attention)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    except OSError as exc:
+        where = f" ({exc.filename})" if exc.filename else ""
+        raise ConfigError(f"cannot write the export to {out}: {exc.strerror or exc}{where}; "
+                          "give -o a directory that can be created") from None
     try:
         _export_graphs(model, names, shapes, work)
         if int8:
@@ -306,7 +332,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
     return manifest
 
 
-def _manifest(model: Seq2Seq, config: Any, names: GraphNames, shapes: dict[str, list[Any]],
+def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[str, list[Any]],
               int8: bool, source: Path) -> dict:
     """The manifest without ``files`` and ``parity`` (added once those are known)."""
     import onnxruntime
@@ -336,6 +362,29 @@ def _manifest(model: Seq2Seq, config: Any, names: GraphNames, shapes: dict[str, 
     }
 
 
+def _check_target(out: Path) -> None:
+    """Refuse an ``-o`` that is a file, or a directory holding anything but an earlier export
+    (the files its manifest lists): replacing it must not delete a user's files."""
+    if not out.exists():
+        return
+    if not out.is_dir():
+        raise ConfigError(f"{out} is a file: -o takes a directory for the export")
+    present = {p.name for p in out.iterdir()}
+    if not present:
+        return
+    from nmt.onnx_backend import read_manifest
+
+    try:
+        listed = {*read_manifest(out)["files"], MANIFEST_FILE}
+    except NMTError:
+        listed = set()
+    others = sorted(present - listed)
+    if not listed or others:
+        raise ConfigError(f"{out} is not empty and not an earlier export (it holds "
+                          f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): give "
+                          "a new or empty directory to -o, or remove those files")
+
+
 def _replace_dir(work: Path, out: Path) -> None:
     """Move the finished export ``work`` to ``out``, replacing an earlier export there."""
     umask = os.umask(0)
@@ -346,7 +395,12 @@ def _replace_dir(work: Path, out: Path) -> None:
         old = out.with_name(f".{out.name}.old")
         shutil.rmtree(old, ignore_errors=True)
         out.rename(old)
-    work.rename(out)
+    try:
+        work.rename(out)
+    except OSError:
+        if old is not None:
+            old.rename(out)  # the earlier export back in place
+        raise
     if old is not None:
         with contextlib.suppress(OSError):
             shutil.rmtree(old)

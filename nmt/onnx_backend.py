@@ -27,7 +27,7 @@ from nmt.decoder import DecoderState
 from nmt.errors import ConfigError, NMTError
 from nmt.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, require_onnx
 from nmt.fileio import sha256_file
-from nmt.layout import RunDir
+from nmt.layout import MANIFEST_FILE, RunDir
 
 log = logging.getLogger(__name__)
 
@@ -40,11 +40,17 @@ class OnnxEncoding:
 
 
 def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of an export directory, its format checked (a clear error otherwise)."""
+    """The manifest of an export directory, its format and keys checked (a clear error
+    otherwise)."""
     run = RunDir(Path(directory))
+    if not run.root.exists():
+        raise NMTError(f"model directory not found: {run.root}")
+    if not run.root.is_dir():
+        raise NMTError(f"{run.root} is a file: -m takes a model directory or an ONNX export")
     if not run.manifest.is_file():
-        raise NMTError(f"{run.root} is not an ONNX export (it has no {run.manifest.name}): make "
-                       f"one with nmt export -m MODEL_DIR -o {run.root}")
+        raise NMTError(f"{run.root} is not an ONNX export (it has no {run.manifest.name}): use "
+                       "--backend torch (or auto) for a model directory, or export it first "
+                       f"with nmt export -m {run.root} -o EXPORT_DIR")
     try:
         manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
@@ -57,7 +63,35 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise NMTError(f"{run.manifest}: export format version "
                        f"{manifest.get('format_version')}, this nmt reads version "
                        f"{EXPORT_FORMAT_VERSION}; export the model again with this nmt")
+    problem = _manifest_problem(manifest)
+    if problem:
+        raise NMTError(f"{run.manifest}: {problem}; export the model again")
     return manifest
+
+
+def _manifest_problem(manifest: dict[str, Any]) -> str | None:
+    """What is wrong with a manifest's graphs, files and model entries, or None."""
+    files, model, graphs = (manifest.get(k) for k in ("files", "model", "graphs"))
+    if not isinstance(files, dict) or not all(
+            isinstance(name, str) and name == Path(name).name and isinstance(digest, str)
+            for name, digest in files.items()):
+        return "'files' must map plain file names to SHA-256 digests"
+    if not isinstance(model, dict) or not all(
+            isinstance(model.get(k), int) for k in ("decoder_hidden_size", "src_vocab",
+                                                    "tgt_vocab")):
+        return "'model' lacks the decoder size or the vocabulary sizes"
+    if not isinstance(graphs, dict):
+        return "'graphs' is missing"
+    for graph in ("encoder", "decoder_step"):
+        entry = graphs.get(graph)
+        if not isinstance(entry, dict) or entry.get("file") not in files or not all(
+                isinstance(entry.get(k), list) and all(isinstance(io, dict) and "name" in io
+                                                       for io in entry[k])
+                for k in ("inputs", "outputs")):
+            return f"the '{graph}' graph entry is incomplete"
+        if entry.get("int8_file") is not None and entry["int8_file"] not in files:
+            return f"the '{graph}' int8 graph is not among the files"
+    return None
 
 
 class OnnxModel:
@@ -98,13 +132,14 @@ class OnnxModel:
             if name is None:
                 raise ConfigError(f"{root} has no int8 graphs: export with nmt export --int8, "
                                   "or translate without --quantize int8")
+            files.append(root / name)
+        for name, digest in manifest["files"].items() if verify else ():
             path = root / name
             if not path.is_file():
                 raise NMTError(f"{path} is missing from the export: export the model again")
-            if verify and sha256_file(path) != manifest["files"].get(name):
-                raise NMTError(f"{path} does not match the SHA-256 in {root / 'manifest.json'} "
+            if sha256_file(path) != digest:
+                raise NMTError(f"{path} does not match the SHA-256 in {root / MANIFEST_FILE} "
                                "(changed or damaged): export the model again")
-            files.append(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -112,17 +147,33 @@ class OnnxModel:
         options.log_severity_level = 3  # warnings of the optimiser about unused initialisers
         # idle ORT threads must not spin: between steps the search runs torch ops on the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        encoder, step = (ort.InferenceSession(str(p), options,
-                                              providers=["CPUExecutionProvider"])
-                         for p in files)
+        try:
+            encoder, step = (ort.InferenceSession(str(p), options,
+                                                  providers=["CPUExecutionProvider"])
+                             for p in files)
+        except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, ...)
+            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+            raise NMTError(f"ONNX Runtime {ort.__version__} cannot load the export in {root} "
+                           f"(made with onnxruntime {manifest.get('onnxruntime_version')}, "
+                           f"opset {manifest.get('onnx_opset')}): {first}; install an "
+                           "onnxruntime at least as new, or export the model again") from None
         return cls(encoder, step, manifest, int8)
 
     def eval(self) -> OnnxModel:
         """Nothing to switch (a graph is always in inference mode); for callers of modules."""
         return self
 
+    def check_vocabularies(self, src_size: int, tgt_size: int, root: Path) -> None:
+        """The SentencePiece vocabularies must be those the graphs were exported with."""
+        model = self.manifest["model"]
+        if (src_size, tgt_size) != (model["src_vocab"], model["tgt_vocab"]):
+            raise NMTError(f"{root}: the SentencePiece vocabularies ({src_size} and {tgt_size} "
+                           f"pieces) are not those of the graphs ({model['src_vocab']} and "
+                           f"{model['tgt_vocab']}): export the model again")
+
     @staticmethod
     def _numpy(x: torch.Tensor) -> np.ndarray:
+        """A CPU tensor as a contiguous NumPy array (no copy when it already is one)."""
         return x.detach().contiguous().numpy()
 
     def encode(self, src: torch.Tensor, src_lengths: torch.Tensor) -> OnnxEncoding:

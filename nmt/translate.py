@@ -48,7 +48,8 @@ class Truncation:
 class Translator:
     """A loaded model directory, ready to translate lists of lines."""
 
-    def __init__(self, model: Seq2Seq, config: Config, src_tok: Tokenizer, tgt_tok: Tokenizer,
+    def __init__(self, model: Seq2Seq | Ensemble | OnnxModel, config: Config,
+                 src_tok: Tokenizer, tgt_tok: Tokenizer,
                  device: torch.device, dtype: torch.dtype | None) -> None:
         self.model, self.config = model.eval(), config
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
@@ -71,7 +72,7 @@ class Translator:
         if quantize not in (None, "int8"):
             raise ConfigError(f"unknown quantization '{quantize}' (int8 is supported)")
         run = RunDir(Path(model_dir))
-        exported = run.is_onnx_export() and not run.model.is_file()
+        exported = run.is_onnx_export()
         if backend == "onnx" or (backend == "auto" and exported):
             return cls._load_onnx(run, device, precision, quantize)
         if exported:
@@ -90,8 +91,6 @@ class Translator:
     def _load_onnx(cls, run: RunDir, device: str, precision: str,
                    quantize: str | None) -> Translator:
         """An export of ``nmt export`` behind :class:`~nmt.onnx_backend.OnnxModel` (CPU)."""
-        from nmt.onnx_backend import OnnxModel
-
         if device == "cuda":
             raise ConfigError("the ONNX backend runs on the CPU: use --device cpu (or auto), "
                               "or the torch backend on a model directory for CUDA")
@@ -101,6 +100,7 @@ class Translator:
         model = OnnxModel.load(run.root, int8=quantize == "int8")
         config = load_config(run.config)
         src_tok, tgt_tok = load_from_dir(run.root)
+        model.check_vocabularies(src_tok.vocab_size, tgt_tok.vocab_size, run.root)
         return cls(model, config, src_tok, tgt_tok, torch.device("cpu"), None)
 
     @property
@@ -119,10 +119,10 @@ class Translator:
         """
         if len(model_dirs) == 1:
             return cls.load(model_dirs[0], device, precision, quantize, backend)
-        members = [cls.load(d, device, precision, quantize, backend) for d in model_dirs]
-        if any(m.backend == "onnx" for m in members):
+        if backend == "onnx" or any(RunDir(Path(d)).is_onnx_export() for d in model_dirs):
             raise ConfigError("an ensemble runs on the torch backend: give model directories, "
                               "not ONNX exports, with several -m")
+        members = [cls.load(d, device, precision, quantize, backend) for d in model_dirs]
         first = members[0]
         for directory, other in zip(model_dirs[1:], members[1:], strict=True):
             for side in ("src_tok", "tgt_tok"):

@@ -296,15 +296,18 @@ def main() -> int:
     load = warn_if_busy()
     with tempfile.TemporaryDirectory(prefix="bench_translate_") as tmp:
         args.export = str(Path(tmp) / "export")
-        export_s = export(args, args.export)
-        print(f"  exported to ONNX in {export_s:.1f} s", file=sys.stderr, flush=True)
+        export_s = None
+        if any(parse_name(name)[1] == "onnx" for name in names):
+            export_s = export(args, args.export)
+            print(f"  exported to ONNX in {export_s:.1f} s", file=sys.stderr, flush=True)
         records = {name: child(args, name) for name in names}  # one after another
         print("  timing whole processes ...", file=sys.stderr, flush=True)
         help_run = median_wall([sys.executable, "-m", "nmt", "translate", "--help"], 5)
         one_run = median_wall([sys.executable, "-m", "nmt", "translate", "-m", args.model], 3,
                               stdin=ONE_SENTENCE + "\n")
-        one_onnx = median_wall([sys.executable, "-m", "nmt", "translate", "-m", args.export],
-                               3, stdin=ONE_SENTENCE + "\n")
+        one_onnx = (median_wall([sys.executable, "-m", "nmt", "translate", "-m", args.export],
+                                3, stdin=ONE_SENTENCE + "\n") if export_s is not None
+                    else {"median_s": float("nan"), "runs_s": [], "last_stdout": ""})
 
     from nmt.report import hardware
 
@@ -317,7 +320,8 @@ def main() -> int:
           f"one sentence {one_run['median_s']:.2f} s with torch, {one_onnx['median_s']:.2f} s "
           f"with the ONNX export (median of 3): "
           f"{ONE_SENTENCE!r} -> {one_run['last_stdout'].strip()!r} / "
-          f"{one_onnx['last_stdout'].strip()!r}; nmt export --int8 took {export_s:.1f} s")
+          f"{one_onnx['last_stdout'].strip()!r}; nmt export --int8 took "
+          f"{'-' if export_s is None else f'{export_s:.1f}'} s")
 
     print()
     best = {search: fastest_within(records, search) for search in SEARCHES}
