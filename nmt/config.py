@@ -123,6 +123,10 @@ class ModelConfig:
                              "(forces a step-by-step loop in training).")
     tie_embeddings: bool = _f(False, "Tie the output projection to the target embedding.")
     dropout: float = _f(0.2, "Dropout probability.", min=0.0, max=0.99)
+    word_dropout: float = _f(0.0, "Training only: probability of dropping a whole source or "
+                             "target token (its embedding set to zero, the rest scaled by "
+                             "1 / (1 - p)), as Sennrich & Zhang (2019). 0: off.",
+                             min=0.0, max=0.99)
 
 
 @dataclass

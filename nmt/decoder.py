@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from nmt.attention import build_attention
-from nmt.encoder import EncoderOutput
+from nmt.encoder import EncoderOutput, WordDropout
 from nmt.errors import ConfigError
 from nmt.tokenizer import PAD_ID
 
@@ -91,11 +91,12 @@ class Decoder(nn.Module):
     def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
                  key_size: int, attention: str = "general", input_feeding: bool = False,
                  tie_embeddings: bool = False, dropout: float = 0.0,
-                 pad_id: int = PAD_ID) -> None:
+                 pad_id: int = PAD_ID, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.hidden_size, self.input_feeding = hidden_size, input_feeding
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = WordDropout(word_dropout)  # of the previous target tokens
         rnn_input = embed_size + (hidden_size if input_feeding else 0)
         self.rnn = nn.LSTM(rnn_input, hidden_size, num_layers, batch_first=True,
                            dropout=dropout if num_layers > 1 else 0.0)
@@ -142,7 +143,7 @@ class Decoder(nn.Module):
         projection itself, fused with the loss (:mod:`nmt.loss`).
         """
         if not self.input_feeding and teacher_forcing_ratio >= 1.0:
-            x = self.dropout(self.embed(tgt_in))  # (B, T, E)
+            x = self.dropout(self.word_dropout(self.embed(tgt_in)))  # (B, T, E)
             out, _ = self.rnn(x, (state.h, state.c))  # (B, T, Hd): one fused call
             att, weights = self._attend(out, state)
             return self.dropout(att), weights
@@ -171,7 +172,7 @@ class Decoder(nn.Module):
     def _step_features(self, tokens: torch.Tensor,
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: attentional state (B, Hd) for previous tokens (B,), and the next state."""
-        x = self.dropout(self.embed(tokens))[:, None, :]  # (B, 1, E)
+        x = self.dropout(self.word_dropout(self.embed(tokens)[:, None, :]))  # (B, 1, E)
         if self.input_feeding:
             x = torch.cat([x, state.feed[:, None, :].to(x.dtype)], dim=-1)  # (B, 1, E + Hd)
         out, (h, c) = self.rnn(x, (state.h, state.c))  # out: (B, 1, Hd)

@@ -35,6 +35,23 @@ class EncoderOutput:
     lengths: torch.Tensor
 
 
+class WordDropout(nn.Module):
+    """Drop whole tokens in training: embeddings (B, T, E) of a token zeroed with probability
+    ``p``, the kept ones scaled by 1 / (1 - p); the identity in eval mode or with p = 0 (then
+    no random number is drawn, so runs without it are unchanged)."""
+
+    def __init__(self, p: float = 0.0) -> None:
+        super().__init__()
+        self.p = p
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x (B, T, E) -> the same shape, whole rows x[b, t] dropped."""
+        if not self.training or self.p == 0.0:
+            return x
+        keep = torch.rand(x.shape[:-1], device=x.device) >= self.p  # (B, T)
+        return x * (keep[..., None].to(x.dtype) / (1.0 - self.p))
+
+
 class Encoder(nn.Module):
     """Embedding + a bidirectional LSTM, one ``nn.LSTM`` per layer and direction.
 
@@ -55,11 +72,12 @@ class Encoder(nn.Module):
     """
 
     def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int = 1,
-                 dropout: float = 0.0, pad_id: int = PAD_ID) -> None:
+                 dropout: float = 0.0, pad_id: int = PAD_ID, word_dropout: float = 0.0) -> None:
         super().__init__()
         self.hidden_size, self.num_layers = hidden_size, num_layers
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
         self.dropout = nn.Dropout(dropout)
+        self.word_dropout = WordDropout(word_dropout)
         self.layers = nn.ModuleList(
             nn.ModuleList(nn.LSTM(embed_size if i == 0 else 2 * hidden_size, hidden_size,
                                   batch_first=True) for _direction in range(2))
@@ -80,7 +98,8 @@ class Encoder(nn.Module):
             order = torch.argsort(lengths, descending=True, stable=True)
         unorder = torch.argsort(order).to(src.device)
         sorted_lengths = lengths[order]
-        x = self.dropout(self.embed(src.index_select(0, order.to(src.device))))  # (B, S, E)
+        x = self.embed(src.index_select(0, order.to(src.device)))  # (B, S, E)
+        x = self.dropout(self.word_dropout(x))
         reverse = _reverse_index(sorted_lengths, src.size(1)).to(src.device)  # (B, S)
         finals_h, finals_c = [], []
         for i, (forward_rnn, backward_rnn) in enumerate(self.layers):

@@ -112,12 +112,13 @@ class Ensemble(nn.Module):
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
     """A model from its config and vocabulary sizes; logs the parameter count."""
-    encoder = Encoder(src_vocab, cfg.embed_size, cfg.hidden_size, cfg.encoder_layers, cfg.dropout)
+    encoder = Encoder(src_vocab, cfg.embed_size, cfg.hidden_size, cfg.encoder_layers, cfg.dropout,
+                      word_dropout=cfg.word_dropout)
     bridge = Bridge(cfg.bridge, cfg.encoder_layers, cfg.decoder_layers, encoder.output_size,
                     cfg.decoder_hidden_size)
     decoder = Decoder(tgt_vocab, cfg.embed_size, cfg.decoder_hidden_size, cfg.decoder_layers,
                       encoder.output_size, cfg.attention, cfg.input_feeding, cfg.tie_embeddings,
-                      cfg.dropout)
+                      cfg.dropout, word_dropout=cfg.word_dropout)
     model = Seq2Seq(encoder, bridge, decoder)
     log.info("model: %s parameters (%s attention, %s bridge, input feeding %s)",
              f"{count_parameters(model):,}", cfg.attention, cfg.bridge,

@@ -160,7 +160,7 @@ def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
         f"- BiLSTM encoder {m.encoder_layers} x {m.hidden_size} per direction, embeddings "
         f"{m.embed_size}; LSTM decoder {m.decoder_layers} x {m.decoder_hidden_size}; attention "
         f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
-        f"dropout {m.dropout}",
+        f"dropout {m.dropout}{f', word dropout {m.word_dropout}' if m.word_dropout else ''}",
         f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
         f"{' (joint)' if config.tokenizer.joint else ''}",
         f"- parameters: {training.get('parameters', 0):,}",

@@ -7,7 +7,7 @@ import torch
 
 from nmt.batching import pad
 from nmt.config import ModelConfig
-from nmt.encoder import Bridge, Encoder
+from nmt.encoder import Bridge, Encoder, WordDropout
 from nmt.errors import ConfigError
 from nmt.model import build_model, count_parameters
 
@@ -166,3 +166,25 @@ def test_tied_embeddings_share_the_weight():
 def test_inconsistent_sizes_are_config_errors(kw, message):
     with pytest.raises(ConfigError, match=message):
         build_model(tiny(**kw), V_SRC, V_TGT)
+
+
+def test_word_dropout_drops_whole_tokens_in_training_only():
+    layer = WordDropout(0.3).train()
+    x = torch.randn(64, 50, 8)
+    y = layer(x)
+    dropped = (y == 0).all(-1)  # (B, T): whole embeddings zeroed, never part of one
+    assert ((y == 0) == dropped[..., None]).all()
+    assert 0.25 < float(dropped.float().mean()) < 0.35
+    torch.testing.assert_close(y[~dropped], x[~dropped] / 0.7)
+    assert torch.equal(layer.eval()(x), x)
+    state = torch.get_rng_state()  # p = 0 draws nothing: runs without it are unchanged
+    assert torch.equal(WordDropout(0.0).train()(x), x)
+    assert torch.equal(torch.get_rng_state(), state)
+    model = build_model(ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=16,
+                                    word_dropout=0.5, dropout=0.0), 20, 20).train()
+    src, lengths, tgt = torch.randint(4, 20, (3, 6)), torch.tensor([6, 6, 6]), torch.randint(
+        4, 20, (3, 5))
+    assert not torch.equal(model(src, lengths, tgt), model(src, lengths, tgt))
+    model.eval()
+    assert torch.equal(model(src, lengths, tgt), model(src, lengths, tgt))
+

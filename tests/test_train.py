@@ -102,6 +102,27 @@ def test_resume_continues_exactly(tmp_path, reverse, schedule):
         assert torch.equal(a, b), name
 
 
+def test_word_dropout_changes_training_and_resumes_exactly(tmp_path, reverse):
+    """model.word_dropout with input feeding (the step-by-step decoder): the run differs from
+    one without it, and stopping at update 20 and resuming ends with the same weights."""
+    def run(out, steps, word_dropout=0.3, resume=False):
+        config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
+                                    "training.valid_every=20", "training.precision=fp32",
+                                    "model.input_feeding=true", "training.schedule=constant",
+                                    f"model.word_dropout={word_dropout}"])
+        trainer = Trainer(config, resume=resume, quiet=True)
+        trainer.fit()
+        return trainer.model.state_dict()
+
+    straight = run(tmp_path / "a", 40)
+    run(tmp_path / "b", 20)
+    resumed = run(tmp_path / "b", 40, resume=True)
+    for name, value in straight.items():
+        assert torch.equal(value, resumed[name]), name
+    without = run(tmp_path / "c", 40, word_dropout=0.0)
+    assert any(not torch.equal(value, without[name]) for name, value in straight.items())
+
+
 def test_interrupted_cosine_run_resumes_exactly(tmp_path, reverse):
     """The cosine rate follows the budget (here 40 updates): a run stopped by SIGTERM after
     update 20 and resumed ends with the weights of a run that was never stopped."""
