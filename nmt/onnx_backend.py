@@ -28,6 +28,7 @@ from nmt.errors import ConfigError, NMTError
 from nmt.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, require_onnx
 from nmt.fileio import sha256_file
 from nmt.layout import MANIFEST_FILE, RunDir
+from nmt.model import Seq2Seq
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +204,6 @@ class OnnxModel:
         return out["log_probs"], replace(state, h=out["h_out"], c=out["c_out"],
                                          feed=out.get("feed_out"))
 
-    @staticmethod
-    def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:
-        """Select (and repeat) rows of the state: ``index`` (R',) into the batch dimension."""
-        return state.index_select(index)
-
-    @staticmethod
-    def expand(state: DecoderState, k: int) -> DecoderState:
-        """Repeat each row ``k`` times for beam search, sharing the encoder memory."""
-        return state.expand(k)
+    # the model's own: the state is a DecoderState, its encoder memory shared by the beams
+    reorder = staticmethod(Seq2Seq.reorder)
+    expand = staticmethod(Seq2Seq.expand)
