@@ -114,6 +114,26 @@ class Corpus:
         self.src_lengths = np.diff(self.src_offsets)
         self.tgt_lengths = np.diff(self.tgt_offsets)
 
+    @classmethod
+    def from_ids(cls, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> Corpus:
+        """A corpus of id lists held in memory (source: pieces + EOS; target: BOS + pieces +
+        EOS), e.g. one epoch's sampled segmentation (:mod:`nmt.sampling`)."""
+        corpus = cls.__new__(cls)
+        corpus.src_values, corpus.src_offsets = cls._pack(src)
+        corpus.tgt_values, corpus.tgt_offsets = cls._pack(tgt)
+        corpus.src_lengths = np.diff(corpus.src_offsets)
+        corpus.tgt_lengths = np.diff(corpus.tgt_offsets)
+        return corpus
+
+    @staticmethod
+    def _pack(rows: Sequence[Sequence[int]]) -> tuple[np.ndarray, np.ndarray]:
+        """(values, offsets) of id lists, as :meth:`_flat` gives them for an Arrow column."""
+        offsets = np.zeros(len(rows) + 1, dtype=np.int64)
+        np.cumsum([len(r) for r in rows], out=offsets[1:])
+        values = (np.concatenate([np.asarray(r, dtype=np.int64) for r in rows]) if len(rows)
+                  else np.zeros(0, dtype=np.int64))
+        return values, offsets
+
     @staticmethod
     def _flat(table: pa.Table, column: str,
               rows: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -258,7 +278,14 @@ class Position(Protocol):
     epoch_batches: int  # batches in the current epoch
 
 
-def updates(sampler: TokenBatchSampler, position: Position, accumulate: int, world: int,
+class EpochBatches(Protocol):
+    """What hands out an epoch's batches: :class:`TokenBatchSampler`, or
+    :class:`nmt.sampling.SampledBatches` with subword regularisation."""
+
+    def batches(self, epoch: int) -> list[np.ndarray]: ...
+
+
+def updates(sampler: EpochBatches, position: Position, accumulate: int, world: int,
             rank: int, stop: Callable[[], bool]) -> Iterator[list[np.ndarray]]:
     """This process's batches of each update, from ``position`` on, until ``stop()``.
 

@@ -100,6 +100,13 @@ class TokenizerConfig:
                                 "accept a smaller vocabulary (false).")
     threads: int = _f(0, "Threads for SentencePiece training (0: all cores).", min=0)
     seed: int = _f(1, "Seed of the sentence sample and of SentencePiece's own sampling.", min=0)
+    sample_alpha: float = _f(0.0, "Subword regularisation (0: off): each training epoch "
+                             "segments the pairs anew. Unigram: sampling smoothing (0.1 to 0.5 "
+                             "usual; lower samples more widely); BPE: the BPE-dropout rate (0.1 "
+                             "usual). Validation, test and translation keep the best "
+                             "segmentation.", min=0.0, max=1.0)
+    sample_nbest: int = _f(-1, "Unigram subword regularisation: sample among this many best "
+                           "segmentations (-1: all of them).", min=-1)
     model: str | None = _f(None, "Existing joint SentencePiece model to use instead of training.")
     src_model: str | None = _f(None, "Existing source SentencePiece model (with `tgt_model`).")
     tgt_model: str | None = _f(None, "Existing target SentencePiece model (with `src_model`).")
@@ -167,6 +174,15 @@ class TrainingConfig:
     device: str = _f("auto", "auto, cpu or cuda.", choices=("auto", "cpu", "cuda"))
     keep_last: int = _f(3, "Checkpoints kept besides the best one (which is never deleted).",
                         min=1)
+    ema_decay: float = _f(0.0, "Keep an exponential moving average of the weights with this "
+                          "decay per update (0: off; e.g. 0.998 puts half the weight on the last "
+                          "350 updates). Validation scores the average and model.safetensors "
+                          "keeps it; training goes on with the raw weights.", min=0.0,
+                          max=0.9999)
+    average_last: int = _f(0, "After training, average the weights of the last N checkpoints "
+                           "(every valid_every updates; 0 or 1: off) and keep the average as "
+                           "the model when its validation BLEU is higher than the best so far.",
+                           min=0)
     max_bad_updates: int = _f(5, "Consecutive updates with a non-finite loss or gradient that "
                               "are skipped (and logged) before training stops with an error.",
                               min=1)

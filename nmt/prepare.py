@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from nmt.config import Config, save_config, to_dict
+from nmt.config import Config, TokenizerConfig, save_config, to_dict
 from nmt.encoding import CACHE_VERSION, EncodedSplit, SplitStats, cache_dir, encode_split
 from nmt.errors import ConfigError, DataError
 from nmt.fileio import sha256_text, write_text_atomic
@@ -41,6 +41,16 @@ log = logging.getLogger(__name__)
 # --------------------------------------------------------------------------- tokenizer stage
 
 
+#: Tokenizer keys that act in training only (subword sampling): they leave the model as it is.
+SAMPLING_KEYS = ("sample_alpha", "sample_nbest")
+
+
+def model_settings(cfg: TokenizerConfig) -> dict:
+    """The tokenizer settings that shape the SentencePiece model (the sampling keys left out,
+    so switching subword regularisation on re-uses a trained tokenizer)."""
+    return {k: v for k, v in to_dict(cfg).items() if k not in SAMPLING_KEYS}
+
+
 def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
     """Load the configured SentencePiece model(s), or train them on the training split.
 
@@ -57,7 +67,8 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
     if pretrained:
         _write_tokenizers(run, pretrained, {"key": "pretrained", "tokenizer": to_dict(cfg)})
         return pretrained
-    settings = {"tokenizer": to_dict(cfg), "langs": [config.data.src_lang, config.data.tgt_lang]}
+    settings = {"tokenizer": model_settings(cfg),
+                "langs": [config.data.src_lang, config.data.tgt_lang]}
     key = sha256_text(CACHE_VERSION, fingerprint(train), json.dumps(settings, sort_keys=True))
     names = model_files(cfg.joint)
     marker = _read_marker(run)

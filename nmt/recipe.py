@@ -208,6 +208,8 @@ def _stage_train(job: Job) -> str:
             "parameters": trainer.params,
             "device": str(trainer.device), "precision": precision_name(trainer.dtype),
             "target_tokens_per_s": _mean_speed(progress.history)}
+    if progress.averaged is not None:
+        info["averaged"] = progress.averaged
     write_text_atomic(run.training, json.dumps(info, indent=2) + "\n")
     best = (f"best validation BLEU {progress.best_score:.2f} at update {progress.best_step}"
             if progress.validated else f"no validation set (kept the weights of update "

@@ -84,6 +84,19 @@ class Tokenizer:
         """Ids of many lines at once (SentencePiece's batched C++ path)."""
         return self.sp.encode(list(texts), add_bos=add_bos, add_eos=add_eos)
 
+    def sample_batch(self, texts: Sequence[str], alpha: float, nbest: int,
+                     add_bos: bool = False, add_eos: bool = True) -> list[list[int]]:
+        """Ids of many lines, each a sampled segmentation (subword regularisation).
+
+        Unigram models sample among the ``nbest`` best segmentations (-1: all of them) with
+        smoothing ``alpha``; BPE models drop merges with probability ``alpha`` (BPE-dropout).
+        One thread, so that a seed set with ``spm.set_random_generator_seed`` before the
+        thread's first draw fixes the result (see :mod:`nmt.sampling`).
+        """
+        return self.sp.encode(list(texts), add_bos=add_bos, add_eos=add_eos,
+                              enable_sampling=True, alpha=alpha, nbest_size=nbest,
+                              num_threads=1)
+
     def decode(self, ids: Sequence[int]) -> str:
         """Text of one id sequence; pad/bos/eos are dropped, and decoding stops at the first EOS."""
         ids = list(ids)

@@ -6,7 +6,10 @@ sets the learning rate; :meth:`Trainer.train_step` sums ``accumulate`` batches' 
 clips and steps Adam; every ``valid_every`` updates the model is validated (loss, perplexity,
 greedy BLEU and chrF through the one decoding path, :func:`nmt.search.decode_all`), the best
 weights are kept as ``model.safetensors`` and a checkpoint is written, so ``--resume``
-continues from there. What lives elsewhere: schedules in :mod:`nmt.schedule`, the loss in
+continues from there. Two kinds of weight averaging are options: an exponential moving average
+kept during training (``training.ema_decay``, :mod:`nmt.ema`: validated and kept instead of the
+raw weights), and after training the mean of the last N checkpoints (``training.average_last``),
+kept when it validates better. What lives elsewhere: schedules in :mod:`nmt.schedule`, the loss in
 :mod:`nmt.loss`, checkpoints and random states in :mod:`nmt.checkpoint`, the run's outputs
 (log, TensorBoard, ``metrics.csv``, ``curve.png``, progress bar) in :mod:`nmt.reporter`.
 
@@ -17,6 +20,7 @@ with a gradient scaler on CUDA devices without bf16. Loss and softmax stay in fl
 from __future__ import annotations
 
 import contextlib
+import copy
 import logging
 import math
 import os
@@ -34,15 +38,24 @@ import torch
 
 from nmt import distributed
 from nmt.batching import Corpus, TokenBatchSampler, updates
-from nmt.checkpoint import check_run_dir, load_checkpoint, save_checkpoint, save_weights
+from nmt.checkpoint import (
+    average_weights,
+    check_run_dir,
+    load_checkpoint,
+    load_tensors,
+    save_checkpoint,
+    save_weights,
+)
 from nmt.config import Config, save_config
 from nmt.device import autocast, precision_name, resolve_device, resolve_precision
-from nmt.errors import NMTError, TrainingInterrupted
+from nmt.ema import WeightEMA
+from nmt.errors import ConfigError, NMTError, TrainingInterrupted
 from nmt.layout import RunDir
 from nmt.loss import TrainingLoss
 from nmt.model import build_model, count_parameters
 from nmt.prepare import Prepared, prepare
 from nmt.reporter import Reporter, Window
+from nmt.sampling import SampledBatches, SampledEpochs
 from nmt.schedule import Budget, Schedule
 from nmt.validation import validate
 
@@ -61,6 +74,7 @@ class Progress:
     bad_updates: int = 0  # consecutive updates skipped for a non-finite loss or gradient
     elapsed: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
+    averaged: dict | None = None  # training.average_last's outcome (set after training)
 
     @property
     def validated(self) -> bool:
@@ -113,8 +127,20 @@ class Trainer:
         self.sampler = TokenBatchSampler(self.train_corpus.src_lengths,
                                          self.train_corpus.tgt_lengths, self.tcfg.batch_tokens,
                                          seed=self.tcfg.seed)
+        self.batches: TokenBatchSampler | SampledBatches = self.sampler
+        sample = config.tokenizer
+        if sample.sample_alpha > 0:  # subword regularisation: new pieces every epoch
+            epochs = SampledEpochs(self.prepared.splits["train"], self.src_tok, self.tgt_tok,
+                                   sample.sample_alpha, sample.sample_nbest, self.tcfg.seed,
+                                   config.data.max_len, self.tcfg.batch_tokens)
+            self.batches = SampledBatches(epochs, self.tcfg.batch_tokens, self.tcfg.seed)
         self.progress = Progress(epoch_batches=len(self.sampler.batches(0)))
         distributed.check_epoch(self.dist, self.progress.epoch_batches, self.tcfg.accumulate)
+        if self.tcfg.average_last > self.tcfg.keep_last:
+            raise ConfigError(f"training.average_last={self.tcfg.average_last} needs as many "
+                              f"checkpoints kept: raise training.keep_last (now "
+                              f"{self.tcfg.keep_last}) to at least {self.tcfg.average_last}")
+        self.ema = WeightEMA(self.model, self.tcfg.ema_decay) if self.tcfg.ema_decay else None
         if resume:
             self.progress = Progress(**load_checkpoint(self.run, self.model, self._stateful(),
                                                        self.dist, self.device, self.tcfg.seed))
@@ -123,6 +149,12 @@ class Trainer:
         self.ddp = distributed.wrap(self.dist, self.loss, self.device)  # None: one process
         self.report = Reporter(self.run, config.name, enabled=self.dist.main, quiet=quiet,
                                total_steps=self.tcfg.max_steps, first_step=self.progress.step)
+
+    @property
+    def epoch_corpus(self) -> Corpus:
+        """The corpus the current batches index: with subword regularisation, this epoch's."""
+        return self.batches.corpus if isinstance(self.batches, SampledBatches) \
+            else self.train_corpus
 
     @property
     def lr(self) -> float:
@@ -146,7 +178,7 @@ class Trainer:
         window, validated_at = Window(), p.step
         with distributed.catch_signals() as self.caught, contextlib.closing(self.report), \
                 distributed.joined(self.dist):
-            for batches in updates(self.sampler, p, t.accumulate, self.dist.world, self.dist.rank,
+            for batches in updates(self.batches, p, t.accumulate, self.dist.world, self.dist.rank,
                                    stop=lambda: self.budget.exhausted(p.step, p.epoch,
                                                                       p.bad_validations)):
                 spent = self.budget.spent(p.step, p.epoch + p.batch_in_epoch / p.epoch_batches) \
@@ -172,6 +204,8 @@ class Trainer:
                     window, validated_at = Window(), p.step
             if p.step != validated_at:
                 self._validate_and_save(window.loss, window.rate)
+            if self.dist.main and t.average_last > 1 and self.valid_corpus is not None:
+                self._average_checkpoints()
             self.report.info("training finished after %d updates, %d epochs, %.0f s; best %s "
                              "%.2f at step %d", p.step, p.epoch, p.elapsed,
                              "BLEU" if p.validated else "-(training loss)", p.best_score,
@@ -189,11 +223,12 @@ class Trainer:
         self.model.train()
         # normalise by the target tokens of the whole update (all processes), known before any
         # backward pass; DDP averages gradients over processes, hence the factor `world`
-        local = sum(int((self.train_corpus.tgt_lengths[i] - 1).sum()) for i in indices_group)
+        corpus = self.epoch_corpus
+        local = sum(int((corpus.tgt_lengths[i] - 1).sum()) for i in indices_group)
         total_tokens = int(distributed.sum_floats(self.dist, [local], self.device)[0])
         scale, total_loss = self.dist.world / max(total_tokens, 1), 0.0
         for number, indices in enumerate(indices_group):
-            batch = self.train_corpus.batch(indices).to(self.device)
+            batch = corpus.batch(indices).to(self.device)
             last = number == len(indices_group) - 1  # gradients are exchanged after the last
             with self.ddp.no_sync() if self.ddp is not None and not last \
                     else contextlib.nullcontext():
@@ -211,6 +246,8 @@ class Trainer:
         if not skipped:
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.ema is not None:
+                self.ema.update()
         self.optimizer.zero_grad(set_to_none=True)
         return StepResult(total_loss / max(total_tokens, 1), total_tokens, skipped)
 
@@ -220,12 +257,13 @@ class Trainer:
         with autocast(self.device, self.dtype):
             return (self.ddp or self.loss)(src, src_lengths, tgt)
 
-    def validate(self) -> dict[str, float]:
-        """Validation loss, perplexity, and greedy BLEU / chrF (empty without a valid set)."""
+    def validate(self, model: torch.nn.Module | None = None) -> dict[str, float]:
+        """Validation loss, perplexity, and greedy BLEU / chrF of ``model`` (the one trained by
+        default); empty without a validation set."""
         if self.valid_corpus is None:
             return {}
         budget = max(self.tcfg.batch_tokens, int(self.sampler.longest.max(initial=1)))
-        return validate(self.model, self.valid_corpus, self.valid_refs, self.tgt_tok,
+        return validate(model or self.model, self.valid_corpus, self.valid_refs, self.tgt_tok,
                         self.config, self.device, self.dtype, budget)
 
     # ----------------------------------------------------------------- around the loop
@@ -235,16 +273,19 @@ class Trainer:
         the best weights, and write a checkpoint."""
         p = self.progress
         p.elapsed = self.budget.elapsed()
-        metrics = distributed.broadcast(self.dist, self.validate() if self.dist.main else None)
+        averaged = self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+        with averaged:  # with training.ema_decay the average is validated and kept
+            metrics = distributed.broadcast(self.dist,
+                                            self.validate() if self.dist.main else None)
+            score_ = metrics.get("bleu", -train_loss)  # without a validation set: lowest loss
+            improved = score_ > p.best_score
+            if improved and self.dist.main:
+                save_weights(self.model, self.run.model)
         row = {"step": p.step, "epoch": round(p.epoch + p.batch_in_epoch / p.epoch_batches, 3),
                "train_loss": train_loss, "lr": self.lr, "tokens_per_s": tokens_per_s,
                "elapsed_s": p.elapsed, **metrics}
-        score_ = metrics.get("bleu", -train_loss)  # without a validation set: lowest train loss
-        improved = score_ > p.best_score
         if improved:
             p.best_score, p.best_step, p.bad_validations = score_, p.step, 0
-            if self.dist.main:
-                save_weights(self.model, self.run.model)
         else:
             p.bad_validations += 1
         self.schedule.validated(score_)
@@ -257,7 +298,30 @@ class Trainer:
                         self.tcfg.keep_last, self.dist, self.device)
 
     def _stateful(self) -> dict:
-        return {"optimizer": self.optimizer, "schedule": self.schedule, "scaler": self.scaler}
+        extra = {"ema": self.ema} if self.ema is not None else {}
+        return {"optimizer": self.optimizer, "schedule": self.schedule, "scaler": self.scaler,
+                **extra}
+
+    def _average_checkpoints(self) -> None:
+        """``training.average_last``: validate the mean of the last N checkpoints' weights and
+        keep it as ``model.safetensors`` when it beats the best validation BLEU (rank 0)."""
+        p, n = self.progress, self.tcfg.average_last
+        paths = self.run.checkpoint_files()[-n:]
+        if len(paths) < 2:
+            return
+        model = copy.deepcopy(self.model)
+        load_tensors(model, average_weights(paths), paths[0])
+        bleu = self.validate(model)["bleu"]
+        kept = bleu > p.best_score
+        p.averaged = {"checkpoints": [path.name for path in paths], "bleu": bleu, "kept": kept,
+                      "best_before": p.best_score}
+        self.report.info("average of the last %d checkpoints (%s): validation BLEU %.2f %s the "
+                         "best %.2f%s", len(paths), ", ".join(path.stem for path in paths), bleu,
+                         "beats" if kept else "does not beat", p.best_score,
+                         ": kept as the model" if kept else "")
+        if kept:
+            p.best_score = bleu
+            save_weights(model, self.run.model)
 
     def _agreed_signal(self) -> int:
         """The SIGINT/SIGTERM seen by any process (0: none), so that every process stops at the

@@ -13,6 +13,7 @@ from conftest import exact_match, reverse_overrides, write_reverse_task
 from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
 from nmt.device import cpu_has_fast_bf16, cpu_runs_bf16_lstm, resolve_device, resolve_precision
+from nmt.ema import WeightEMA
 from nmt.errors import ConfigError, NMTError
 from nmt.train import Trainer, TrainingInterrupted
 
@@ -102,25 +103,75 @@ def test_resume_continues_exactly(tmp_path, reverse, schedule):
         assert torch.equal(a, b), name
 
 
-def test_word_dropout_changes_training_and_resumes_exactly(tmp_path, reverse):
-    """model.word_dropout with input feeding (the step-by-step decoder): the run differs from
-    one without it, and stopping at update 20 and resuming ends with the same weights."""
-    def run(out, steps, word_dropout=0.3, resume=False):
+def test_weight_ema_is_the_bias_corrected_mean_and_swaps_back():
+    """WeightEMA after updates with weights w1..w3 holds sum_k d^(3-k) (1-d) w_k / (1 - d^3);
+    applied() puts it in the model for the block only, tied weights counted once."""
+    model = torch.nn.Linear(3, 2)
+    ema = WeightEMA(model, 0.9)
+    seen = []
+    for value in (1.0, 2.0, 4.0):
+        with torch.no_grad():
+            model.weight.fill_(value)
+        seen.append(model.weight.detach().clone())
+        ema.update()
+    weights = [0.9 ** (3 - k) * 0.1 for k in (1, 2, 3)]
+    expected = sum(w * t for w, t in zip(weights, seen, strict=True)) / sum(weights)
+    torch.testing.assert_close(ema.averaged()["weight"], expected)
+    raw = model.weight.detach().clone()
+    with ema.applied():
+        torch.testing.assert_close(model.weight.detach(), expected)
+    assert torch.equal(model.weight.detach(), raw)
+    resumed = WeightEMA(torch.nn.Linear(3, 2), 0.9)
+    resumed.load_state_dict(ema.state_dict())
+    torch.testing.assert_close(resumed.averaged()["weight"], expected)
+    with pytest.raises(NMTError, match="does not match the model"):
+        WeightEMA(torch.nn.Linear(4, 2), 0.9).load_state_dict(ema.state_dict())
+
+
+def test_every_new_option_resumes_exactly_and_the_average_is_kept(tmp_path, reverse):
+    """Word dropout (with input feeding: the step-by-step decoder), subword sampling, the
+    weight EMA and checkpoint averaging all on: a run stopped at update 30 (in its second
+    epoch, 29 batches each, so with another sampled segmentation) and resumed ends with
+    the same raw weights, the same average and the same model.safetensors as a run never
+    stopped, and differs from one without them; validation scores the average, and the saved
+    model is the best of the validations and the checkpoint mean."""
+    def run(out, steps, resume=False, options=True):
+        extra = ["model.word_dropout=0.2", "tokenizer.sample_alpha=0.5",
+                 "training.ema_decay=0.9", "training.average_last=3"] if options else []
         config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
-                                    "training.valid_every=20", "training.precision=fp32",
-                                    "model.input_feeding=true", "training.schedule=constant",
-                                    f"model.word_dropout={word_dropout}"])
+                                    "training.valid_every=10", "training.precision=fp32",
+                                    "model.input_feeding=true", "tokenizer.vocab_size=21",
+                                    *extra])
         trainer = Trainer(config, resume=resume, quiet=True)
         trainer.fit()
-        return trainer.model.state_dict()
+        return trainer
 
     straight = run(tmp_path / "a", 40)
-    run(tmp_path / "b", 20)
+    run(tmp_path / "b", 30)
     resumed = run(tmp_path / "b", 40, resume=True)
-    for name, value in straight.items():
-        assert torch.equal(value, resumed[name]), name
-    without = run(tmp_path / "c", 40, word_dropout=0.0)
-    assert any(not torch.equal(value, without[name]) for name, value in straight.items())
+    assert resumed.progress.epoch == 1
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name
+    assert resumed.ema.count == 40 and resumed.ema.zero_weight == straight.ema.zero_weight
+    for name, value in straight.ema.sums.items():
+        assert torch.equal(value, resumed.ema.sums[name]), name
+    saved = (tmp_path / "a" / "model.safetensors").read_bytes()
+    assert saved == (tmp_path / "b" / "model.safetensors").read_bytes()
+    without = run(tmp_path / "c", 40, options=False).model.state_dict()
+    assert any(not torch.equal(value, without[name])
+               for name, value in straight.model.state_dict().items())
+
+    averaged = straight.progress.averaged
+    assert averaged["checkpoints"] == [f"step-{s:08d}.safetensors" for s in (20, 30, 40)]
+    assert averaged == resumed.progress.averaged
+    # validation scored the average (its loss, not the raw weights'), and the saved model is
+    # the best-scoring one of all validations and the checkpoint mean
+    with straight.ema.applied():
+        assert straight.validate()["valid_loss"] == straight.progress.history[-1]["valid_loss"]
+    assert straight.validate()["valid_loss"] != straight.progress.history[-1]["valid_loss"]
+    best = max([h["bleu"] for h in straight.progress.history] + [averaged["bleu"]])
+    assert straight.progress.best_score == best
+    assert straight.validate(load_model_dir(tmp_path / "a")[0])["bleu"] == best
 
 
 def test_interrupted_cosine_run_resumes_exactly(tmp_path, reverse):

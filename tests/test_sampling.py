@@ -1,0 +1,109 @@
+"""Subword regularisation: sampled segmentations per epoch, reproducible and resumable."""
+
+import numpy as np
+import pytest
+from conftest import reverse_overrides
+
+from nmt.config import load_config
+from nmt.errors import ConfigError
+from nmt.prepare import prepare
+from nmt.sampling import SampledBatches, SampledEpochs, check_sampling
+from nmt.train import Trainer
+
+# 8 symbols, the word-boundary piece and each "▁x" piece: sampling can split "▁a" into "▁" "a"
+SAMPLING_VOCAB = "tokenizer.vocab_size=21"
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory, reverse_task):
+    config = load_config(None, [*reverse_overrides(tmp_path_factory.mktemp("run"), reverse_task),
+                                SAMPLING_VOCAB])
+    return config, prepare(config)
+
+
+def epochs(prepared, alpha=0.5, nbest=-1, seed=42, max_len=128, max_tokens=800):
+    config, data = prepared
+    return SampledEpochs(data.splits["train"], data.src_tok, data.tgt_tok, alpha, nbest, seed,
+                         max_len, max_tokens)
+
+
+def rows(corpus):
+    return [corpus.batch([i]).tgt[0].tolist() for i in range(len(corpus))]
+
+
+def test_each_epoch_has_its_own_segmentation_of_the_same_text(prepared):
+    _, data = prepared
+    sampled = epochs(prepared)
+    first, second = sampled.corpus(0), sampled.corpus(1)
+    best = sampled.best
+    assert len(first) == len(second) == len(best) == len(data.splits["train"])
+    differ = [a != b for a, b in zip(rows(first), rows(second), strict=True)]
+    assert 0.2 < np.mean(differ)  # measured: most pairs change between epochs
+    # a sampled segmentation is longer than the best one on average, and spells the same text
+    assert first.tgt_lengths.sum() > best.tgt_lengths.sum()
+    for i in range(0, len(first), 97):
+        assert data.tgt_tok.decode(first.batch([i]).tgt[0].tolist()[1:]) == \
+            data.tgt_tok.decode(best.batch([i]).tgt[0].tolist()[1:])
+        assert data.src_tok.decode(first.batch([i]).src[0].tolist()) == \
+            data.src_tok.decode(best.batch([i]).src[0].tolist())
+
+
+def test_an_epoch_is_the_same_whatever_ran_before(prepared):
+    """Epoch 3 made after epochs 0-2, made directly, and made in another object with the same
+    seed are identical (this is what --resume and torchrun ranks rely on); a seed changes it."""
+    walked = epochs(prepared)
+    for epoch in range(3):
+        walked.corpus(epoch)
+    direct = epochs(prepared).corpus(3)
+    assert rows(walked.corpus(3)) == rows(direct)
+    assert np.array_equal(walked.corpus(3).src_values, direct.src_values)
+    assert rows(epochs(prepared, seed=7).corpus(3)) != rows(direct)
+
+
+def test_samples_over_the_length_limits_take_the_best_segmentation(prepared):
+    """With max_len 8 (the longest best sequence) every sample stays within 8 pieces."""
+    sampled = epochs(prepared, alpha=0.1, max_len=8)
+    corpus = sampled.corpus(0)
+    assert corpus.tgt_lengths.max() <= 8 + 2 and corpus.src_lengths.max() <= 8 + 1
+    kept_best = [a == b for a, b in zip(rows(corpus), rows(sampled.best), strict=True)]
+    assert 0 < np.mean(kept_best) < 1
+
+
+def test_batches_follow_the_epochs_corpus(prepared):
+    sampled = SampledBatches(epochs(prepared), 800, 42)
+    for epoch in (0, 1):
+        batches = sampled.batches(epoch)
+        covered = np.sort(np.concatenate(batches))
+        assert np.array_equal(covered, np.arange(len(sampled.corpus)))
+        longest = np.maximum(sampled.corpus.src_lengths, sampled.corpus.tgt_lengths)
+        assert all(len(b) * longest[b].max() <= 800 for b in batches)
+    assert sampled.corpus is sampled.epochs.corpus(1)
+
+
+def test_sample_nbest_that_cannot_sample_is_refused():
+    check_sampling(0.1, -1)
+    check_sampling(0.0, 1)  # sampling off: nothing to check
+    with pytest.raises(ConfigError, match="sample_nbest=1 leaves one segmentation"):
+        check_sampling(0.1, 1)
+
+
+def test_switching_sampling_on_keeps_the_trained_tokenizer(prepared, reverse_task):
+    """The sampling keys act in training only: a run directory's tokenizer is re-used."""
+    config, _ = prepared
+    model = config.out / "spm.model"
+    before = model.stat().st_mtime_ns
+    sampled = load_config(None, [*reverse_overrides(config.out, reverse_task), SAMPLING_VOCAB,
+                                 "tokenizer.sample_alpha=0.3"])
+    prepare(sampled)
+    assert model.stat().st_mtime_ns == before
+
+
+def test_sampled_training_learns(tmp_path, reverse_task):
+    """Training with sampling on learns the reverse task (greedy validation BLEU)."""
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", reverse_task),
+                                SAMPLING_VOCAB, "training.max_steps=150",
+                                "training.valid_every=150", "tokenizer.sample_alpha=0.5"])
+    trainer = Trainer(config, quiet=True)
+    progress = trainer.fit()
+    assert trainer.epoch_corpus is not trainer.train_corpus
+    assert progress.history[-1]["bleu"] > 60
