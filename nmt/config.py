@@ -129,6 +129,11 @@ class ModelConfig:
     input_feeding: bool = _f(False, "Feed the previous attentional state to the decoder input "
                              "(forces a step-by-step loop in training).")
     tie_embeddings: bool = _f(False, "Tie the output projection to the target embedding.")
+    copy_attention: bool = _f(False, "Pointer-generator: the output distribution mixes the "
+                              "softmax with the attention weights scattered onto the source "
+                              "token ids, gated by a learned p_copy, so names can pass through "
+                              "untouched. Needs attention and a joint vocabulary "
+                              "(tokenizer.joint).")
     dropout: float = _f(0.2, "Dropout probability.", min=0.0, max=0.99)
     word_dropout: float = _f(0.0, "Training only: probability of dropping a whole source or "
                              "target token (its embedding set to zero, the rest scaled by "
@@ -328,6 +333,15 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError(f"tokenizer.vocab_size: {tok.vocab_size} leaves no room beside the 256 "
                           "byte pieces of byte_fallback; use more than 260 or set "
                           "tokenizer.byte_fallback: false")
+    model = config.model
+    separate = tok.src_model or (not tok.model and not tok.joint)
+    if model.copy_attention and separate:
+        raise ConfigError("model.copy_attention copies source token ids into the output, so "
+                          "source and target must share one vocabulary: set tokenizer.joint: "
+                          "true (or give one tokenizer.model), or turn copy_attention off")
+    if model.copy_attention and model.attention == "none":
+        raise ConfigError("model.copy_attention copies through the attention weights: set "
+                          "model.attention (general, dot or mlp) or turn copy_attention off")
     train = config.training
     if train.max_steps is None and train.max_epochs is None and train.max_minutes is None \
             and train.patience == 0:

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, replace
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from nmt.attention import build_attention
@@ -32,9 +33,11 @@ class DecoderState:
         keys: (B, S, K) encoder outputs, None without attention.
         proj_keys: keys projected once for the attention scorer, None without attention.
         mask: (B, S) True at real source tokens.
-        weights: (B, S) attention weights of the last step (for display), or None.
-        group: consecutive rows sharing one row of keys / proj_keys / mask; after
+        weights: (B, S) attention weights of the last step (for display and copying), or None.
+        group: consecutive rows sharing one row of keys / proj_keys / mask / src; after
             :meth:`expand` (beam search) those hold one row per sentence, (B / group, S, ...).
+        src: (B, S) source ids, with copy attention (the attention weights are scattered onto
+            them); else None. Memory like ``keys``.
     """
 
     h: torch.Tensor
@@ -45,6 +48,7 @@ class DecoderState:
     mask: torch.Tensor
     weights: torch.Tensor | None = None
     group: int = 1
+    src: torch.Tensor | None = None
 
     def index_select(self, index: torch.Tensor) -> DecoderState:
         """The state of rows ``index`` (B',) of the batch: for beam search reordering.
@@ -63,17 +67,17 @@ class DecoderState:
             memory = blocks[:, 0]
             if memory.numel() == self.mask.size(0) and bool(
                     (memory == torch.arange(memory.numel(), device=memory.device)).all()):
-                keys, proj_keys, mask = self.keys, self.proj_keys, self.mask  # unchanged
+                keys, proj_keys, mask, src = self.keys, self.proj_keys, self.mask, self.src
             else:
                 keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
-                mask = pick(self.mask, memory)
+                mask, src = pick(self.mask, memory), pick(self.src, memory)
         else:
             group = 1
             keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
-            mask = pick(self.mask, memory)
+            mask, src = pick(self.mask, memory), pick(self.src, memory)
         return DecoderState(pick(self.h, index, 1), pick(self.c, index, 1),
                             pick(self.feed, index), keys, proj_keys, mask,
-                            pick(self.weights, index), group)
+                            pick(self.weights, index), group, src)
 
     def expand(self, k: int) -> DecoderState:
         """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
@@ -82,7 +86,8 @@ class DecoderState:
             return None if x is None else x.index_select(dim, index)
 
         return DecoderState(pick(self.h, 1), pick(self.c, 1), pick(self.feed), self.keys,
-                            self.proj_keys, self.mask, pick(self.weights), self.group * k)
+                            self.proj_keys, self.mask, pick(self.weights), self.group * k,
+                            self.src)
 
 
 class Decoder(nn.Module):
@@ -91,7 +96,8 @@ class Decoder(nn.Module):
     def __init__(self, vocab_size: int, embed_size: int, hidden_size: int, num_layers: int,
                  key_size: int, attention: str = "general", input_feeding: bool = False,
                  tie_embeddings: bool = False, dropout: float = 0.0,
-                 pad_id: int = PAD_ID, word_dropout: float = 0.0) -> None:
+                 pad_id: int = PAD_ID, word_dropout: float = 0.0,
+                 copy_attention: bool = False) -> None:
         super().__init__()
         self.hidden_size, self.input_feeding = hidden_size, input_feeding
         self.embed = nn.Embedding(vocab_size, embed_size, padding_idx=pad_id)
@@ -105,6 +111,11 @@ class Decoder(nn.Module):
         self.combine = (nn.Linear(key_size + hidden_size, hidden_size, bias=False)
                         if self.attention is not None else None)
         self.output = nn.Linear(hidden_size, vocab_size)
+        if copy_attention and self.attention is None:
+            raise ConfigError("model.copy_attention copies through the attention weights: it "
+                              "needs model.attention other than none")
+        # copy attention: p_copy = sigmoid(gate(attentional state)) per target position
+        self.copy_gate = nn.Linear(hidden_size, 1) if copy_attention else None
         if tie_embeddings:
             if embed_size != hidden_size:
                 raise ConfigError(f"model.tie_embeddings needs embed_size ({embed_size}) equal "
@@ -117,7 +128,7 @@ class Decoder(nn.Module):
         if self.attention is None:
             return DecoderState(h0, c0, feed, None, None, enc.mask)
         return DecoderState(h0, c0, feed, enc.outputs, self.attention.project_keys(enc.outputs),
-                            enc.mask)
+                            enc.mask, src=enc.src if self.copy_gate is not None else None)
 
     def _attend(self, out: torch.Tensor,
                 state: DecoderState) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -129,9 +140,20 @@ class Decoder(nn.Module):
 
     def forward(self, tgt_in: torch.Tensor, state: DecoderState,
                 teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Logits (B, T, V) and attention weights (B, T, S) for decoder inputs (B, T)."""
+        """Logits (B, T, V) and attention weights (B, T, S) for decoder inputs (B, T).
+
+        With copy attention the first are the mixture's log-probabilities (cross-entropy,
+        log-softmax and argmax treat them as logits of the same distribution).
+        """
         features, weights = self.features(tgt_in, state, teacher_forcing_ratio)
-        return self.output(features), weights
+        logits = self.output(features)
+        if self.copy_gate is None:
+            return logits, weights
+        batch, steps, vocab = logits.shape
+        src = state.src[:, None, :].expand(-1, steps, -1)  # (B, T, S)
+        mixed = copy_log_probs(logits.reshape(-1, vocab), self.copy_gate(features).reshape(-1, 1),
+                               weights.reshape(batch * steps, -1), src.reshape(batch * steps, -1))
+        return mixed.view(batch, steps, vocab), weights
 
     def features(self, tgt_in: torch.Tensor, state: DecoderState,
                  teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -169,6 +191,18 @@ class Decoder(nn.Module):
         att, state = self._step_features(tokens, state)
         return self.output(self.dropout(att)), state
 
+    def step_log_probs(self, tokens: torch.Tensor,
+                       state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
+        """One step: log-probabilities (B, V) float32 of the next token, and the next state.
+
+        With copy attention they are those of the mixture :func:`copy_log_probs` makes.
+        """
+        att, state = self._step_features(tokens, state)
+        logits = self.output(self.dropout(att))  # (B, V)
+        if self.copy_gate is None:
+            return torch.log_softmax(logits.float(), dim=-1), state
+        return copy_log_probs(logits, self.copy_gate(att), state.weights, state.src), state
+
     def _step_features(self, tokens: torch.Tensor,
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: attentional state (B, Hd) for previous tokens (B,), and the next state."""
@@ -181,3 +215,25 @@ class Decoder(nn.Module):
         new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
                       weights=None if weights is None else weights.squeeze(1))
         return att, new
+
+
+def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tensor,
+                   src: torch.Tensor) -> torch.Tensor:
+    """Log-probabilities (N, V) float32 of the pointer-generator mixture (See et al. 2017).
+
+    ``p(w) = (1 - p_copy) softmax(logits)[w] + p_copy sum_{s: src_s = w} weights_s``, with
+    ``p_copy = sigmoid(gate)``. Args: logits (R, V), gate (R, 1), attention weights (R, S)
+    (zero at padding), source ids (N, S) where N divides R: consecutive groups of R / N rows
+    (a sentence's beams) share one source row, as they share the encoder memory. Computed in
+    log space; the copy term is floored at 1e-30 so that words absent from the source get a
+    finite log and no NaN gradient.
+    """
+    logits, gate, weights = logits.float(), gate.float(), weights.float()
+    rows, memory_rows = weights.size(0), src.size(0)
+    if rows != memory_rows:  # (N, S) -> (R, S), each source row once per beam of its group
+        src = src[:, None, :].expand(-1, rows // memory_rows, -1).reshape(rows, src.size(1))
+    copied = torch.zeros_like(logits).scatter_add_(1, src, weights)  # (N, V)
+    generate = F.logsigmoid(-gate) + torch.log_softmax(logits, dim=-1)
+    copy = F.logsigmoid(gate) + copied.clamp_min(1e-30).log()
+    top = torch.maximum(generate, copy)  # log(e^a + e^b), as ONNX (opset 17) can run it
+    return top + torch.log(torch.exp(generate - top) + torch.exp(copy - top))

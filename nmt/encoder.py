@@ -26,6 +26,7 @@ class EncoderOutput:
         c: (2L, B, H) final cell states, same layout.
         mask: (B, S) True at real tokens, False at padding.
         lengths: (B,) source lengths (on the CPU).
+        src: (B, S) the source ids themselves (copy attention scatters onto them).
     """
 
     outputs: torch.Tensor
@@ -33,6 +34,7 @@ class EncoderOutput:
     c: torch.Tensor
     mask: torch.Tensor
     lengths: torch.Tensor
+    src: torch.Tensor | None = None
 
 
 class WordDropout(nn.Module):
@@ -115,7 +117,7 @@ class Encoder(nn.Module):
         outputs = x.index_select(0, unorder)
         positions = torch.arange(src.size(1), device=src.device)
         mask = positions[None, :] < lengths.to(src.device)[:, None]  # (B, S)
-        return EncoderOutput(self.dropout(outputs), h, c, mask, lengths)
+        return EncoderOutput(self.dropout(outputs), h, c, mask, lengths, src)
 
     @staticmethod
     def _run(rnn: nn.LSTM, x: torch.Tensor,

@@ -11,8 +11,10 @@ An export directory (file names in :mod:`nmt.layout`) holds:
   (BOS first), ``h``, ``c`` (Ld, R, Hd), with input feeding ``feed`` (R, Hd), and with attention
   ``keys``, ``proj_keys`` (not for ``dot``) and ``mask`` with N rows, where R = N x G: each
   block of G consecutive rows (the beams of one sentence) shares one row of the encoder memory,
-  so beam search neither copies nor reorders it. Outputs ``log_probs`` (R, V) float32, the
-  next token's log-probabilities, and ``h_out``, ``c_out`` (and ``feed_out``), the next state.
+  so beam search neither copies nor reorders it; with copy attention also ``src_ids`` (N, S)
+  int64, the source ids (the encoder's ``src``), memory rows like ``keys``. Outputs
+  ``log_probs`` (R, V) float32, the next token's log-probabilities (with copy attention: of
+  the generate / copy mixture), and ``h_out``, ``c_out`` (and ``feed_out``), the next state.
 - with ``--int8``, the same two graphs dynamically quantised by ONNX Runtime
   (``encoder.int8.onnx``, ``decoder_step.int8.onnx``): int8 weights, activations quantised on
   the fly;
@@ -100,8 +102,10 @@ class GraphNames:
     step_outputs: tuple[str, ...]
 
     @classmethod
-    def for_model(cls, attention: str, input_feeding: bool) -> GraphNames:
-        """The names for an attention kind (none, dot, general, mlp) and input feeding."""
+    def for_model(cls, attention: str, input_feeding: bool,
+                  copy_attention: bool = False) -> GraphNames:
+        """The names for an attention kind (none, dot, general, mlp), input feeding and copy
+        attention (whose step also takes the source ids, ``src_ids``, memory rows like keys)."""
         memory: tuple[str, ...] = ()
         if attention != "none":
             memory = ("keys", "mask") if attention == "dot" else ("keys", "proj_keys", "mask")
@@ -110,7 +114,8 @@ class GraphNames:
         # TorchScript exporter fails on a packed LSTM whose padded outputs go unused
         return cls(encoder_outputs=("h0", "c0", "mask", "keys",
                                     *(m for m in memory if m not in ("keys", "mask"))),
-                   step_inputs=("tokens", "h", "c", *feed, *memory),
+                   step_inputs=("tokens", "h", "c", *feed, *memory,
+                                *(("src_ids",) if copy_attention else ())),
                    step_outputs=("log_probs", "h_out", "c_out", *(f"{f}_out" for f in feed)))
 
 
@@ -142,7 +147,8 @@ class StepGraph(nn.Module):
         named = dict(zip(self.names.step_inputs, inputs, strict=True))
         keys = named.get("keys")
         state = DecoderState(named["h"], named["c"], named.get("feed"), keys,
-                             named.get("proj_keys", keys), named.get("mask"))
+                             named.get("proj_keys", keys), named.get("mask"),
+                             src=named.get("src_ids"))
         log_probs, new = self.model.step(named["tokens"], state)
         out = [log_probs, new.h, new.c]
         if "feed" in named:
@@ -169,11 +175,12 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
         "tokens": ["rows"], "h": [layers, "rows", hidden], "c": [layers, "rows", hidden],
         "feed": ["rows", hidden], "log_probs": ["rows", dec.output.out_features],
         "h_out": [layers, "rows", hidden], "c_out": [layers, "rows", hidden],
-        "feed_out": ["rows", hidden],
+        "feed_out": ["rows", hidden], "src_ids": ["batch", "src_len"],
     }
 
 
-_DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool"}
+_DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
+           "src_ids": "int64"}
 
 
 def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
@@ -182,7 +189,7 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     out = []
     for name in names:
         shape = list(shapes[name])
-        if memory_rows and name in ("keys", "proj_keys", "mask"):
+        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids"):
             shape[0] = "memory_rows"
         out.append({"name": name, "dtype": _DTYPES.get(name, "float32"), "shape": shape})
     return out
@@ -215,9 +222,9 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
         state = model.expand(model.init_state(model.encode(src, lengths)), 2)
         values = {"tokens": torch.full((4,), BOS_ID, dtype=torch.long), "h": state.h,
                   "c": state.c, "feed": state.feed, "keys": state.keys,
-                  "proj_keys": state.proj_keys, "mask": state.mask}
+                  "proj_keys": state.proj_keys, "mask": state.mask, "src_ids": state.src}
         step_shapes = dict(shapes)
-        for name in ("keys", "proj_keys", "mask"):
+        for name in ("keys", "proj_keys", "mask", "src_ids"):
             step_shapes[name] = ["memory_rows", *shapes[name][1:]]
         torch.onnx.export(
             StepGraph(model, names).eval(), tuple(values[n] for n in names.step_inputs),
@@ -297,7 +304,8 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
     model, config, src_tok, tgt_tok = load_model_dir(model_dir, "cpu")
     started = time.perf_counter()
     attention = config.model.attention
-    names = GraphNames.for_model(attention, config.model.input_feeding)
+    names = GraphNames.for_model(attention, config.model.input_feeding,
+                                 config.model.copy_attention)
     shapes = graph_shapes(model, attention)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
@@ -352,6 +360,7 @@ def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[st
         "torch_version": torch.__version__, "onnx_opset": OPSET,
         "onnxruntime_version": onnxruntime.__version__,
         "model": {"attention": m.attention, "input_feeding": m.input_feeding,
+                  "copy_attention": m.copy_attention,
                   "encoder_layers": m.encoder_layers, "decoder_layers": m.decoder_layers,
                   "hidden_size": m.hidden_size, "decoder_hidden_size": m.decoder_hidden_size,
                   "src_vocab": model.encoder.embed.num_embeddings,

@@ -1,7 +1,8 @@
 """Losses: the training loss of a batch, and the sequence loss validation reports.
 
 :class:`TrainingLoss` is the summed, label-smoothed training loss of a batch as one module
-call; :func:`sequence_loss` is the plain summed cross-entropy of logits (validation).
+call; :func:`sequence_loss` is the plain summed cross-entropy of logits (validation). With copy
+attention the training loss is :func:`copy_cross_entropy`, of the generate / copy mixture.
 
 The training loss fuses the vocabulary projection with label-smoothed cross-entropy.
 
@@ -93,6 +94,38 @@ def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear, target: t
                                      float(label_smoothing), compute_dtype, chunk)
 
 
+def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.Tensor,
+                       layer: torch.nn.Linear, gate: torch.nn.Linear, target: torch.Tensor,
+                       label_smoothing: float = 0.0, chunk: int = CHUNK) -> torch.Tensor:
+    """Summed label-smoothed cross-entropy of copy attention's mixture against ``target``.
+
+    Args:
+        hidden: (N, D) attentional states of the real target tokens.
+        weights: (N, S) their attention weights; src: (N, S) their sentences' source ids.
+        layer: the vocabulary projection; gate: the copy gate (D -> 1).
+        target: (N,) gold ids.
+    The mixture is :func:`nmt.decoder.copy_log_probs`; the smoothing term is the mean of
+    ``-log p`` over the vocabulary, as in :func:`linear_cross_entropy`. Tokens go in chunks,
+    each recomputed in backward (activation checkpointing), so no (N, V) tensor is kept.
+    """
+    from torch.utils.checkpoint import checkpoint
+
+    from nmt.decoder import copy_log_probs
+
+    def chunk_loss(h: torch.Tensor, w: torch.Tensor, s: torch.Tensor,
+                   t: torch.Tensor) -> torch.Tensor:
+        log_p = copy_log_probs(layer(h), gate(h), w, s)  # (n, V) float32
+        nll = -log_p.gather(1, t[:, None]).squeeze(1)
+        return ((1 - label_smoothing) * nll - label_smoothing * log_p.mean(-1)).sum()
+
+    total = hidden.new_zeros((), dtype=torch.float32)
+    for start in range(0, hidden.size(0), chunk):
+        part = slice(start, start + chunk)
+        total = total + checkpoint(chunk_loss, hidden[part], weights[part], src[part],
+                                   target[part], use_reentrant=False)
+    return total
+
+
 def sequence_loss(logits: torch.Tensor, gold: torch.Tensor,
                   label_smoothing: float = 0.0) -> torch.Tensor:
     """Summed cross-entropy of logits (B, T, V) against gold ids (B, T); padding ignored."""
@@ -121,7 +154,12 @@ class TrainingLoss(torch.nn.Module):
         """Summed loss of source (B, S) and BOS + target + EOS (B, T + 1)."""
         tgt_in, gold = tgt[:, :-1], tgt[:, 1:]  # BOS + gold[:-1] -> gold
         real = gold != PAD_ID  # (B, T)
-        features = self.model.features(src, src_lengths, tgt_in,
-                                       self.teacher_forcing_ratio)  # (B, T, Hd)
-        return linear_cross_entropy(features[real], self.model.output_layer, gold[real],
-                                    self.label_smoothing)
+        features, weights = self.model.features(src, src_lengths, tgt_in,
+                                                self.teacher_forcing_ratio)  # (B, T, Hd)
+        if self.model.copy_gate is None:
+            return linear_cross_entropy(features[real], self.model.output_layer, gold[real],
+                                        self.label_smoothing)
+        rows = src[:, None, :].expand(-1, gold.size(1), -1)  # (B, T, S): each token's source
+        return copy_cross_entropy(features[real], weights[real], rows[real],
+                                  self.model.output_layer, self.model.copy_gate, gold[real],
+                                  self.label_smoothing)

@@ -35,11 +35,17 @@ class Seq2Seq(nn.Module):
         return logits
 
     def features(self, src: torch.Tensor, src_lengths: torch.Tensor, tgt_in: torch.Tensor,
-                 teacher_forcing_ratio: float = 1.0) -> torch.Tensor:
-        """Inputs of the output projection (B, T, Hd); ``forward`` = ``output_layer(features)``."""
+                 teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Inputs of the output projection (B, T, Hd), so that ``forward`` is
+        ``output_layer(features)``, and the attention weights (B, T, S) (None without
+        attention), which copy attention mixes in (:func:`nmt.loss.copy_cross_entropy`)."""
         state = self.init_state(self.encode(src, src_lengths))
-        features, _ = self.decoder.features(tgt_in, state, teacher_forcing_ratio)
-        return features
+        return self.decoder.features(tgt_in, state, teacher_forcing_ratio)
+
+    @property
+    def copy_gate(self) -> nn.Linear | None:
+        """Copy attention's gate (Hd -> 1), None when copy attention is off."""
+        return self.decoder.copy_gate
 
     @property
     def output_layer(self) -> nn.Linear:
@@ -57,9 +63,9 @@ class Seq2Seq(nn.Module):
 
     def step(self, prev_tokens: torch.Tensor,
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """Log-probabilities (B, V) in float32 of the next token given previous tokens (B,)."""
-        logits, state = self.decoder.step(prev_tokens, state)
-        return torch.log_softmax(logits.float(), dim=-1), state
+        """Log-probabilities (B, V) in float32 of the next token given previous tokens (B,)
+        (with copy attention: of the generate / copy mixture)."""
+        return self.decoder.step_log_probs(prev_tokens, state)
 
     @staticmethod
     def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:
@@ -118,11 +124,13 @@ def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
                     cfg.decoder_hidden_size)
     decoder = Decoder(tgt_vocab, cfg.embed_size, cfg.decoder_hidden_size, cfg.decoder_layers,
                       encoder.output_size, cfg.attention, cfg.input_feeding, cfg.tie_embeddings,
-                      cfg.dropout, word_dropout=cfg.word_dropout)
+                      cfg.dropout, word_dropout=cfg.word_dropout,
+                      copy_attention=cfg.copy_attention)
     model = Seq2Seq(encoder, bridge, decoder)
-    log.info("model: %s parameters (%s attention, %s bridge, input feeding %s)",
+    log.info("model: %s parameters (%s attention, %s bridge, input feeding %s%s)",
              f"{count_parameters(model):,}", cfg.attention, cfg.bridge,
-             "on" if cfg.input_feeding else "off")
+             "on" if cfg.input_feeding else "off", ", copy attention" if cfg.copy_attention
+             else "")
     return model
 
 

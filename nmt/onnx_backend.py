@@ -182,8 +182,11 @@ class OnnxModel:
         outputs = self.encoder_session.run(
             self.encoder_outputs, {"src": self._numpy(src.long()),
                                    "src_lengths": self._numpy(src_lengths.long().cpu())})
-        return OnnxEncoding({name: torch.from_numpy(value)
-                             for name, value in zip(self.encoder_outputs, outputs, strict=True)})
+        tensors = {name: torch.from_numpy(value)
+                   for name, value in zip(self.encoder_outputs, outputs, strict=True)}
+        if "src_ids" in self.step_inputs:  # copy attention: the step scatters onto the ids
+            tensors["src_ids"] = src.long().cpu()
+        return OnnxEncoding(tensors)
 
     def init_state(self, enc: OnnxEncoding) -> DecoderState:
         """The decoder state before the first step: bridged (h0, c0), zero feed, the memory."""
@@ -191,13 +194,15 @@ class OnnxModel:
         h0 = t["h0"]
         feed = h0.new_zeros(h0.size(1), self.hidden_size) if self.input_feeding else None
         keys = t["keys"] if "keys" in self.step_inputs else None  # None: no attention
-        return DecoderState(h0, t["c0"], feed, keys, t.get("proj_keys", keys), t["mask"])
+        return DecoderState(h0, t["c0"], feed, keys, t.get("proj_keys", keys), t["mask"],
+                            src=t.get("src_ids"))
 
     def step(self, prev_tokens: torch.Tensor,
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Log-probabilities (R, V) float32 of the next token given previous tokens (R,)."""
         values = {"tokens": prev_tokens, "h": state.h, "c": state.c, "feed": state.feed,
-                  "keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask}
+                  "keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask,
+                  "src_ids": state.src}
         outputs = self.step_session.run(
             self.step_outputs, {name: self._numpy(values[name]) for name in self.step_inputs})
         out = dict(zip(self.step_outputs, (torch.from_numpy(o) for o in outputs), strict=True))

@@ -11,10 +11,18 @@ import argparse
 import json
 import os
 import resource
+import socket
 import subprocess
 import sys
 from collections.abc import Sequence
 from typing import Any
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (for a local torchrun rendezvous)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def peak_rss_mb() -> float:

@@ -64,3 +64,33 @@ def test_label_smoothed_loss_ignores_padding():
                                                    label_smoothing=0.1)
                  for b, t in [(0, 0), (0, 1), (1, 0)])
     torch.testing.assert_close(full, manual)
+
+
+@pytest.mark.parametrize("smoothing, chunk", [(0.0, 3), (0.1, 1024)])
+def test_copy_loss_matches_cross_entropy_of_the_mixture(smoothing, chunk):
+    """copy_cross_entropy (chunked, recomputed in backward) equals the label-smoothed
+    cross-entropy of the mixture's log-probabilities, in value and gradients."""
+    from nmt.decoder import copy_log_probs
+    from nmt.loss import copy_cross_entropy
+
+    torch.manual_seed(0)
+    layer, gate = torch.nn.Linear(6, 11), torch.nn.Linear(6, 1)
+    hidden = torch.randn(10, 6, requires_grad=True)
+    scores = torch.randn(10, 4, requires_grad=True)  # attention weights come from a softmax
+    weights = torch.softmax(scores, -1)
+    src = torch.randint(0, 11, (10, 4))
+    target = torch.randint(0, 11, (10,))
+    params = [hidden, scores, layer.weight, layer.bias, gate.weight, gate.bias]
+
+    def grads(loss):
+        values = torch.autograd.grad(loss * 2, params, retain_graph=True)
+        return loss.detach(), values
+
+    fused, got = grads(copy_cross_entropy(hidden, weights, src, layer, gate, target, smoothing,
+                                          chunk=chunk))
+    log_p = copy_log_probs(layer(hidden), gate(hidden), weights, src)
+    plain, want = grads(F.cross_entropy(log_p, target, label_smoothing=smoothing,
+                                        reduction="sum"))
+    torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
+    for a, b in zip(got, want, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)

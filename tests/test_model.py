@@ -188,3 +188,61 @@ def test_word_dropout_drops_whole_tokens_in_training_only():
     model.eval()
     assert torch.equal(model(src, lengths, tgt), model(src, lengths, tgt))
 
+
+
+@pytest.mark.parametrize("attention, feeding", [("general", False), ("dot", True),
+                                                ("mlp", False)])
+def test_copy_attention_step_equals_forward_and_is_a_distribution(attention, feeding):
+    """Copy attention (joint vocabulary): the teacher-forced mixture equals the step-by-step
+    one search uses, each row sums to 1, and beams sharing a source row give the same
+    log-probabilities as rows with their own copy."""
+    torch.manual_seed(2)
+    model = build_model(tiny(attention=attention, input_feeding=feeding, copy_attention=True),
+                        V_SRC, V_SRC).eval()
+    src, src_len, _ = batch(4)
+    tgt, _ = pad([[2] + torch.randint(4, V_SRC, (n,)).tolist() + [3] for n in (3, 6, 1, 4)])
+    with torch.no_grad():
+        full = model(src, src_len, tgt[:, :-1])  # (B, T, V) log-probabilities
+        torch.testing.assert_close(full.exp().sum(-1), torch.ones(full.shape[:2]))
+        state = model.init_state(model.encode(src, src_len))
+        steps = []
+        for t in range(tgt.size(1) - 1):
+            log_probs, state = model.step(tgt[:, t], state)
+            steps.append(log_probs)
+        torch.testing.assert_close(torch.stack(steps, 1), full, atol=1e-5, rtol=0)
+        # 3 beams per sentence: memory rows shared (group 3) versus repeated per row
+        shared = model.expand(model.init_state(model.encode(src, src_len)), 3)
+        perm = torch.arange(12).view(4, 3).t().reshape(-1)  # mixes sentences: no groups left
+        own = model.reorder(model.reorder(shared, perm), torch.argsort(perm))
+        assert shared.src.size(0) == 4 and own.src.size(0) == 12
+        tokens = torch.randint(4, V_SRC, (12,))
+        torch.testing.assert_close(model.step(tokens, shared)[0], model.step(tokens, own)[0])
+
+
+def test_copy_log_probs_mixes_generation_and_copying():
+    """p_copy -> 0 gives the softmax; p_copy -> 1 gives the attention weights summed per source
+    id; in between, the mixture; repeated source ids add their weights."""
+    from nmt.decoder import copy_log_probs
+
+    logits = torch.randn(2, 6)
+    weights = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.8, 0.0]])
+    src = torch.tensor([[4, 5, 4], [5, 3, 0]])
+    generate = copy_log_probs(logits, torch.full((2, 1), -40.0), weights, src)
+    torch.testing.assert_close(generate, torch.log_softmax(logits, -1))
+    copy = copy_log_probs(logits, torch.full((2, 1), 40.0), weights, src).exp()
+    expected = torch.tensor([[0, 0, 0, 0, 0.75, 0.25], [0, 0, 0, 0.8, 0, 0.2]])
+    torch.testing.assert_close(copy, expected, atol=1e-6, rtol=0)
+    half = copy_log_probs(logits, torch.zeros(2, 1), weights, src).exp()
+    torch.testing.assert_close(half, 0.5 * torch.softmax(logits, -1) + 0.5 * expected)
+
+
+def test_copy_attention_needs_attention_and_a_joint_vocabulary():
+    from nmt.config import load_config
+
+    with pytest.raises(ConfigError, match="needs model.attention|copies through"):
+        build_model(tiny(attention="none", copy_attention=True), V_SRC, V_SRC)
+    with pytest.raises(ConfigError, match="share one vocabulary"):
+        load_config(None, ["model.copy_attention=true", "tokenizer.joint=false"])
+    with pytest.raises(ConfigError, match="copies through the attention"):
+        load_config(None, ["model.copy_attention=true", "model.attention=none"])
+    load_config(None, ["model.copy_attention=true"])  # joint vocabulary, general attention

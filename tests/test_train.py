@@ -48,6 +48,31 @@ def test_reverse_task_without_attention_learns(tmp_path, tmp_path_factory):
     assert exact_match(tmp_path / "run", short["test"]) >= 0.6
 
 
+def test_copy_attention_learns_to_copy_through_the_pointer(tmp_path, tmp_path_factory):
+    """Copy attention on the copy task over 16 symbols: the model learns it, and it does so by
+    copying: the learned gate puts most of the probability on the copy distribution."""
+    from nmt.checkpoint import load_model_dir
+
+    task = write_reverse_task(tmp_path_factory.mktemp("copy") / "data",
+                              {"train": 3000, "valid": 100, "test": 200},
+                              symbols="abcdefghijklmnop", copy=True)
+    config = load_config(None, [*reverse_overrides(tmp_path / "run", task),
+                                "tokenizer.vocab_size=24", "model.copy_attention=true",
+                                "training.max_steps=200", "training.valid_every=200",
+                                "training.schedule=cosine", "training.warmup_steps=0",
+                                "training.min_lr=0.0005"])
+    Trainer(config, quiet=True).fit()
+    # measured on an AVX2 CPU in fp32: 0.965 exact match, p_copy 0.99998
+    assert exact_match(tmp_path / "run", task["test"]) >= 0.9
+    model, _, src_tok, _ = load_model_dir(tmp_path / "run")
+    src = torch.tensor([src_tok.encode("p c k a m")])
+    with torch.no_grad():
+        features, _ = model.features(src, torch.tensor([src.size(1)]), torch.tensor(
+            [[2, *src_tok.encode("p c k a m", add_eos=False)]]))
+        p_copy = torch.sigmoid(model.copy_gate(features)).mean()
+    assert p_copy > 0.5
+
+
 @pytest.mark.slow
 def test_model_directory_is_complete_and_reloads_identically(tmp_path, reverse):
     out = tmp_path / "run"
