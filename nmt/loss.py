@@ -34,33 +34,52 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None,
                 target: torch.Tensor, smoothing: float, compute_dtype: torch.dtype,
                 chunk: int) -> torch.Tensor:
+        # Per chunk of n tokens, with e = exp(logits - max) and s its row sums, softmax = e / s
+        # and the gradient of the logits is  e / s - (1 - eps) onehot(gold) - eps / V.  The
+        # (n, V) tensor is walked 5 times (max, subtract, exp, sum, and the bias gradient's
+        # product); the 1 / s scaling and the constant -eps / V are applied to the (n, D) and
+        # (V, D) sides instead, and the mean logit (the smoothing term) comes from h . mean(w).
         device_type = hidden.device.type
         with torch.autocast(device_type, enabled=False):
             h = hidden.to(compute_dtype)  # (N, D)
             w = weight.to(compute_dtype)  # (V, D)
             vocab = w.size(0)
+            b = bias.float() if bias is not None else None
+            w_sum = weight.float().sum(0)  # (D,): the mean logit is h . w_sum / V + mean(b)
+            w_mean = w_sum / vocab
+            b_mean = float(b.mean()) if b is not None else 0.0
+            shift = smoothing / vocab
             grad_h = torch.empty(hidden.shape, dtype=torch.float32, device=hidden.device)
             grad_w = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
             grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device)
             total = torch.zeros((), dtype=torch.float32, device=hidden.device)
             for start in range(0, h.size(0), chunk):
                 h_c, t_c = h[start:start + chunk], target[start:start + chunk]
-                logits = torch.mm(h_c, w.t()).float()  # (n, V)
-                if bias is not None:
-                    logits += bias.float()
-                lse = torch.logsumexp(logits, dim=-1)  # (n,)
-                gold = logits.gather(1, t_c[:, None]).squeeze(1)
+                h32 = h_c.float()
+                if b is not None and compute_dtype == torch.float32:  # the bias in the GEMM
+                    logits = torch.addmm(b, h_c, w.t())  # (n, V)
+                else:
+                    logits = torch.mm(h_c, w.t()).float()
+                    if b is not None:
+                        logits += b
+                gold = logits.gather(1, t_c[:, None]).squeeze(1)  # (n,)
+                top = logits.amax(-1, keepdim=True)  # (n, 1)
+                e = logits.sub_(top).exp_()  # (n, V), in place
+                sums = e.sum(-1)  # (n,)
+                lse = top.squeeze(1) + sums.log()
+                mean = h32 @ w_mean + b_mean  # (n,) mean logit over the vocabulary
                 # -log p(gold) and the mean of -log p over the vocabulary (the smoothing term)
-                smooth = lse - logits.mean(-1)
-                total += ((1 - smoothing) * (lse - gold) + smoothing * smooth).sum()
-                grad = logits.sub_(lse[:, None]).exp_()  # softmax, in place: (n, V)
-                grad.scatter_add_(1, t_c[:, None], grad.new_full((t_c.size(0), 1),
-                                                                 -(1 - smoothing)))
-                grad -= smoothing / vocab
-                grad_b += grad.sum(0)
-                grad = grad.to(compute_dtype)
-                grad_h[start:start + chunk] = torch.mm(grad, w).float()
-                grad_w += torch.mm(grad.t(), h_c).float()
+                total += ((1 - smoothing) * (lse - gold) + smoothing * (lse - mean)).sum()
+                inv = sums.reciprocal()  # (n,)
+                e.scatter_add_(1, t_c[:, None], (-(1 - smoothing) * sums)[:, None])
+                e_c = e.to(compute_dtype)
+                grad_h[start:start + chunk] = torch.mm(e_c, w).float().mul_(inv[:, None])
+                grad_w += torch.mm(e_c.t(), (h32 * inv[:, None]).to(compute_dtype)).float()
+                grad_b += inv @ e
+                if smoothing:  # the -eps / V of every logit's gradient, on the small sides
+                    grad_h[start:start + chunk] -= shift * w_sum
+                    grad_w -= shift * h32.sum(0)
+                    grad_b -= shift * h_c.size(0)
         ctx.save_for_backward(grad_h, grad_w, grad_b)
         ctx.dtypes = (hidden.dtype, weight.dtype, None if bias is None else bias.dtype)
         return total
@@ -94,6 +113,108 @@ def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear, target: t
                                      float(label_smoothing), compute_dtype, chunk)
 
 
+class _CopyCrossEntropy(torch.autograd.Function):
+    """Summed label-smoothed CE of copy attention's mixture, gradients computed in forward.
+
+    Per token: p = (1 - c) softmax(z) + c q, with z = hidden @ weight.T + bias, c =
+    sigmoid(g), g = hidden @ gate_w.T + gate_b, and q the attention weights summed per source
+    id. Only the K = S + 1 "special" words of a row (its source ids and its target) have
+    p != (1 - c) softmax(z); every other word's terms follow from the softmax in closed form.
+    So the (n, V) tensor is walked as in :class:`_LinearCrossEntropy` (max, subtract, exp, sum,
+    scale, the bias gradient), and the mixture's logs, ratios and corrections live on (n, K).
+    With rho = (1 - c) p_gen / p and sigma = c q / p (both in [0, 1], from log space) and
+    coef = eps / V + (1 - eps) [w = gold], the gradients are
+    dz_j = -coef_j rho_j - p_gen_j Dp,  Dp = -sum_w coef_w rho_w  (rho = 1 off the specials),
+    dg = (1 - c) sum_w -coef_w sigma_w - c Dp,  da_s = -coef_w c / p_w  at w = src_s.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, attn: torch.Tensor, src: torch.Tensor,
+                weight: torch.Tensor, bias: torch.Tensor | None, gate_w: torch.Tensor,
+                gate_b: torch.Tensor | None, target: torch.Tensor, smoothing: float,
+                compute_dtype: torch.dtype, chunk: int) -> torch.Tensor:
+        device_type = hidden.device.type
+        with torch.autocast(device_type, enabled=False):
+            h = hidden.to(compute_dtype)  # (N, D)
+            w = weight.to(compute_dtype)  # (V, D)
+            vocab, eps = w.size(0), smoothing
+            b = bias.float() if bias is not None else None
+            gw = gate_w.float().view(-1)  # (D,)
+            gb = float(gate_b.detach()) if gate_b is not None else 0.0
+            w_sum = weight.float().sum(0)  # (D,): sum of the logits is h . w_sum + sum(b)
+            b_sum = float(b.sum()) if b is not None else 0.0
+            shift = eps / vocab
+            grads = {name: torch.zeros(t.shape, dtype=torch.float32, device=t.device)
+                     for name, t in (("h", hidden), ("a", attn), ("w", weight),
+                                     ("gw", gate_w))}
+            grad_b = torch.zeros(vocab, dtype=torch.float32, device=weight.device)
+            grad_gb = torch.zeros((), dtype=torch.float32, device=weight.device)
+            total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+            for start in range(0, h.size(0), chunk):
+                part = slice(start, start + chunk)
+                h_c, t_c, n = h[part], target[part], h[part].size(0)
+                h32 = h_c.float()
+                ids = torch.cat([src[part], t_c[:, None]], 1)  # (n, K): source ids, then gold
+                att = torch.cat([attn[part].float(), attn.new_zeros(n, 1).float()], 1)
+                if b is not None and compute_dtype == torch.float32:
+                    z = torch.addmm(b, h_c, w.t())  # (n, V)
+                else:
+                    z = torch.mm(h_c, w.t()).float()
+                    if b is not None:
+                        z += b
+                z_k = z.gather(1, ids)  # (n, K)
+                top = z.amax(-1, keepdim=True)
+                e = z.sub_(top).exp_()  # (n, V), in place
+                sums = e.sum(-1)
+                lse = top.squeeze(1) + sums.log()  # (n,)
+                g = h32 @ gw + gb  # (n,)
+                lc, l1c, c = F.logsigmoid(g), F.logsigmoid(-g), torch.sigmoid(g)
+                same = ids[:, :, None] == ids[:, None, :]  # (n, K, K)
+                q_k = (same * att[:, None, :]).sum(-1)  # attention on each special's word
+                earlier = torch.ones(ids.size(1), ids.size(1), dtype=torch.bool,
+                                     device=ids.device).tril(-1)
+                first = (~(same & earlier).any(-1)).float()  # each word counted once
+                gen_k = l1c[:, None] + z_k - lse[:, None]  # log((1 - c) p_gen)
+                copy_k = lc[:, None] + q_k.log()  # log(c q); -inf where q = 0
+                logp_k = torch.logaddexp(gen_k, copy_k)
+                sum_logp = (vocab * (l1c - lse) + (h32 @ w_sum + b_sum)
+                            + (first * (logp_k - gen_k)).sum(-1))
+                total += ((1 - eps) * -logp_k[:, -1] - shift * sum_logp).sum()
+                rho, sigma = (gen_k - logp_k).exp(), (copy_k - logp_k).exp()
+                coef = shift + (1 - eps) * (ids == t_c[:, None]).float()
+                specials = first.sum(-1)
+                dp = -(shift * (vocab - specials) + (first * coef * rho).sum(-1))  # (n,)
+                dg = (1 - c) * -(first * coef * sigma).sum(-1) - c * dp  # (n,)
+                grads["a"][part] = (-coef * (lc[:, None] - logp_k).exp())[:, :-1]
+                # dz = -p_gen Dp - eps / V, corrected at the specials (first occurrences)
+                e.mul_((-dp / sums)[:, None])
+                e.scatter_add_(1, ids, first * (shift - coef * rho))
+                e_c = e.to(compute_dtype)
+                grads["h"][part] = (torch.mm(e_c, w).float() - shift * w_sum
+                                    + dg[:, None] * gw)
+                grads["w"] += torch.mm(e_c.t(), h_c).float() - shift * h32.sum(0)
+                grad_b += e.sum(0) - shift * n
+                grads["gw"] += (dg @ h32).view(grads["gw"].shape)
+                grad_gb += dg.sum()
+        ctx.save_for_backward(grads["h"], grads["a"], grads["w"], grad_b, grads["gw"],
+                              grad_gb)
+        ctx.dtypes = (hidden.dtype, attn.dtype, weight.dtype,
+                      None if bias is None else bias.dtype, gate_w.dtype,
+                      None if gate_b is None else gate_b.dtype)
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):  # noqa: ANN205 - autograd signature
+        grad_h, grad_a, grad_w, grad_b, grad_gw, grad_gb = ctx.saved_tensors
+        h_t, a_t, w_t, b_t, gw_t, gb_t = ctx.dtypes
+        return ((grad_h * grad_out).to(h_t), (grad_a * grad_out).to(a_t), None,
+                (grad_w * grad_out).to(w_t),
+                None if b_t is None else (grad_b * grad_out).to(b_t),
+                (grad_gw * grad_out).to(gw_t),
+                None if gb_t is None else (grad_gb * grad_out).reshape(1).to(gb_t),
+                None, None, None, None)
+
+
 def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.Tensor,
                        layer: torch.nn.Linear, gate: torch.nn.Linear, target: torch.Tensor,
                        label_smoothing: float = 0.0, chunk: int = CHUNK) -> torch.Tensor:
@@ -105,25 +226,17 @@ def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.T
         layer: the vocabulary projection; gate: the copy gate (D -> 1).
         target: (N,) gold ids.
     The mixture is :func:`nmt.decoder.copy_log_probs`; the smoothing term is the mean of
-    ``-log p`` over the vocabulary, as in :func:`linear_cross_entropy`. Tokens go in chunks,
-    each recomputed in backward (activation checkpointing), so no (N, V) tensor is kept.
+    ``-log p`` over the vocabulary, as in :func:`linear_cross_entropy`. Fused like it: tokens
+    go in chunks, gradients are computed in forward, no (N, V) tensor is kept.
     """
-    from torch.utils.checkpoint import checkpoint
-
-    from nmt.decoder import copy_log_probs
-
-    def chunk_loss(h: torch.Tensor, w: torch.Tensor, s: torch.Tensor,
-                   t: torch.Tensor) -> torch.Tensor:
-        log_p = copy_log_probs(layer(h), gate(h), w, s)  # (n, V) float32
-        nll = -log_p.gather(1, t[:, None]).squeeze(1)
-        return ((1 - label_smoothing) * nll - label_smoothing * log_p.mean(-1)).sum()
-
-    total = hidden.new_zeros((), dtype=torch.float32)
-    for start in range(0, hidden.size(0), chunk):
-        part = slice(start, start + chunk)
-        total = total + checkpoint(chunk_loss, hidden[part], weights[part], src[part],
-                                   target[part], use_reentrant=False)
-    return total
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        compute_dtype = torch.get_autocast_dtype(device_type)
+    else:
+        compute_dtype = hidden.dtype
+    return _CopyCrossEntropy.apply(hidden, weights, src, layer.weight, layer.bias, gate.weight,
+                                   gate.bias, target, float(label_smoothing), compute_dtype,
+                                   chunk)
 
 
 def sequence_loss(logits: torch.Tensor, gold: torch.Tensor,
