@@ -75,3 +75,23 @@ def test_evaluate_command_leaves_its_arguments_alone(trained, capsys):
     meta = json.loads((run_dir / "test.src.beam1.json").read_text(encoding="utf-8"))
     assert meta["source"] == "test.src" and meta["precision"] in ("fp32", "bfloat16", "float16")
     assert (run_dir / "test.src.beam1.hyp").read_text(encoding="utf-8").count("\n") == 12
+
+
+def test_name_passthrough_counts_names_the_reference_keeps():
+    """scripts/name_passthrough.py: a name is a source word with an uppercase letter or a
+    digit that the reference keeps; words the reference translates do not count."""
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "name_passthrough.py"
+    spec = importlib.util.spec_from_file_location("name_passthrough", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    src = ["If you use the HSQL database, press F4.", "Open the file.", "Use Calc 3 now"]
+    ref = ["Wenn Sie die HSQL-Datenbank nutzen, drücken Sie F4.", "Öffnen Sie die Datei.",
+           "Nutzen Sie Calc 3 jetzt"]
+    assert module.names(src[0], ref[0]) == ["HSQL", "F4"]  # kept in "HSQL-Datenbank"; not "If"
+    assert module.names(src[1], ref[1]) == []
+    hyps = ["Drücken Sie F4.", "Datei öffnen.", "Nutzen Sie Calc 3 jetzt"]
+    result = module.passthrough(src, ref, hyps)
+    assert (result["names"], result["found"]) == (4, 3)  # HSQL is lost
+    assert result["sentences_with_names"] == 2 and result["sentences_all_kept"] == 0.5
