@@ -103,7 +103,9 @@ def test_greedy_and_beam_match_torch(exports, reverse_task, kind):
         scores = {tuple(h.tokens): h.log_prob for h in hyps_got}
         for h in hyps_ref:  # a near tie may swap two neighbours of a list; scores must agree
             if tuple(h.tokens) in scores:
-                assert abs(h.log_prob - scores[tuple(h.tokens)]) <= 1e-4
+                # float32 noise: 1e-4, or 2e-5 of a long hypothesis's summed log-probability
+                assert abs(h.log_prob - scores[tuple(h.tokens)]) <= max(1e-4,
+                                                                        2e-5 * abs(h.log_prob))
                 compared += 1
     assert same_best >= 0.99 * len(ids), f"{kind}: best beam hypothesis differs"
     assert compared >= 0.95 * 5 * len(ids)
