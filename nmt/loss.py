@@ -27,6 +27,23 @@ from nmt.tokenizer import PAD_ID
 CHUNK = 1024
 
 
+def _logits(h: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None,
+            compute_dtype: torch.dtype) -> torch.Tensor:
+    """Float32 logits (n, V) of ``h @ w.T + b``; in fp32 the bias is added inside the GEMM."""
+    if b is not None and compute_dtype == torch.float32:
+        return torch.addmm(b, h, w.t())
+    logits = torch.mm(h, w.t()).float()
+    return logits + b if b is not None else logits
+
+
+def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
+    """The autocast dtype when autocast is on for ``hidden``'s device, else its own dtype."""
+    device_type = hidden.device.type
+    if torch.is_autocast_enabled(device_type):
+        return torch.get_autocast_dtype(device_type)
+    return hidden.dtype
+
+
 class _LinearCrossEntropy(torch.autograd.Function):
     """Summed label-smoothed CE of ``hidden @ weight.T + bias`` against ``target``."""
 
@@ -56,12 +73,7 @@ class _LinearCrossEntropy(torch.autograd.Function):
             for start in range(0, h.size(0), chunk):
                 h_c, t_c = h[start:start + chunk], target[start:start + chunk]
                 h32 = h_c.float()
-                if b is not None and compute_dtype == torch.float32:  # the bias in the GEMM
-                    logits = torch.addmm(b, h_c, w.t())  # (n, V)
-                else:
-                    logits = torch.mm(h_c, w.t()).float()
-                    if b is not None:
-                        logits += b
+                logits = _logits(h_c, w, b, compute_dtype)  # (n, V)
                 gold = logits.gather(1, t_c[:, None]).squeeze(1)  # (n,)
                 top = logits.amax(-1, keepdim=True)  # (n, 1)
                 e = logits.sub_(top).exp_()  # (n, V), in place
@@ -104,11 +116,7 @@ def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear, target: t
     Returns:
         A scalar: the loss summed over the N tokens (divide by N for the per-token loss).
     """
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = hidden.dtype
+    compute_dtype = _compute_dtype(hidden)
     return _LinearCrossEntropy.apply(hidden, layer.weight, layer.bias, target,
                                      float(label_smoothing), compute_dtype, chunk)
 
@@ -156,12 +164,7 @@ class _CopyCrossEntropy(torch.autograd.Function):
                 h32 = h_c.float()
                 ids = torch.cat([src[part], t_c[:, None]], 1)  # (n, K): source ids, then gold
                 att = torch.cat([attn[part].float(), attn.new_zeros(n, 1).float()], 1)
-                if b is not None and compute_dtype == torch.float32:
-                    z = torch.addmm(b, h_c, w.t())  # (n, V)
-                else:
-                    z = torch.mm(h_c, w.t()).float()
-                    if b is not None:
-                        z += b
+                z = _logits(h_c, w, b, compute_dtype)  # (n, V)
                 z_k = z.gather(1, ids)  # (n, K)
                 top = z.amax(-1, keepdim=True)
                 e = z.sub_(top).exp_()  # (n, V), in place
@@ -229,11 +232,7 @@ def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.T
     ``-log p`` over the vocabulary, as in :func:`linear_cross_entropy`. Fused like it: tokens
     go in chunks, gradients are computed in forward, no (N, V) tensor is kept.
     """
-    device_type = hidden.device.type
-    if torch.is_autocast_enabled(device_type):
-        compute_dtype = torch.get_autocast_dtype(device_type)
-    else:
-        compute_dtype = hidden.dtype
+    compute_dtype = _compute_dtype(hidden)
     return _CopyCrossEntropy.apply(hidden, weights, src, layer.weight, layer.bias, gate.weight,
                                    gate.bias, target, float(label_smoothing), compute_dtype,
                                    chunk)

@@ -55,12 +55,14 @@ class SampledEpochs:
         seed: ``training.seed``.
         max_len: ``data.max_len``: longer samples take the best segmentation, as do those
             longer than ``max_tokens`` (the batch budget) with their specials.
+        best: the split's :class:`~nmt.batching.Corpus` if the caller has it (not gathered twice).
     """
 
     def __init__(self, split: EncodedSplit, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                 alpha: float, nbest: int, seed: int, max_len: int, max_tokens: int) -> None:
+                 alpha: float, nbest: int, seed: int, max_len: int, max_tokens: int,
+                 best: Corpus | None = None) -> None:
         check_sampling(alpha, nbest)
-        self.best = Corpus(split)
+        self.best = best if best is not None else Corpus(split)  # the trainer's, when given
         self.max_tokens = max_tokens
         self.src_texts, self.tgt_texts = list(split["src"]), list(split["tgt"])
         self.src_tok, self.tgt_tok = src_tok, tgt_tok

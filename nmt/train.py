@@ -135,7 +135,8 @@ class Trainer:
         if sample.sample_alpha > 0:  # subword regularisation: new pieces every epoch
             epochs = SampledEpochs(self.prepared.splits["train"], self.src_tok, self.tgt_tok,
                                    sample.sample_alpha, sample.sample_nbest, self.tcfg.seed,
-                                   config.data.max_len, self.tcfg.batch_tokens)
+                                   config.data.max_len, self.tcfg.batch_tokens,
+                                   best=self.train_corpus)
             self.batches = SampledBatches(epochs, self.tcfg.batch_tokens, self.tcfg.seed)
         self.progress = Progress(epoch_batches=len(self.sampler.batches(0)))
         distributed.check_epoch(self.dist, self.progress.epoch_batches, self.tcfg.accumulate)
