@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import math
 import sys
 from collections.abc import Sequence
 
@@ -228,6 +229,8 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-size", type=int, metavar="K", help="beam size (1: greedy)")
     p.add_argument("--length-penalty", type=float, metavar="ALPHA",
                    help="GNMT length penalty exponent")
+    p.add_argument("--word-reward", type=float, metavar="R",
+                   help="beam search: log-probability reward per output token (> 0: longer)")
     p.add_argument("--max-len-a", type=float, metavar="A", help="max output length a*src+b")
     p.add_argument("--max-len-b", type=int, metavar="B", help="max output length a*src+b")
     p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
@@ -256,9 +259,15 @@ def _decoding_options(args: argparse.Namespace) -> dict:
         from nmt.errors import ConfigError
 
         raise ConfigError(f"--max-len-a must be at least 0, got {args.max_len_a}")
+    for name in ("length_penalty", "word_reward"):
+        value = getattr(args, name)
+        if value is not None and not math.isfinite(value):
+            from nmt.errors import ConfigError
+
+            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     return {"beam_size": args.beam_size, "length_penalty": args.length_penalty,
-            "max_len_a": args.max_len_a, "max_len_b": args.max_len_b,
-            "batch_tokens": args.batch_tokens}
+            "word_reward": args.word_reward, "max_len_a": args.max_len_a,
+            "max_len_b": args.max_len_b, "batch_tokens": args.batch_tokens}
 
 
 def _read_input(path: str | None, errors: str) -> list[str]:

@@ -207,6 +207,9 @@ class DecodingConfig:
     n_best: int = _f(1, "Hypotheses returned per sentence (<= beam_size).", min=1)
     batch_tokens: int = _f(8000, "Source-token budget of a translation batch.", min=1)
     no_repeat_ngram: int = _f(0, "Block repeated n-grams of this size (0: off).", min=0)
+    word_reward: float = _f(0.0, "Beam search: added to a finished hypothesis's log-probability "
+                            "per output token before the length penalty; > 0 favours longer "
+                            "outputs (a remedy for short translations).")
 
 
 @dataclass

@@ -79,7 +79,8 @@ class Hypothesis:
 
     Attributes:
         tokens: output ids without BOS and EOS.
-        score: the ranking score, ``log_prob / length_penalty(len(tokens) + 1, alpha)``.
+        score: the ranking score, ``(log_prob + word_reward * n) / length_penalty(n, alpha)``
+            with ``n = len(tokens) + 1`` (EOS counted).
         log_prob: the model's log-probability of ``tokens`` followed by EOS.
     """
 
@@ -91,6 +92,12 @@ class Hypothesis:
 def length_penalty(length: torch.Tensor | int, alpha: float) -> torch.Tensor | float:
     """GNMT length penalty ``((5 + length) / 6) ** alpha`` (length counts EOS)."""
     return ((5 + length) / 6) ** alpha
+
+
+def hypothesis_score(log_prob: float, length: int, alpha: float, word_reward: float) -> float:
+    """The ranking score of a finished hypothesis of ``length`` tokens (EOS counted):
+    ``(log_prob + word_reward * length) / length_penalty(length, alpha)``."""
+    return (log_prob + word_reward * length) / length_penalty(length, alpha)
 
 
 def _block_ngrams(history: torch.Tensor, log_probs: torch.Tensor, n: int) -> None:
@@ -113,7 +120,7 @@ def _block_ngrams(history: torch.Tensor, log_probs: torch.Tensor, n: int) -> Non
 def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
                 beam_size: int = 5, alpha: float = 1.0, max_len_a: float = 1.5,
                 max_len_b: int = 10, min_len: int = 0, n_best: int = 1,
-                no_repeat_ngram: int = 0) -> list[list[Hypothesis]]:
+                no_repeat_ngram: int = 0, word_reward: float = 0.0) -> list[list[Hypothesis]]:
     """Batched beam search: B sentences x K beams run as B*K rows, no loop over sentences.
 
     Args:
@@ -123,9 +130,14 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
             forced at the limit); min_len: EOS is forbidden before this many tokens.
         n_best: hypotheses returned per sentence, best first.
         no_repeat_ngram: forbid repeating any n-gram of this size (0: off).
+        word_reward: added to a finished hypothesis's log-probability per token (EOS counted)
+            before the length penalty divides it; > 0 favours longer outputs. Open beams all
+            have the same length, so it does not change which of them survive, only how the
+            finished hypotheses rank and when a sentence can stop.
     A sentence is finished when it holds K finished hypotheses and no open one can still beat
     the K-th: an open hypothesis's log-probability only falls as it grows, so its best possible
-    score is its current log-probability over the largest length penalty it can still reach.
+    score at each length it can still reach is its current log-probability plus that length's
+    word reward, over that length's penalty; the largest of those bounds it.
     Finished sentences leave the batch, so the rest run on smaller tensors.
     """
     device = src.device
@@ -164,7 +176,8 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
             log_prob = float(top_scores[row, col])
             length = history.size(1) + 1
             finished[int(sentence[row])].append(Hypothesis(
-                history[beam_row].tolist(), log_prob / length_penalty(length, alpha), log_prob))
+                history[beam_row].tolist(),
+                hypothesis_score(log_prob, length, alpha, word_reward), log_prob))
         # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
         scores = top_scores.gather(1, keep)
@@ -176,7 +189,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
         history = torch.cat([history[rows], tokens[:, None]], dim=1)
         state = model.reorder(state, rows)
         # sentences whose K-th finished hypothesis cannot be beaten are done
-        done = _sentences_done(finished, sentence, scores, limits, t, k, alpha)
+        done = _sentences_done(finished, sentence, scores, limits, t, k, alpha, word_reward)
         if bool(done.all()):
             break
         if bool(done.any()):
@@ -190,12 +203,17 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
 
 def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
                     scores: torch.Tensor, limits: torch.Tensor, t: int, k: int,
-                    alpha: float) -> torch.Tensor:
+                    alpha: float, word_reward: float = 0.0) -> torch.Tensor:
     """(A,) True where a sentence has K finished hypotheses none of its open ones can beat."""
     best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
-    # the largest penalty an open hypothesis can still reach is at its length limit
-    reach = length_penalty(limits.float(), alpha) if alpha > 0 else torch.ones_like(best_open)
-    bound = (best_open / reach).tolist()
+    # an open hypothesis's log-probability only falls as it grows, so finishing at length n
+    # (EOS counted; the next possible is t + 2) scores at most (best + reward * n) / lp(n):
+    # the bound is the largest of those up to each sentence's length limit
+    lengths = torch.arange(t + 2, max(int(limits.max()), t + 2) + 1,
+                           device=scores.device, dtype=torch.float32)  # (N,)
+    reach = (best_open[:, None] + word_reward * lengths) / length_penalty(lengths, alpha)
+    reach = reach.masked_fill(lengths > limits[:, None], float("-inf"))  # (A, N)
+    bound = reach.max(dim=1).values.tolist()
     done = []
     for i, index in enumerate(sentence.tolist()):
         hyps = finished[index]
@@ -212,7 +230,8 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
 
 @dataclass(frozen=True)
 class DecodeOptions:
-    """Search settings: beam size (1: greedy), n-best, length penalty and length limits.
+    """Search settings: beam size (1: greedy), n-best, length penalty, word reward and length
+    limits.
 
     ``beam_size=1`` with ``n_best=1`` runs :func:`greedy`, which honours ``min_len`` and
     ``no_repeat_ngram`` as beam search does (beam search with one beam gives the same tokens).
@@ -225,6 +244,7 @@ class DecodeOptions:
     max_len_b: int = 10
     min_len: int = 0
     no_repeat_ngram: int = 0
+    word_reward: float = 0.0
 
     @classmethod
     def from_config(cls, decoding: Any, **overrides: Any) -> DecodeOptions:
@@ -247,13 +267,14 @@ def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
     """
     o = options
     if o.beam_size == 1 and o.n_best == 1:
-        return [[Hypothesis(tokens, log_prob / length_penalty(len(tokens) + 1, o.length_penalty),
-                            log_prob)]
+        return [[Hypothesis(tokens, hypothesis_score(log_prob, len(tokens) + 1, o.length_penalty,
+                                                     o.word_reward), log_prob)]
                 for tokens, log_prob in greedy(model, src, src_lengths, o.max_len_a,
                                                o.max_len_b, o.min_len, o.no_repeat_ngram)]
     return beam_search(model, src, src_lengths, beam_size=o.beam_size, alpha=o.length_penalty,
                        max_len_a=o.max_len_a, max_len_b=o.max_len_b, min_len=o.min_len,
-                       n_best=o.n_best, no_repeat_ngram=o.no_repeat_ngram)
+                       n_best=o.n_best, no_repeat_ngram=o.no_repeat_ngram,
+                       word_reward=o.word_reward)
 
 
 @torch.no_grad()

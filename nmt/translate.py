@@ -164,19 +164,20 @@ class Translator:
 
     def translate_nbest(self, lines: Sequence[str], beam_size: int | None = None,
                         n_best: int = 1, length_penalty: float | None = None,
-                        max_len_a: float | None = None, max_len_b: int | None = None,
-                        batch_tokens: int | None = None,
+                        word_reward: float | None = None, max_len_a: float | None = None,
+                        max_len_b: int | None = None, batch_tokens: int | None = None,
                         progress: Callable[[int], None] | None = None,
                         ) -> list[list[tuple[str, float]]]:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 
         Settings left as None come from the model's ``decoding`` config. The score is the
-        log-probability divided by the GNMT length penalty (greedy and beam search alike); an
-        empty line gets ``n_best`` empty translations.
+        log-probability plus the word reward per token, divided by the GNMT length penalty
+        (greedy and beam search alike); an empty line gets ``n_best`` empty translations.
         """
         options = DecodeOptions.from_config(
             self.config.decoding, beam_size=beam_size, n_best=n_best,
-            length_penalty=length_penalty, max_len_a=max_len_a, max_len_b=max_len_b)
+            length_penalty=length_penalty, word_reward=word_reward, max_len_a=max_len_a,
+            max_len_b=max_len_b)
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * n_best for _ in lines]
         indices, ids = self._encode(lines)
         hypotheses = decode_all(self.model, ids, options,

@@ -4,8 +4,9 @@ For a trained model directory and a test (or validation) set it reports, in one 
 
 1. **Search settings**: BLEU, chrF, the length ratio (hypothesis / reference length in
    sacreBLEU tokens) and the brevity penalty for greedy search and beam search with several
-   beam sizes and GNMT length penalties, plus the share of hypotheses that ended at the maximum
-   length rule (``a * source length + b``), and the same with a rule twice as loose.
+   beam sizes and GNMT length penalties (no word reward), then with word rewards, plus the
+   share of hypotheses that ended at the maximum length rule (``a * source length + b``), and
+   the same with a rule twice as loose.
 2. **Where the missing length is**: the length ratio by reference length (quarters of the
    set), for the default search.
 3. **EOS under teacher forcing** (the model on the reference prefixes): the probability of EOS
@@ -17,7 +18,7 @@ For a trained model directory and a test (or validation) set it reports, in one 
    itself prefers the short output), by summed log-probability and per token.
 
     python scripts/analyze_brevity.py -m runs/lohelp_en_de [--src test.en --ref test.de]
-        [--limit 1000] [--json out.json]
+        [--limit 1000] [--rewards 0.3 0.5] [--json out.json]
 
 Without ``--src``/``--ref`` the model's ``data.test`` split is used. Every figure names the
 CPU it ran on (``--json`` adds ``lscpu``'s model name).
@@ -52,8 +53,12 @@ def corpus_figures(hyps: list[str], refs: list[str], tokenize: str) -> dict[str,
 
 
 def search_table(model: torch.nn.Module, sources: list[list[int]], refs: list[str],
-                 detok: Any, config: Any, tokenize: str) -> tuple[list[dict], list[str]]:
-    """Figures per search setting; also returns the default setting's hypotheses."""
+                 detok: Any, config: Any, tokenize: str,
+                 rewards: list[float]) -> tuple[list[dict], list[str]]:
+    """Figures per search setting; also returns the default setting's hypotheses.
+
+    Every setting runs without a word reward (the toolkit's default, whatever the model's
+    config says), then beam 5 with GNMT penalty 1 runs once per reward in ``rewards``."""
     dec = config.decoding
     settings = [("greedy", dict(beam_size=1, length_penalty=0.0)),
                 ("beam 5, lp 0", dict(beam_size=5, length_penalty=0.0)),
@@ -64,10 +69,13 @@ def search_table(model: torch.nn.Module, sources: list[list[int]], refs: list[st
                 ("beam 5, lp 1, max len 2x looser",
                  dict(beam_size=5, length_penalty=1.0, max_len_a=2 * dec.max_len_a,
                       max_len_b=2 * dec.max_len_b))]
+    settings = [(name, {"word_reward": 0.0, **overrides}) for name, overrides in settings]
+    settings += [(f"beam 5, lp 1, word reward {r:g}",
+                  dict(beam_size=5, length_penalty=1.0, word_reward=r)) for r in rewards]
     rows, default_hyps = [], []
     src_lengths = torch.tensor([len(s) for s in sources])
     for name, overrides in settings:
-        options = DecodeOptions.from_config(dec, n_best=1, **overrides)
+        options = DecodeOptions.from_config(dec, n_best=1, **overrides)  # 0.0 is not None
         start = time.perf_counter()
         out = decode_all(model, sources, options, dec.batch_tokens, torch.device("cpu"), None)
         tokens = [h[0].tokens for h in out]
@@ -142,6 +150,8 @@ def main() -> int:
     parser.add_argument("--ref", help="reference file (with --src)")
     parser.add_argument("--limit", type=int, default=None, help="first N sentences only")
     parser.add_argument("--json", help="write the figures to this JSON file")
+    parser.add_argument("--rewards", type=float, nargs="*", default=[0.3, 0.5],
+                        help="word rewards to try with beam 5, GNMT penalty 1 (default 0.3 0.5)")
     args = parser.parse_args()
 
     torch.manual_seed(0)
@@ -158,18 +168,21 @@ def main() -> int:
     sources = [src_tok.encode(s.strip()) for s in src_lines]
     print(f"{len(sources)} sentences, model {args.model}", file=sys.stderr, flush=True)
 
-    searches, hyps = search_table(model, sources, refs, tgt_tok, config, tokenize)
+    searches, hyps = search_table(model, sources, refs, tgt_tok, config, tokenize, args.rewards)
     lengths = by_length(hyps, refs, tokenize)
     ref_ids = [tgt_tok.encode(r.strip(), add_bos=True, add_eos=True) for r in refs]
     hyp_ids = [tgt_tok.encode(h, add_bos=True, add_eos=True) for h in hyps]
     ref_lp, ref_n, p_end, early = sequence_log_probs(model, sources, ref_ids)
     hyp_lp, hyp_n, _, _ = sequence_log_probs(model, sources, hyp_ids)
     shorter = hyp_n < ref_n
+    some = bool(shorter.any())  # the shares of "those" are None when no hypothesis is shorter
     errors = {
         "sentences_shorter_than_reference": float(shorter.mean()),
-        "of_those_model_prefers_reference_sum": float((ref_lp[shorter] > hyp_lp[shorter]).mean()),
+        "of_those_model_prefers_reference_sum":
+            float((ref_lp[shorter] > hyp_lp[shorter]).mean()) if some else None,
         "of_those_model_prefers_reference_per_token": float(
-            (ref_lp[shorter] / ref_n[shorter] > hyp_lp[shorter] / hyp_n[shorter]).mean()),
+            (ref_lp[shorter] / ref_n[shorter] > hyp_lp[shorter] / hyp_n[shorter]).mean())
+        if some else None,
     }
     eos = {"p_eos_at_reference_end_mean": float(p_end.mean()),
            "p_eos_at_reference_end_median": float(np.median(p_end)),
@@ -193,10 +206,14 @@ def main() -> int:
           f"{eos['p_eos_at_reference_end_median']:.3f}; EOS is the first choice "
           f"before the end in {eos['eos_argmax_before_reference_end']:.1%} of sentences")
     print(f"hypotheses shorter than the reference (in pieces): "
-          f"{errors['sentences_shorter_than_reference']:.1%}; the model scores the reference "
-          f"higher in {errors['of_those_model_prefers_reference_sum']:.1%} of them (summed "
-          f"log-probability: search errors), per token in "
-          f"{errors['of_those_model_prefers_reference_per_token']:.1%}")
+          f"{errors['sentences_shorter_than_reference']:.1%}", end="")
+    if some:
+        print(f"; the model scores the reference higher in "
+              f"{errors['of_those_model_prefers_reference_sum']:.1%} of them (summed "
+              f"log-probability: search errors), per token in "
+              f"{errors['of_those_model_prefers_reference_per_token']:.1%}")
+    else:
+        print()
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     return 0

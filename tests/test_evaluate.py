@@ -95,3 +95,35 @@ def test_name_passthrough_counts_names_the_reference_keeps():
     result = module.passthrough(src, ref, hyps)
     assert (result["names"], result["found"]) == (4, 3)  # HSQL is lost
     assert result["sentences_with_names"] == 2 and result["sentences_all_kept"] == 0.5
+
+
+def test_analyze_brevity_reports_every_search_and_the_model_errors(trained_reverse,
+                                                                   reverse_task, tmp_path,
+                                                                   monkeypatch, capsys):
+    """scripts/analyze_brevity.py on the reverse model: one row per search setting, the reward
+    rows after the reward-free ones, and shares that are shares; the trained model reverses
+    well, so beam 5 with penalty 1 is close to the reference length."""
+    import importlib.util
+    import sys
+
+    path = Path(__file__).resolve().parents[1] / "scripts" / "analyze_brevity.py"
+    spec = importlib.util.spec_from_file_location("analyze_brevity", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    prefix = reverse_task["test"]
+    out = tmp_path / "brevity.json"
+    monkeypatch.setattr(sys, "argv", [
+        "analyze_brevity.py", "-m", str(trained_reverse), "--src", f"{prefix}.src",
+        "--ref", f"{prefix}.tgt", "--limit", "40", "--rewards", "1.0", "--json", str(out)])
+    assert module.main() == 0
+    result = json.loads(out.read_text(encoding="utf-8"))
+    names = [row["setting"] for row in result["search"]]
+    assert names[0] == "greedy" and names[-1] == "beam 5, lp 1, word reward 1"
+    assert len(names) == 8 and result["sentences"] == 40
+    default = next(r for r in result["search"] if "default" in r["setting"])
+    assert default["ratio"] == pytest.approx(1.0, abs=0.1) and default["bleu"] > 80
+    errors = result["model_or_search_error"]  # shares, or None when no output is shorter
+    assert 0.0 <= errors["sentences_shorter_than_reference"] <= 1.0
+    assert all(v is None or 0.0 <= v <= 1.0 for v in errors.values())
+    assert 0.0 <= result["teacher_forced_eos"]["eos_argmax_before_reference_end"] <= 1.0
+    assert "| search | BLEU |" in capsys.readouterr().out

@@ -7,12 +7,13 @@ import itertools
 import pytest
 import torch
 
+from nmt import search
 from nmt.batching import pad
 from nmt.config import DecodingConfig, ModelConfig
 from nmt.errors import ConfigError
 from nmt.model import build_model
 from nmt.search import DecodeOptions, beam_search, decode, decode_all, greedy, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID
+from nmt.tokenizer import BOS_ID, EOS_ID, UNK_ID
 
 
 def random_model(vocab=12, seed=0, attention="general", input_feeding=False):
@@ -90,19 +91,30 @@ def test_decode_options_and_decode_all_keep_input_order():
         [[h.tokens for h in hyps] for hyps in alone]
 
 
-def test_wide_beam_finds_the_exhaustive_best():
-    vocab, limit = 6, 4  # real tokens 4 and 5; at most 3 of them, then EOS
+@pytest.mark.parametrize("alpha, reward", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.0, 4.0),
+                                           (1.0, 3.0), (2.0, -0.5)])
+def test_wide_beam_finds_the_exhaustive_best(alpha, reward):
+    """Beam 128 keeps every candidate here, so only a wrong score or a wrong early stop (the
+    bound on what an open hypothesis can still reach, word reward included) can miss the best."""
+    vocab, limit = 6, 5  # outputs: UNK, 4 and 5; at most 4 of them, then EOS
+    lengths = set()
     for seed in range(5):
         model = random_model(vocab=vocab, seed=seed)
         src, src_len = sources([3], vocab=vocab, seed=seed)
         candidates = [list(seq) for n in range(limit) for seq in
-                      itertools.product(range(4, vocab), repeat=n)]
-        scored = {tuple(c): sequence_log_prob(model, src, src_len, c) for c in candidates}
-        best = max(scored, key=scored.get)
-        (hyps,) = beam_search(model, src, src_len, beam_size=8, alpha=0.0, max_len_a=0.0,
-                              max_len_b=limit, n_best=3)
+                      itertools.product([UNK_ID, *range(4, vocab)], repeat=n)]
+        logp = {tuple(c): sequence_log_prob(model, src, src_len, c) for c in candidates}
+        score = {c: (lp + reward * (len(c) + 1)) / length_penalty(len(c) + 1, alpha)
+                 for c, lp in logp.items()}
+        best = max(score, key=score.get)
+        (hyps,) = beam_search(model, src, src_len, beam_size=128, alpha=alpha, max_len_a=0.0,
+                              max_len_b=limit, n_best=3, word_reward=reward)
         assert tuple(hyps[0].tokens) == best
-        assert hyps[0].log_prob == pytest.approx(scored[best], abs=1e-4)
+        assert hyps[0].log_prob == pytest.approx(logp[best], abs=1e-4)
+        assert hyps[0].score == pytest.approx(score[best], abs=1e-4)
+        lengths.add(len(best))
+    if reward >= 3.0:  # the reward bites: the best output is the longest allowed
+        assert lengths == {limit - 1}
 
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
@@ -146,3 +158,46 @@ def test_length_limits_and_ngram_blocking():
         for h in hyps:
             bigrams = list(zip(h.tokens, h.tokens[1:], strict=False))
             assert len(bigrams) == len(set(bigrams))
+
+
+@pytest.mark.parametrize("alpha", [0.0, 1.0])
+def test_a_sentence_is_not_done_while_the_word_reward_can_lift_an_open_beam(alpha):
+    """Early stopping bounds an open hypothesis by the reward of the longest output it may
+    still reach: with a finished score of 0.5 and an open log-probability of -1 at step 0 of
+    10, the open beam can still reach (-1 + 10 * 1) / lp(10) > 0.5, so the sentence goes on;
+    without the reward it cannot, so the sentence is done."""
+    finished = [[search.Hypothesis([4], 0.5, -1.5)]]
+    sentence, limits = torch.tensor([0]), torch.tensor([10])
+    scores = torch.tensor([[-1.0]])
+    assert not bool(search._sentences_done(finished, sentence, scores, limits, 0, 1, alpha,
+                                           word_reward=1.0)[0])
+    assert bool(search._sentences_done(finished, sentence, scores, limits, 0, 1, alpha,
+                                       word_reward=0.0)[0])
+
+
+@pytest.mark.parametrize("alpha, reward", [(0.0, 0.0), (1.0, 0.0), (1.0, 2.0), (2.0, 0.5),
+                                           (0.0, 2.0), (1.0, -0.5)])
+def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
+    """A sentence leaves the search only when no open beam can still beat its K-th finished
+    hypothesis, so searching every sentence to its length limit finds the same K best. The
+    model favours EOS, so hypotheses finish early and the bound decides (a bound that leaves
+    out the word reward fails here)."""
+    model = random_model(seed=3)
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] += 1.0
+    src, src_len = sources([3, 8, 5, 12, 2, 6, 9, 4], seed=4)
+    kwargs = dict(beam_size=3, alpha=alpha, n_best=3, word_reward=reward, max_len_a=1.5,
+                  max_len_b=4)
+    stopped = beam_search(model, src, src_len, **kwargs)
+    calls = []
+
+    def only_when_nothing_is_open(finished, sentence, scores, *args, **kw):
+        calls.append(1)
+        return scores.max(dim=1).values == float("-inf")
+
+    monkeypatch.setattr(search, "_sentences_done", only_when_nothing_is_open)
+    full = beam_search(model, src, src_len, **kwargs)
+    assert calls
+    for early, late in zip(stopped, full, strict=True):
+        assert [h.tokens for h in early] == [h.tokens for h in late]
+        assert [h.score for h in early] == pytest.approx([h.score for h in late], abs=1e-5)

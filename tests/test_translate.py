@@ -35,6 +35,25 @@ def test_translator_reverses_and_keeps_order(model_dir):
     assert nbest[0][0][0] == "c b a" and nbest[0][0][1] >= nbest[0][1][1] >= nbest[0][2][1]
 
 
+def test_a_word_reward_lengthens_the_output_and_scores_it(model_dir, tmp_path):
+    """The reverse model stops right after the reversed input; a large reward per token makes
+    beam search prefer longer complete outputs, and the score includes the reward."""
+    translator = Translator.load(model_dir)
+    lines = ["a b c", "h g f e d"]
+    plain = translator.translate_nbest(lines, beam_size=4)
+    rewarded = translator.translate_nbest(lines, beam_size=4, word_reward=20.0)
+    assert [h[0][0] for h in plain] == ["c b a", "d e f g h"]
+    for (p_text, p_score), (r_text, r_score) in zip((h[0] for h in plain),
+                                                    (h[0] for h in rewarded), strict=True):
+        assert len(r_text.split()) > len(p_text.split())
+        assert r_score > p_score
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["translate", "-m", str(model_dir), "--beam-size", "4", "--word-reward", "20",
+                 "-i", str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-q"]) == 0
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == \
+        [h[0][0] for h in rewarded]
+
+
 @pytest.mark.slow
 def test_line_contract_through_the_command(model_dir, tmp_path):
     text = "a b c\r\n\n   \nd e f\nunseen XYZ ✓ 😀\n\tb\nh g f"  # CRLF, blanks, no final \n
@@ -83,6 +102,7 @@ def test_nbest_output(model_dir):
     (["--beam-size", "0"], "--beam-size must be at least 1"),
     (["--beam-size", "2", "--n-best", "3"], "cannot exceed"),
     (["--max-len-b", "-1"], "--max-len-b must be at least 0"),
+    (["--word-reward", "nan"], "--word-reward must be a finite number"),
     (["-m", "/nonexistent/model"], "model directory not found"),
 ])
 def test_bad_translate_values_exit_2(model_dir, args, message, capsys, monkeypatch):
