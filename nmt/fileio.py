@@ -21,11 +21,17 @@ def atomic_write(path: str | os.PathLike, mode: str = "w",
                  encoding: str | None = "utf-8") -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success rename it to ``path``.
 
-    On an exception the temporary file is removed and ``path`` is left untouched.
+    On an exception the temporary file is removed and ``path`` is left untouched. A ``path``
+    that exists and is neither a regular file nor a directory (``/dev/null``, ``/dev/stdout``,
+    a named pipe) is written in place: renaming over it would replace the device with a file.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     binary = "b" in mode
+    if path.exists() and not path.is_file() and not path.is_dir():
+        with open(path, mode, encoding=None if binary else encoding) as handle:
+            yield handle
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, mode, encoding=None if binary else encoding) as handle:

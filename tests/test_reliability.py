@@ -495,3 +495,25 @@ def translator_for(model_dir):
         return cache[line]
 
     return alone
+
+
+def test_atomic_write_writes_a_pipe_or_device_in_place(tmp_path):
+    """`nmt translate -o /dev/null` (or a named pipe) must not rename a file over the device:
+    as root that replaced /dev/null with a regular file."""
+    import os
+    import stat
+    import threading
+
+    from nmt.fileio import atomic_write
+
+    pipe = tmp_path / "pipe"
+    os.mkfifo(pipe)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(pipe.read_text()), daemon=True)
+    reader.start()
+    with atomic_write(pipe) as handle:
+        handle.write("through the pipe\n")
+    reader.join(timeout=30)
+    assert received == ["through the pipe\n"]
+    assert stat.S_ISFIFO(os.stat(pipe).st_mode)
+    assert [p.name for p in tmp_path.iterdir()] == ["pipe"]  # no temporary file left

@@ -131,13 +131,14 @@ def test_encode_writes_one_vector_per_line(model_dir, tmp_path):
 
 @pytest.mark.slow
 def test_evaluate_translates_and_scores(model_dir, tmp_path):
-    (tmp_path / "src.txt").write_text("a b c\nd e\n", encoding="utf-8")
-    (tmp_path / "ref.txt").write_text("c b a\ne d\n", encoding="utf-8")
+    # lengths seen in training (3-8): "d e" came out wrong under bf16 autocast
+    (tmp_path / "src.txt").write_text("a b c\nh g f e d\n", encoding="utf-8")
+    (tmp_path / "ref.txt").write_text("c b a\nd e f g h\n", encoding="utf-8")
     proc = nmt("evaluate", "-m", str(model_dir), "--src", str(tmp_path / "src.txt"), "--ref",
                str(tmp_path / "ref.txt"), "--hyp-out", str(tmp_path / "hyp.txt"), "--json")
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout)["chrf"] == pytest.approx(100.0)
-    assert (tmp_path / "hyp.txt").read_text(encoding="utf-8") == "c b a\ne d\n"
+    assert (tmp_path / "hyp.txt").read_text(encoding="utf-8") == "c b a\nd e f g h\n"
 
 
 def test_int8_quantization_keeps_the_translations(model_dir):
