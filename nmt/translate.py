@@ -164,9 +164,10 @@ class Translator:
 
     def translate_nbest(self, lines: Sequence[str], beam_size: int | None = None,
                         n_best: int = 1, length_penalty: float | None = None,
-                        word_reward: float | None = None, max_len_a: float | None = None,
-                        max_len_b: int | None = None, batch_tokens: int | None = None,
+                        max_len_a: float | None = None, max_len_b: int | None = None,
+                        batch_tokens: int | None = None,
                         progress: Callable[[int], None] | None = None,
+                        word_reward: float | None = None,
                         ) -> list[list[tuple[str, float]]]:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 

@@ -75,7 +75,7 @@ def search_table(model: torch.nn.Module, sources: list[list[int]], refs: list[st
     rows, default_hyps = [], []
     src_lengths = torch.tensor([len(s) for s in sources])
     for name, overrides in settings:
-        options = DecodeOptions.from_config(dec, n_best=1, **overrides)  # 0.0 is not None
+        options = DecodeOptions.from_config(dec, n_best=1, **overrides)
         start = time.perf_counter()
         out = decode_all(model, sources, options, dec.batch_tokens, torch.device("cpu"), None)
         tokens = [h[0].tokens for h in out]

@@ -94,8 +94,9 @@ def test_decode_options_and_decode_all_keep_input_order():
 @pytest.mark.parametrize("alpha, reward", [(0.0, 0.0), (1.0, 0.0), (0.0, 1.0), (0.0, 4.0),
                                            (1.0, 3.0), (2.0, -0.5)])
 def test_wide_beam_finds_the_exhaustive_best(alpha, reward):
-    """Beam 128 keeps every candidate here, so only a wrong score or a wrong early stop (the
-    bound on what an open hypothesis can still reach, word reward included) can miss the best."""
+    """Beam 128 keeps every candidate here (and never stops early: no sentence gathers 128
+    finished hypotheses), so the best must be found and scored exactly as enumerated. Early
+    stopping is checked by test_early_stopping_never_changes_the_result."""
     vocab, limit = 6, 5  # outputs: UNK, 4 and 5; at most 4 of them, then EOS
     lengths = set()
     for seed in range(5):
@@ -162,10 +163,10 @@ def test_length_limits_and_ngram_blocking():
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_a_sentence_is_not_done_while_the_word_reward_can_lift_an_open_beam(alpha):
-    """Early stopping bounds an open hypothesis by the reward of the longest output it may
-    still reach: with a finished score of 0.5 and an open log-probability of -1 at step 0 of
-    10, the open beam can still reach (-1 + 10 * 1) / lp(10) > 0.5, so the sentence goes on;
-    without the reward it cannot, so the sentence is done."""
+    """Early stopping bounds an open hypothesis by the best it may still score at any length
+    it can reach, word reward included: with a finished score of 0.5 and an open
+    log-probability of -1 at step 0 of 10, the open beam can still reach (-1 + 10 * 1) / lp(10)
+    > 0.5, so the sentence goes on; without the reward it cannot, so the sentence is done."""
     finished = [[search.Hypothesis([4], 0.5, -1.5)]]
     sentence, limits = torch.tensor([0]), torch.tensor([10])
     scores = torch.tensor([[-1.0]])
