@@ -204,6 +204,9 @@ class TokenBatchSampler:
         """Select the epoch whose order :meth:`__iter__` yields."""
         self.epoch = epoch
 
+    def close(self) -> None:
+        """Nothing runs in the background here (see :class:`EpochBatches`)."""
+
     def batches(self, epoch: int | None = None) -> list[np.ndarray]:
         """The batches of an epoch, each an array of example indices."""
         epoch = self.epoch if epoch is None else epoch
@@ -283,6 +286,9 @@ class EpochBatches(Protocol):
     :class:`nmt.sampling.SampledBatches` with subword regularisation."""
 
     def batches(self, epoch: int) -> list[np.ndarray]: ...
+
+    def close(self) -> None:
+        """Stop any work done in the background for later epochs."""
 
 
 def updates(sampler: EpochBatches, position: Position, accumulate: int, world: int,

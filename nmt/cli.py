@@ -619,7 +619,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return args.handler(args)
     except NMTError as exc:
         code = getattr(exc, "exit_code", 2)  # 130 / 143: training interrupted, checkpoint saved
-        sys.stderr.write(f"nmt {args.command}: {'error: ' if code == 2 else ''}{exc}\n")
+        if not getattr(exc, "quiet", False):  # quiet: another torchrun rank printed it
+            sys.stderr.write(f"nmt {args.command}: {'error: ' if code == 2 else ''}{exc}\n")
         return code
     except KeyboardInterrupt:
         sys.stderr.write(f"nmt {args.command}: interrupted\n")

@@ -27,6 +27,13 @@ from nmt.errors import NMTError
 T = TypeVar("T")
 
 
+class PeerFailed(NMTError):
+    """Another process of the job failed and said so; it reports the error itself, so the
+    command line prints nothing more for this one."""
+
+    quiet = True
+
+
 @dataclass(frozen=True)
 class Dist:
     """This process's place in the job: ``world`` processes, this one is ``rank``."""
@@ -118,13 +125,27 @@ def mean(d: Dist, value: float, device: torch.device) -> float:
 
 
 def rank0_first(d: Dist, make: Callable[[], T]) -> T:
-    """``make()`` on rank 0 first, then on the others (which re-use the files it wrote)."""
-    if not d.main:
-        barrier(d)
-    result = make()
+    """``make()`` on rank 0 first, then on the others (which re-use the files it wrote).
+
+    Rank 0 tells the others how ``make()`` went instead of only meeting them at a barrier: when
+    it fails (a missing file, a bad config), every process raises and leaves after that
+    collective has completed, so the job ends by itself and does not depend on torchrun
+    killing a process left waiting (with the 2 h timeout) for a rank that has gone.
+    """
+    if not d.enabled:
+        return make()
     if d.main:
-        barrier(d)
-    return result
+        try:
+            result = make()
+        except BaseException as exc:
+            broadcast(d, f"{type(exc).__name__}: {exc}")
+            raise
+        broadcast(d, None)
+        return result
+    failure = broadcast(d, None)
+    if failure is not None:
+        raise PeerFailed(f"rank 0 failed before this process could start ({failure})")
+    return make()
 
 
 def wrap(d: Dist, module: torch.nn.Module,

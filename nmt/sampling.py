@@ -10,10 +10,15 @@ Reproducibility. SentencePiece draws from a thread-local ``std::mt19937`` that a
 from a process-wide seed, the first time it samples. So every epoch's segmentation is made in
 a thread of its own that first sets the seed derived from ``(training seed, epoch, side)``: an
 epoch's pieces depend on nothing that ran before, a resumed run makes the same ones, and
-several processes (torchrun) make the same ones without talking to each other.
+several processes (torchrun) make the same ones without talking to each other. The seed is
+process-wide, so setting it and the draws it seeds hold a process-wide lock: two segmentations
+made at once (two trainers, or two corpora in one test) cannot seed each other's threads.
 
 Speed. The next epoch is segmented in the background while the current one trains; the
-training loop only waits when an epoch ends before its successor is ready.
+training loop only waits when an epoch ends before its successor is ready. The work goes in
+chunks of ``CHUNK`` lines (each with its own seed), so :meth:`SampledEpochs.close` stops it
+between two chunks: a process must not exit while a SentencePiece thread is still running
+(the C++ runtime aborts it, exit code 134, after a run that went well).
 
 Limits. A sampled sequence longer than ``data.max_len`` pieces takes the best segmentation of
 that sentence instead, so the cleaning limits (and the batch budget) still hold.
@@ -31,6 +36,9 @@ from nmt.encoding import EncodedSplit
 from nmt.errors import ConfigError
 from nmt.tokenizer import Tokenizer
 
+# held from setting SentencePiece's process-wide seed until the draws it seeds are done
+_SEED_LOCK = threading.Lock()
+
 
 def check_sampling(alpha: float, nbest: int) -> None:
     """Refuse ``tokenizer.sample_nbest`` values that would not sample (0 and 1)."""
@@ -40,9 +48,17 @@ def check_sampling(alpha: float, nbest: int) -> None:
                           "more (e.g. 64)")
 
 
-def epoch_seed(seed: int, epoch: int, side: int) -> int:
-    """The SentencePiece seed of one epoch and side (0: source, 1: target), a uint32."""
-    return int(np.random.SeedSequence([seed, epoch, side]).generate_state(1)[0])
+# lines segmented per SentencePiece call: the background work stops between two of them
+CHUNK = 20_000
+
+
+def epoch_seed(seed: int, epoch: int, side: int, chunk: int = 0) -> int:
+    """The SentencePiece seed of one epoch, side (0: source, 1: target) and chunk, a uint32."""
+    return int(np.random.SeedSequence([seed, epoch, side, chunk]).generate_state(1)[0])
+
+
+class Stopped(Exception):
+    """The background segmentation was stopped by :meth:`SampledEpochs.close`."""
 
 
 class SampledEpochs:
@@ -69,6 +85,7 @@ class SampledEpochs:
         self.alpha, self.nbest, self.seed, self.max_len = alpha, nbest, seed, max_len
         self._ready: dict[int, Corpus] = {}
         self._thread: tuple[int, threading.Thread, dict] | None = None
+        self._stop = threading.Event()
 
     def corpus(self, epoch: int) -> Corpus:
         """The corpus of ``epoch`` (made now if it is not ready); starts segmenting the next."""
@@ -80,11 +97,20 @@ class SampledEpochs:
             self._start(epoch + 1)
         return corpus
 
+    def close(self) -> None:
+        """Stop the background segmentation (after its current chunk) and wait for it."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread[1].join()
+            self._thread = None
+        self._stop.clear()  # corpus() may still be called: it segments again
+
     def _start(self, epoch: int) -> None:
         self._join()
         out: dict = {}
+        # not a daemon: the interpreter waits for it at exit rather than kill it mid-call
         thread = threading.Thread(target=self._segment, args=(epoch, out),
-                                  name=f"nmt-subword-sampling-{epoch}", daemon=True)
+                                  name=f"nmt-subword-sampling-{epoch}")
         thread.start()
         self._thread = (epoch, thread, out)
 
@@ -105,13 +131,19 @@ class SampledEpochs:
         self._ready[epoch] = out["corpus"]
 
     def _segment(self, epoch: int, out: dict) -> None:
-        """Thread body: sample both sides of every pair (a fresh thread: a fresh generator)."""
+        """Thread body: sample both sides of every pair, a chunk at a time (each SentencePiece
+        call draws in a fresh C++ thread, seeded from the process-wide seed set just before)."""
         try:
-            sides = []
+            sides: list[list[list[int]]] = [[], []]
             for side, (tok, texts, bos) in enumerate(((self.src_tok, self.src_texts, False),
                                                       (self.tgt_tok, self.tgt_texts, True))):
-                spm.set_random_generator_seed(epoch_seed(self.seed, epoch, side))
-                sides.append(tok.sample_batch(texts, self.alpha, self.nbest, add_bos=bos))
+                for chunk, start in enumerate(range(0, len(texts), CHUNK)):
+                    if self._stop.is_set():
+                        raise Stopped
+                    with _SEED_LOCK:
+                        spm.set_random_generator_seed(epoch_seed(self.seed, epoch, side, chunk))
+                        sides[side] += tok.sample_batch(texts[start:start + CHUNK], self.alpha,
+                                                        self.nbest, add_bos=bos)
             out["corpus"] = self._build(*sides)
         except BaseException as exc:  # handed to the training thread by _join
             out["error"] = exc
@@ -135,6 +167,10 @@ class SampledBatches:
     def __init__(self, epochs: SampledEpochs, max_tokens: int, seed: int) -> None:
         self.epochs, self.max_tokens, self.seed = epochs, max_tokens, seed
         self.corpus = epochs.best
+
+    def close(self) -> None:
+        """Stop segmenting the next epoch in the background (see :meth:`SampledEpochs.close`)."""
+        self.epochs.close()
 
     def batches(self, epoch: int) -> list[np.ndarray]:
         """The batches (arrays of example indices into ``corpus``) of ``epoch``."""

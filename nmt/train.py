@@ -181,7 +181,7 @@ class Trainer:
         self.budget.resume(p.elapsed)
         window, validated_at = Window(), p.step
         with distributed.catch_signals() as self.caught, contextlib.closing(self.report), \
-                distributed.joined(self.dist):
+                distributed.joined(self.dist), contextlib.closing(self.batches):
             for batches in updates(self.batches, p, t.accumulate, self.dist.world, self.dist.rank,
                                    stop=lambda: self.budget.exhausted(p.step, p.epoch,
                                                                       p.bad_validations)):

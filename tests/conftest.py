@@ -30,7 +30,9 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Iterator
+import signal
+import subprocess
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -69,6 +71,23 @@ def pytest_report_header(config: pytest.Config) -> str:
 def precision_overrides() -> list[str]:
     """``["training.precision=VALUE"]`` when NMT_TEST_PRECISION is set, else ``[]`` (auto)."""
     return [f"training.precision={PRECISION}"] if PRECISION else []
+
+def run_process_tree(args: Sequence[str], timeout: float,
+                     **kwargs: object) -> subprocess.CompletedProcess:
+    """``subprocess.run(args, capture_output=True, text=True)`` for a command that starts
+    processes of its own (torchrun): on timeout the whole process group is killed, then the
+    timeout is raised. ``subprocess.run`` kills only its child, and then waits for ever for
+    pipes its grandchildren still hold."""
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True, **kwargs)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        out, err = proc.communicate()
+        raise subprocess.TimeoutExpired(args, timeout, out, err) from None
+    return subprocess.CompletedProcess(args, proc.returncode, out, err)
+
 
 # Real sentences in the scripts the tokenizer must round-trip.
 REAL_LINES = [

@@ -107,3 +107,40 @@ def test_sampled_training_learns(tmp_path, reverse_task):
     progress = trainer.fit()
     assert trainer.epoch_corpus is not trainer.train_corpus
     assert progress.history[-1]["bleu"] > 60
+
+
+def test_close_stops_the_background_segmentation_and_a_later_epoch_is_unchanged(prepared,
+                                                                                monkeypatch):
+    """close() stops the next epoch's segmentation between two chunks and waits for it; an
+    epoch made after that is the one a fresh object makes (chunks have their own seeds)."""
+    import nmt.sampling
+
+    monkeypatch.setattr(nmt.sampling, "CHUNK", 50)  # many chunks: the stop lands between two
+    sampled = epochs(prepared)
+    sampled.corpus(0)  # starts segmenting epoch 1 in the background
+    thread = sampled._thread[1]
+    sampled.close()
+    assert not thread.is_alive() and sampled._thread is None
+    assert rows(sampled.corpus(1)) == rows(epochs(prepared).corpus(1))
+    assert sampled._thread is not None  # corpus() started epoch 2 again
+    sampled.close()
+
+
+@pytest.mark.slow
+def test_a_sampled_run_exits_0_while_the_next_epoch_is_being_segmented(tmp_path):
+    """Training stops (max_steps=1) long before the background segmentation of epoch 1 of a
+    large corpus ends: the process exits 0, not 134 (SentencePiece's C++ thread killed at
+    exit: 'terminate called without an active exception')."""
+    import subprocess
+    import sys
+
+    from conftest import write_reverse_task
+
+    task = write_reverse_task(tmp_path / "data", {"train": 150_000, "valid": 5, "test": 5})
+    proc = subprocess.run([sys.executable, "-m", "nmt", "train", "-q",
+                           *reverse_overrides(tmp_path / "run", task), SAMPLING_VOCAB,
+                           "tokenizer.sample_alpha=0.5", "training.max_steps=1",
+                           "training.valid_every=1"], capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "terminate called" not in proc.stderr

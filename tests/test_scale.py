@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import reverse_overrides, write_reverse_task
+from conftest import reverse_overrides, run_process_tree, write_reverse_task
 from safetensors.torch import load_file
 
 from nmt.checkpoint import average_weights
@@ -35,8 +35,8 @@ def checkpoints(run_dir: Path) -> list[Path]:
 
 def nmt(*args: object, launcher: list[str] | None = None) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    return subprocess.run([sys.executable, *(launcher or []), "-m", "nmt", *map(str, args)],
-                          capture_output=True, text=True, timeout=600, env=env)
+    return run_process_tree([sys.executable, *(launcher or []), "-m", "nmt", *map(str, args)],
+                            timeout=300, env=env)
 
 
 TORCHRUN = ["-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -81,7 +81,34 @@ def test_a_crash_on_one_rank_stops_the_job(tmp_path, reverse_task):
     proc = nmt("train", *reverse_overrides(tmp_path / "run", reverse_task), "training.max_steps=3",
                f"data.train={tmp_path / 'missing'}", "-q", launcher=TORCHRUN)
     assert proc.returncode != 0
-    assert "source file not found" in proc.stderr
+    assert proc.stderr.count("source file not found") == 1  # said by rank 0 alone
+
+
+@pytest.mark.slow
+def test_a_failure_on_rank_0_ends_every_rank_without_a_launcher(tmp_path, reverse_task):
+    """Rank 0 tells the rank waiting for its data that it failed: both processes leave by
+    themselves, with exit code 2 and one error line, and no launcher has to kill anyone."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = [sys.executable, "-m", "nmt", "train",
+            *reverse_overrides(tmp_path / "run", reverse_task), "training.max_steps=3",
+            f"data.train={tmp_path / 'missing'}", "-q"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WORLD_SIZE": "2", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(port)}
+    ranks = [subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              env={**env, "RANK": str(r), "LOCAL_RANK": str(r)},
+                              start_new_session=True) for r in (1, 0)]
+    try:
+        waiting, failing = (rank.communicate(timeout=120) for rank in ranks)
+    finally:
+        for rank in ranks:
+            if rank.poll() is None:
+                os.killpg(rank.pid, 9)
+    assert [rank.returncode for rank in ranks] == [2, 2]
+    assert "source file not found" in failing[1] and waiting[1] == ""
 
 
 def test_average_of_identical_checkpoints_reproduces_them(run_dir, tmp_path):
