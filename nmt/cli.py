@@ -231,6 +231,9 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="GNMT length penalty exponent")
     p.add_argument("--word-reward", type=float, metavar="R",
                    help="beam search: log-probability reward per output token (> 0: longer)")
+    p.add_argument("--long-lines", choices=("split", "truncate"),
+                   help="a line over the model's data.max_len source pieces: translate it in "
+                        "parts (split, the default) or its first data.max_len pieces")
     p.add_argument("--max-len-a", type=float, metavar="A", help="max output length a*src+b")
     p.add_argument("--max-len-b", type=int, metavar="B", help="max output length a*src+b")
     p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
@@ -267,7 +270,8 @@ def _decoding_options(args: argparse.Namespace) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     return {"beam_size": args.beam_size, "length_penalty": args.length_penalty,
             "word_reward": args.word_reward, "max_len_a": args.max_len_a,
-            "max_len_b": args.max_len_b, "batch_tokens": args.batch_tokens}
+            "max_len_b": args.max_len_b, "batch_tokens": args.batch_tokens,
+            "long_lines": args.long_lines}
 
 
 def _read_input(path: str | None, errors: str) -> list[str]:
@@ -387,8 +391,13 @@ def _cmd_translate(args: argparse.Namespace) -> int:
         from nmt.translate import plot_attention
 
         best = [hyps[0][0] for hyps in results]
+        split = (options["long_lines"] or translator.config.decoding.long_lines) == "split"
+        limit = translator.config.data.max_len
         for index, (src, tgt, weights) in enumerate(translator.attention(lines, best)):
-            if src:
+            if split and src and translator.source_ids(lines[index])[1] > limit:
+                sys.stderr.write(f"nmt: line {index + 1}: translated in parts, so it has no "
+                                 "attention map (--long-lines truncate gives one)\n")
+            elif src:
                 plot_attention(Path(args.attention_dir) / f"{index + 1:06d}.png", src, tgt,
                                weights)
     if args.n_best == 1:

@@ -210,6 +210,10 @@ class DecodingConfig:
     word_reward: float = _f(0.0, "Beam search: added to a finished hypothesis's log-probability "
                             "per output token before the length penalty; > 0 favours longer "
                             "outputs (a remedy for short translations).")
+    long_lines: str = _f("split", "A line of more than data.max_len source pieces: `split` "
+                         "translates it in parts (whole sentences, else runs of words) joined "
+                         "with a space; `truncate` translates its first data.max_len pieces.",
+                         choices=("split", "truncate"))
 
 
 @dataclass

@@ -224,16 +224,30 @@ def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tens
     ``p(w) = (1 - p_copy) softmax(logits)[w] + p_copy sum_{s: src_s = w} weights_s``, with
     ``p_copy = sigmoid(gate)``. Args: logits (R, V), gate (R, 1), attention weights (R, S)
     (zero at padding), source ids (N, S) where N divides R: consecutive groups of R / N rows
-    (a sentence's beams) share one source row, as they share the encoder memory. Computed in
-    log space; the copy term is floored at 1e-30 so that words absent from the source get a
-    finite log and no NaN gradient.
+    (a sentence's beams) share one source row, as they share the encoder memory.
+
+    Only the S columns of the source's words mix in a copy term; every other word keeps the
+    generate term ``log(1 - p_copy) + log_softmax(logits)`` as it is (as in the training loss,
+    :func:`nmt.loss.copy_cross_entropy`). So the full-vocabulary work is one log-softmax, and
+    the mixture is computed on (R, S) only: beam search with copy attention costs little more
+    than without. The copy term is floored at 1e-30 (padding has weight 0).
     """
     logits, gate, weights = logits.float(), gate.float(), weights.float()
     rows, memory_rows = weights.size(0), src.size(0)
     if rows != memory_rows:  # (N, S) -> (R, S), each source row once per beam of its group
         src = src[:, None, :].expand(-1, rows // memory_rows, -1).reshape(rows, src.size(1))
-    copied = torch.zeros_like(logits).scatter_add_(1, src, weights)  # (N, V)
-    generate = F.logsigmoid(-gate) + torch.log_softmax(logits, dim=-1)
-    copy = F.logsigmoid(gate) + copied.clamp_min(1e-30).log()
-    top = torch.maximum(generate, copy)  # log(e^a + e^b), as ONNX (opset 17) can run it
-    return top + torch.log(torch.exp(generate - top) + torch.exp(copy - top))
+    generate = F.logsigmoid(-gate) + torch.log_softmax(logits, dim=-1)  # (R, V)
+    # each source position's word's total attention (repeated words add up), (R, S)
+    copied = torch.zeros_like(generate).scatter_add_(1, src, weights).gather(1, src)
+    copy = F.logsigmoid(gate) + copied.clamp_min(1e-30).log()  # (R, S)
+    at_src = generate.gather(1, src)  # (R, S)
+    top = torch.maximum(at_src, copy)  # log(e^a + e^b), as ONNX (opset 17) can run it
+    mixed = top + torch.log(torch.exp(at_src - top) + torch.exp(copy - top))
+    # a word repeated in the source gets the same value from each of its positions; for the
+    # gradient only its first position counts (scatter's backward would hand each its own)
+    if mixed.requires_grad:
+        same = src[:, :, None] == src[:, None, :]  # (R, S, S)
+        earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=src.device).tril(-1)
+        first = ~(same & earlier).any(-1)  # (R, S)
+        mixed = torch.where(first, mixed, mixed.detach())
+    return generate.scatter(1, src, mixed)

@@ -104,7 +104,8 @@ def main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
         run(recipe, config, args.stage, args.stop_stage, quiet=args.quiet, args=args)
     except NMTError as exc:
         code = getattr(exc, "exit_code", 2)
-        sys.stderr.write(f"{parser.prog}: {'error: ' if code == 2 else ''}{exc}\n")
+        if not getattr(exc, "quiet", False):  # quiet: another torchrun rank printed it
+            sys.stderr.write(f"{parser.prog}: {'error: ' if code == 2 else ''}{exc}\n")
         return code
     except KeyboardInterrupt:
         sys.stderr.write(f"{parser.prog}: interrupted\n")

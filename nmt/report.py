@@ -14,7 +14,7 @@ import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmt.config import Config, to_dict
+from nmt.config import Config, DecodingConfig, to_dict
 from nmt.evaluate import Scores
 
 if TYPE_CHECKING:
@@ -135,6 +135,17 @@ def results(recipe_name: str, config: Config, scores: Scores, beam: int,
 # --------------------------------------------------------------------------- the model card
 
 
+def search_settings(d: DecodingConfig) -> str:
+    """The decoding settings that shape the scores, in words (model card)."""
+    words = [f"beam {d.beam_size}" if d.beam_size > 1 else "greedy",
+             f"length penalty {d.length_penalty:g}", f"word reward {d.word_reward:g}",
+             f"at most {d.max_len_a:g} x source length + {d.max_len_b} tokens"]
+    if d.no_repeat_ngram:
+        words.append(f"no repeated {d.no_repeat_ngram}-grams")
+    words.append("long lines split" if d.long_lines == "split" else "long lines cut")
+    return ", ".join(words)
+
+
 def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
     """The run directory's README.md: data, model, training, scores, how to use it."""
     test, training = results["test"], results["training"]
@@ -160,7 +171,8 @@ def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
         f"- BiLSTM encoder {m.encoder_layers} x {m.hidden_size} per direction, embeddings "
         f"{m.embed_size}; LSTM decoder {m.decoder_layers} x {m.decoder_hidden_size}; attention "
         f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
-        f"dropout {m.dropout}{f', word dropout {m.word_dropout}' if m.word_dropout else ''}",
+        f"dropout {m.dropout}{f', word dropout {m.word_dropout}' if m.word_dropout else ''}"
+        f"{'; copy attention (pointer-generator)' if m.copy_attention else ''}",
         f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
         f"{' (joint)' if config.tokenizer.joint else ''}",
         f"- parameters: {training.get('parameters', 0):,}",
@@ -180,6 +192,7 @@ def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
         "|---|---|---|---|",
         f"| {test['sentences']} | {test['beam_size']} | {test['bleu']:.2f} | {test['chrf']:.2f} |",
         "",
+        f"- search: {search_settings(config.decoding)}",
         f"- BLEU signature: `{test['bleu_signature']}`",
         f"- chrF signature: `{test['chrf_signature']}`",
         "",

@@ -7,14 +7,18 @@ Lines are encoded with the model's SentencePiece model, sorted by length into to
 batches, decoded by :func:`nmt.search.decode_all` (greedy for beam size 1, else beam search: the
 same path validation takes), and put back in input order.
 Exactly one result per input line: an empty or whitespace-only line gives an empty
-translation without running the model, and a line longer than the model's limit
-(``data.max_len`` pieces) is translated from its truncated form and reported in
+translation without running the model. A line longer than the model's limit (``data.max_len``
+pieces, the longest pairs it was trained on) is translated in parts joined with a space
+(``decoding.long_lines: split``, the default: whole sentences packed together, else runs of
+words; :func:`split_long_line`) or from its first ``data.max_len`` pieces (``truncate``); a
+source that is still cut (one word longer than the limit, or ``truncate``) is reported in
 :attr:`Translator.truncated`.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,9 +40,61 @@ from nmt.tokenizer import Tokenizer, load_from_dir
 log = logging.getLogger(__name__)
 
 
+SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f\u2026])\s+")
+
+
+def split_long_line(line: str, pieces: Callable[[str], int], limit: int) -> list[str]:
+    """A line as parts of at most ``limit`` source pieces: whole sentences packed together
+    where they fit, a longer sentence cut between words (a word longer than ``limit`` alone
+    stays whole; the translator then truncates it). A line that fits is returned as it is.
+
+    ``pieces(text)`` counts a text's pieces; counts are added up across words and sentences
+    (SentencePiece segments whitespace-separated words on their own; a word counted alone may
+    take a piece more than in context, so parts err on the short side).
+    """
+    if pieces(line) <= limit:
+        return [line]
+    units: list[tuple[str, int]] = []
+    for sentence in SENTENCE_END.split(line.strip()):
+        size = pieces(sentence)
+        if size <= limit:
+            units.append((sentence, size))
+        else:
+            units.extend(_pack([(w, pieces(w)) for w in sentence.split()], limit))
+    return [text for text, _ in _pack(units, limit)]
+
+
+def _pack(units: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
+    """Consecutive (text, pieces) units joined with spaces into parts of at most ``limit``."""
+    parts: list[tuple[str, int]] = []
+    for text, size in units:
+        if parts and parts[-1][1] + size <= limit:
+            parts[-1] = (f"{parts[-1][0]} {text}", parts[-1][1] + size)
+        else:
+            parts.append((text, size))
+    return parts
+
+
+def _parts_to_lines(progress: Callable[[int], None], parts: int,
+                    lines: int) -> Callable[[int], None]:
+    """A progress callback counting parts done that reports lines done (in proportion, the
+    last part making the total)."""
+    state = {"parts": 0, "reported": 0}
+
+    def update(done: int) -> None:
+        state["parts"] += done
+        lines_done = state["parts"] * lines // parts
+        if lines_done > state["reported"]:
+            progress(lines_done - state["reported"])
+            state["reported"] = lines_done
+
+    return update
+
+
 @dataclass
 class Truncation:
-    """A line shortened to the model's limit: 0-based index, pieces before and after."""
+    """A line (or a part of a split line) shortened to the model's limit: the line's 0-based
+    index, the pieces it had and those kept."""
 
     index: int
     pieces: int
@@ -167,19 +223,57 @@ class Translator:
                         max_len_a: float | None = None, max_len_b: int | None = None,
                         batch_tokens: int | None = None,
                         progress: Callable[[int], None] | None = None,
-                        word_reward: float | None = None,
+                        word_reward: float | None = None, long_lines: str | None = None,
                         ) -> list[list[tuple[str, float]]]:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 
         Settings left as None come from the model's ``decoding`` config. The score is the
         log-probability plus the word reward per token, divided by the GNMT length penalty
         (greedy and beam search alike); an empty line gets ``n_best`` empty translations.
+        A line split in parts (``long_lines="split"``) gets the parts' k-th translations
+        joined, scored with the mean of their scores (a part with fewer than k gives its
+        last). ``progress`` receives the number of non-empty lines done.
         """
         options = DecodeOptions.from_config(
             self.config.decoding, beam_size=beam_size, n_best=n_best,
             length_penalty=length_penalty, word_reward=word_reward, max_len_a=max_len_a,
             max_len_b=max_len_b)
-        results: list[list[tuple[str, float]]] = [[("", 0.0)] * n_best for _ in lines]
+        policy = long_lines or self.config.decoding.long_lines
+        if policy not in ("split", "truncate"):
+            raise ConfigError(f"long_lines must be split or truncate, got {policy!r}")
+        chunks = [self._parts(line) if policy == "split" else [line] for line in lines]
+        flat = [part for parts in chunks for part in parts]
+        owner = [i for i, parts in enumerate(chunks) for _ in parts]
+        if progress is not None and len(flat) > len(lines):
+            progress = _parts_to_lines(progress, sum(1 for x in flat if x.strip()),
+                                       sum(1 for x in lines if x.strip()))
+        hyps = self._translate_parts(flat, options, batch_tokens, progress)
+        self.truncated = [Truncation(owner[cut.index], cut.pieces, cut.kept)
+                          for cut in self.truncated]
+        results, start = [], 0
+        for parts in chunks:
+            mine, start = hyps[start:start + len(parts)], start + len(parts)
+            if len(parts) == 1:
+                results.append(mine[0])
+                continue
+            kth = [[h[min(k, len(h) - 1)] for h in mine] for k in range(n_best)]
+            results.append([(" ".join(text for text, _ in row),
+                             sum(score for _, score in row) / len(row)) for row in kth])
+        return results
+
+    def _parts(self, line: str) -> list[str]:
+        """A line as parts of at most ``data.max_len`` source pieces (itself if it fits)."""
+        if not line.strip():
+            return [line]
+        return split_long_line(line, lambda text: self.source_ids(text)[1],
+                               self.config.data.max_len)
+
+    def _translate_parts(self, lines: list[str], options: DecodeOptions,
+                         batch_tokens: int | None,
+                         progress: Callable[[int], None] | None) -> list[list[tuple[str, float]]]:
+        """translate_nbest's search over lines that are each translated whole (or cut)."""
+        results: list[list[tuple[str, float]]] = [[("", 0.0)] * options.n_best
+                                                  for _ in lines]
         indices, ids = self._encode(lines)
         hypotheses = decode_all(self.model, ids, options,
                                 batch_tokens or self.config.decoding.batch_tokens,

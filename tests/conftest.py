@@ -72,20 +72,21 @@ def precision_overrides() -> list[str]:
     """``["training.precision=VALUE"]`` when NMT_TEST_PRECISION is set, else ``[]`` (auto)."""
     return [f"training.precision={PRECISION}"] if PRECISION else []
 
+
 def run_process_tree(args: Sequence[str], timeout: float,
                      **kwargs: object) -> subprocess.CompletedProcess:
     """``subprocess.run(args, capture_output=True, text=True)`` for a command that starts
-    processes of its own (torchrun): on timeout the whole process group is killed, then the
-    timeout is raised. ``subprocess.run`` kills only its child, and then waits for ever for
-    pipes its grandchildren still hold."""
+    processes of its own (torchrun): on a timeout, or anything else that interrupts the wait
+    (pytest-timeout's exception), the whole process group is killed before the exception goes
+    on. ``subprocess.run`` kills only its child, which leaves torchrun's workers on the cores."""
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True, **kwargs)
     try:
         out, err = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
+    except BaseException:
         os.killpg(proc.pid, signal.SIGKILL)
-        out, err = proc.communicate()
-        raise subprocess.TimeoutExpired(args, timeout, out, err) from None
+        proc.communicate()
+        raise
     return subprocess.CompletedProcess(args, proc.returncode, out, err)
 
 

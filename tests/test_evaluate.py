@@ -3,8 +3,10 @@ settings written beside them (precision, device, beam, model hash), without touc
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 from conftest import reverse_overrides, write_reverse_task
@@ -24,6 +26,15 @@ def trained(tmp_path_factory) -> tuple[Path, dict[str, Path]]:
     assert main(["train", "-q", *reverse_overrides(root / "run", prefixes),
                  "training.max_steps=4"]) == 0
     return root / "run", prefixes
+
+
+def load_script(name: str) -> ModuleType:
+    """``scripts/NAME.py`` imported as a module (the scripts are not a package)."""
+    path = Path(__file__).resolve().parents[1] / "scripts" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def test_meta_path_is_beside_the_hypotheses():
@@ -80,12 +91,7 @@ def test_evaluate_command_leaves_its_arguments_alone(trained, capsys):
 def test_name_passthrough_counts_names_the_reference_keeps():
     """scripts/name_passthrough.py: a name is a source word with an uppercase letter or a
     digit that the reference keeps; words the reference translates do not count."""
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "scripts" / "name_passthrough.py"
-    spec = importlib.util.spec_from_file_location("name_passthrough", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("name_passthrough")
     src = ["If you use the HSQL database, press F4.", "Open the file.", "Use Calc 3 now"]
     ref = ["Wenn Sie die HSQL-Datenbank nutzen, drücken Sie F4.", "Öffnen Sie die Datei.",
            "Nutzen Sie Calc 3 jetzt"]
@@ -103,13 +109,9 @@ def test_analyze_brevity_reports_every_search_and_the_model_errors(trained_rever
     """scripts/analyze_brevity.py on the reverse model: one row per search setting, the reward
     rows after the reward-free ones, and shares that are shares; the trained model reverses
     well, so beam 5 with penalty 1 is close to the reference length."""
-    import importlib.util
     import sys
 
-    path = Path(__file__).resolve().parents[1] / "scripts" / "analyze_brevity.py"
-    spec = importlib.util.spec_from_file_location("analyze_brevity", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    module = load_script("analyze_brevity")
     prefix = reverse_task["test"]
     out = tmp_path / "brevity.json"
     monkeypatch.setattr(sys, "argv", [
@@ -127,3 +129,31 @@ def test_analyze_brevity_reports_every_search_and_the_model_errors(trained_rever
     assert all(v is None or 0.0 <= v <= 1.0 for v in errors.values())
     assert 0.0 <= result["teacher_forced_eos"]["eos_argmax_before_reference_end"] <= 1.0
     assert "| search | BLEU |" in capsys.readouterr().out
+
+
+def test_plot_budget_plots_and_tabulates_the_runs_and_refuses_mixed_searches(tmp_path, capsys):
+    """scripts/plot_budget.py: points sorted by minutes, a PNG, the JSON and the table; runs
+    scored with different word rewards are refused, as is a run without results.json."""
+    module = load_script("plot_budget")
+
+    def run(name: str, seconds: float, bleu: float, reward: float = 0.3) -> Path:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({
+            "test": {"bleu": bleu, "chrf": bleu * 2},
+            "training": {"seconds": seconds, "steps": int(seconds), "epochs": 3,
+                         "target_tokens_per_s": 1000.0, "best_valid_bleu": bleu - 5,
+                         "precision": "bfloat16"},
+            "translation": {"decoding": {"word_reward": reward}},
+            "hardware": {"cpu": "Test CPU"}}), encoding="utf-8")
+        return tmp_path / name
+
+    runs = [run("m60", 3600, 27.5), run("m15", 900, 22.0), run("m30", 1800, 26.0)]
+    out, table = tmp_path / "budget.png", tmp_path / "budget.json"
+    assert module.main([*map(str, runs), "-o", str(out), "--json", str(table)]) == 0
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert [r["minutes"] for r in json.loads(table.read_text())] == [15.0, 30.0, 60.0]
+    assert "| 60.0 | 3,600 | 3 | 1000.0 | 22.50 | 27.50 | 55.00 |" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="differ in decoding"):
+        module.main([str(runs[0]), str(run("other", 600, 1.0, reward=0.0)), "-o", str(out)])
+    with pytest.raises(SystemExit, match="does not exist"):
+        module.main([str(tmp_path / "none"), "-o", str(out)])

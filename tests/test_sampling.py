@@ -113,17 +113,34 @@ def test_close_stops_the_background_segmentation_and_a_later_epoch_is_unchanged(
                                                                                 monkeypatch):
     """close() stops the next epoch's segmentation between two chunks and waits for it; an
     epoch made after that is the one a fresh object makes (chunks have their own seeds)."""
+    import threading
+
     import nmt.sampling
+    from nmt.sampling import Stopped
 
     monkeypatch.setattr(nmt.sampling, "CHUNK", 50)  # many chunks: the stop lands between two
+    _, data = prepared
+    sample, release, calls = data.src_tok.sample_batch, threading.Event(), []
+
+    def held(*args, **kwargs):  # the first chunk waits until close() has asked to stop
+        calls.append(1)
+        release.wait(30)
+        return sample(*args, **kwargs)
+
+    monkeypatch.setattr(data.src_tok, "sample_batch", held)
     sampled = epochs(prepared)
-    sampled.corpus(0)  # starts segmenting epoch 1 in the background
-    thread = sampled._thread[1]
+    sampled._start(1)
+    _, thread, out = sampled._thread
+    threading.Timer(0.2, release.set).start()  # close() is waiting by then
     sampled.close()
     assert not thread.is_alive() and sampled._thread is None
-    assert rows(sampled.corpus(1)) == rows(epochs(prepared).corpus(1))
+    assert calls == [1] and isinstance(out["error"], Stopped)  # 1 chunk of many, then stop
+    monkeypatch.setattr(data.src_tok, "sample_batch", sample)
+    fresh = epochs(prepared)
+    assert rows(sampled.corpus(1)) == rows(fresh.corpus(1))
     assert sampled._thread is not None  # corpus() started epoch 2 again
     sampled.close()
+    fresh.close()
 
 
 @pytest.mark.slow

@@ -27,9 +27,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.serve.app import Limits, ServedModel, create_app
-from nmt.serve.batcher import Batcher, split_long_line
+from nmt.serve.batcher import Batcher
 from nmt.serve.htmltext import HtmlDocuments, split_html
-from nmt.translate import Translator
+from nmt.translate import Translator, split_long_line
 
 # --------------------------------------------------------------------------- serving helpers
 
@@ -217,18 +217,6 @@ def test_long_lines_are_translated_in_parts_not_cut(url, reference):
                                                       "target": "tgt"})
     assert status == 200
     assert reply["translatedText"] == " ".join(hyps[0] for hyps in ref(reference, parts))
-    reference.translate([line], beam_size=2)  # nmt translate would cut it
-    assert reference.truncated and reference.truncated[0].pieces > pieces
-
-
-def test_split_long_line_packs_sentences_then_words():
-    words = lambda text: len(text.split())  # noqa: E731 - a piece per word
-    line = "One two three. Four five six seven! Eight nine ten eleven twelve thirteen. Ok?"
-    parts = split_long_line(line, words, 5)
-    assert parts == ["One two three.", "Four five six seven!", "Eight nine ten eleven twelve",
-                     "thirteen. Ok?"]
-    assert split_long_line("fits as it is", words, 5) == ["fits as it is"]
-    assert split_long_line("a. b. c. d.", words, 2) == ["a. b.", "c. d."]
 
 
 @pytest.mark.parametrize("document, runs, same", [

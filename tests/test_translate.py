@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from nmt.cli import main
-from nmt.translate import Translator
+from nmt.errors import ConfigError
+from nmt.translate import Translator, split_long_line
 
 
 @pytest.fixture(scope="module")
@@ -54,6 +55,51 @@ def test_a_word_reward_lengthens_the_output_and_scores_it(model_dir, tmp_path):
         [h[0][0] for h in rewarded]
 
 
+def test_split_long_line_packs_sentences_then_words():
+    words = lambda text: len(text.split())  # noqa: E731 - a piece per word
+    line = "One two three. Four five six seven! Eight nine ten eleven twelve thirteen. Ok?"
+    parts = split_long_line(line, words, 5)
+    assert parts == ["One two three.", "Four five six seven!", "Eight nine ten eleven twelve",
+                     "thirteen. Ok?"]
+    assert split_long_line("fits as it is", words, 5) == ["fits as it is"]
+    assert split_long_line("a. b. c. d.", words, 2) == ["a. b.", "c. d."]
+
+
+def test_long_lines_are_split_by_default_or_cut_when_asked(model_dir, tmp_path):
+    """A line over data.max_len pieces: translated in parts joined with a space (nothing
+    lost, nothing reported; n-best joins the parts' k-th hypotheses), or from its first
+    max_len pieces with ``truncate`` (reported, by its own line number). A single word over
+    the limit is still cut, and reported by the number of the line it is in."""
+    translator = Translator.load(model_dir)
+    limit = translator.config.data.max_len
+    long = ". ".join(" ".join("hgfedcba"[(i + j) % 8] for j in range(5))
+                     for i in range(limit // 5 + 4)) + "."  # sentences of 5 words
+    parts = split_long_line(long, lambda text: translator.source_ids(text)[1], limit)
+    assert len(parts) >= 2
+    lines = ["a b c", long, "", "h g f e d"]
+    split = translator.translate(lines, beam_size=2)
+    assert not translator.truncated
+    assert split[1] == " ".join(translator.translate(parts, beam_size=2))
+    assert split[0] == "c b a" and split[2] == "" and split[3] == "d e f g h"
+    nbest = translator.translate_nbest(lines, beam_size=2, n_best=2)[1]
+    per_part = translator.translate_nbest(parts, beam_size=2, n_best=2)
+    assert [text for text, _ in nbest] == [" ".join(h[k][0] for h in per_part) for k in (0, 1)]
+    assert nbest[1][1] == pytest.approx(sum(h[1][1] for h in per_part) / len(parts))
+    cut = translator.translate(lines, beam_size=2, long_lines="truncate")
+    assert [(c.index, c.kept) for c in translator.truncated] == [(1, limit)]
+    assert len(cut[1].split()) < len(split[1].split())
+    word = "abcdefgh" * 8  # one word of more than 40 pieces: split cannot help
+    assert translator.source_ids(word)[1] > limit
+    translator.translate(["a b", "", f"{long} {word} c"], beam_size=2)
+    assert [(c.index, c.kept) for c in translator.truncated] == [(2, limit)]
+    with pytest.raises(ConfigError, match="split or truncate"):
+        translator.translate(lines, long_lines="drop")
+    (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    assert main(["translate", "-m", str(model_dir), "--beam-size", "2", "-i",
+                 str(tmp_path / "in.txt"), "-o", str(tmp_path / "out.txt"), "-q"]) == 0
+    assert (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines() == split
+
+
 @pytest.mark.slow
 def test_line_contract_through_the_command(model_dir, tmp_path):
     text = "a b c\r\n\n   \nd e f\nunseen XYZ ✓ 😀\n\tb\nh g f"  # CRLF, blanks, no final \n
@@ -80,9 +126,9 @@ def test_invalid_utf8_is_named_unless_replaced(model_dir):
 
 
 @pytest.mark.slow
-def test_long_lines_are_truncated_and_reported(model_dir):
+def test_long_lines_are_truncated_and_reported_when_asked(model_dir):
     long_line = " ".join("abcdefgh"[i % 8] for i in range(60))
-    proc = nmt("translate", "-m", str(model_dir), "--beam-size", "1",
+    proc = nmt("translate", "-m", str(model_dir), "--beam-size", "1", "--long-lines", "truncate",
                stdin=f"a b\n{long_line}\n".encode())
     assert proc.returncode == 0
     assert len(proc.stdout.decode().splitlines()) == 2

@@ -7,8 +7,9 @@ arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` i
 one :meth:`nmt.translate.Translator.translate_nbest` call: the same search as ``nmt translate``.
 Jobs asking for different n-best sizes are decoded in separate calls (n-best changes when
 beam search stops, so mixing them could change a request's best translation). A line longer
-than the model's ``data.max_len`` pieces is translated in parts (:func:`split_long_line`:
-sentences, else word runs) joined with a space, where ``nmt translate`` would cut it.
+than the model's ``data.max_len`` pieces is translated in parts joined with a space
+(:func:`nmt.translate.split_long_line`), whatever the model's ``decoding.long_lines`` says,
+unless ``nmt serve --long-lines truncate`` asks for the cut.
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
@@ -19,10 +20,9 @@ from __future__ import annotations
 
 import logging
 import queue
-import re
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
@@ -31,41 +31,6 @@ log = logging.getLogger(__name__)
 GATHER_CAP = 10  # a batch waits at most this many max_wait periods in all
 
 Result = list[list[tuple[str, float]]]  # per line: up to n (translation, score), best first
-
-
-SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f\u2026])\s+")
-
-
-def split_long_line(line: str, pieces: Callable[[str], int], limit: int) -> list[str]:
-    """A line as parts of at most ``limit`` source pieces: whole sentences packed together
-    where they fit, a longer sentence cut between words (a word longer than ``limit`` alone
-    stays whole; the translator then truncates it). A line that fits is returned as it is.
-
-    ``pieces(text)`` counts a text's pieces; counts are added up across words and sentences
-    (SentencePiece segments whitespace-separated words on their own; a word counted alone may
-    take a piece more than in context, so parts err on the short side).
-    """
-    if pieces(line) <= limit:
-        return [line]
-    units: list[tuple[str, int]] = []
-    for sentence in SENTENCE_END.split(line.strip()):
-        size = pieces(sentence)
-        if size <= limit:
-            units.append((sentence, size))
-        else:
-            units.extend(_pack([(w, pieces(w)) for w in sentence.split()], limit))
-    return [text for text, _ in _pack(units, limit)]
-
-
-def _pack(units: list[tuple[str, int]], limit: int) -> list[tuple[str, int]]:
-    """Consecutive (text, pieces) units joined with spaces into parts of at most ``limit``."""
-    parts: list[tuple[str, int]] = []
-    for text, size in units:
-        if parts and parts[-1][1] + size <= limit:
-            parts[-1] = (f"{parts[-1][0]} {text}", parts[-1][1] + size)
-        else:
-            parts.append((text, size))
-    return parts
 
 
 class QueueFull(Exception):
@@ -211,32 +176,16 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
 
-    def _translate_lines(self, lines: list[str], sizes: list[int], n_best: int) -> Result:
-        """translate_nbest over the lines; a line of more than ``data.max_len`` pieces runs as
-        parts whose translations are joined with a space (its score: the parts' mean)."""
-        config = getattr(self.translator, "config", None)
-        limit = config.data.max_len if config is not None else None
-        chunks = [split_long_line(line, lambda text: self.translator.source_ids(text)[1], limit)
-                  if limit is not None and size > limit else [line]
-                  for line, size in zip(lines, sizes, strict=True)]
-        flat = self.translator.translate_nbest([c for parts in chunks for c in parts],
-                                               n_best=n_best, **self.options)
-        results, start = [], 0
-        for parts in chunks:
-            hyps = flat[start:start + len(parts)]
-            start += len(parts)
-            if len(parts) == 1:
-                results.append(hyps[0])
-                continue
-            results.append([(" ".join(h[k][0] if k < len(h) else h[0][0] for h in hyps),
-                             sum(h[0][1] for h in hyps) / len(hyps)) for k in range(n_best)])
-        return results
+    def _translate_lines(self, lines: list[str], n_best: int) -> Result:
+        """translate_nbest over the lines; a line of more than ``data.max_len`` pieces is
+        translated in parts (``long_lines="split"``) unless the server was told to cut it."""
+        options = {**self.options, "long_lines": self.options.get("long_lines") or "split"}
+        return self.translator.translate_nbest(lines, n_best=n_best, **options)
 
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
-            results = self._translate_lines(lines, [n for job in jobs for n in job.sizes],
-                                            n_best)
+            results = self._translate_lines(lines, n_best)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             if len(jobs) > 1:  # one request's failure must not fail those merged with it
                 for job in jobs:
