@@ -202,11 +202,13 @@ def test_attention_maps(model_dir, tmp_path):
     assert weights.shape == (len(tgt), len(src)) and tgt[-1] == "</s>" and src[-1] == "</s>"
     np.testing.assert_allclose(weights.sum(1), 1.0, atol=1e-5)
     assert empty[0] == []
+    long = " ".join("abcdefgh"[i % 8] for i in range(60))  # over data.max_len: split
     proc = nmt("translate", "-m", str(model_dir), "--attention-dir", str(tmp_path / "att"),
-               stdin=b"a b c\n\nh g f\n")
+               stdin=f"a b c\n\nh g f\n{long}\n".encode())
     assert proc.returncode == 0, proc.stderr
     pngs = sorted(p.name for p in (tmp_path / "att").iterdir())
-    assert pngs == ["000001.png", "000003.png"]
+    assert pngs == ["000001.png", "000003.png"]  # none for the line translated in parts
+    assert b"line 4: translated in parts, so it has no attention map" in proc.stderr
     assert (tmp_path / "att" / "000001.png").read_bytes()[:4] == b"\x89PNG"
 
 
