@@ -139,11 +139,13 @@ def rank0_first(d: Dist, make: Callable[[], T]) -> T:
             result = make()
         except BaseException as exc:
             broadcast(d, f"{type(exc).__name__}: {exc}")
+            teardown(d)  # leave the group before exiting: a peer's gloo thread may abort else
             raise
         broadcast(d, None)
         return result
     failure = broadcast(d, None)
     if failure is not None:
+        teardown(d)
         raise PeerFailed(f"rank 0 failed before this process could start ({failure})")
     return make()
 
