@@ -239,7 +239,7 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
     p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
-                   help="auto (default): bf16 autocast on CUDA and on CPUs with native bf16, as "
+                   help="auto (default): bf16 autocast on CUDA and on CPUs where it beats fp32, as "
                         "in training; the precision used is reported")
     p.add_argument("--quantize", choices=("int8",),
                    help="dynamic int8 quantization of the LSTMs and linear layers (CPU); with "

@@ -13,8 +13,9 @@ kept when it validates better. What lives elsewhere: schedules in :mod:`nmt.sche
 :mod:`nmt.loss`, checkpoints and random states in :mod:`nmt.checkpoint`, the run's outputs
 (log, TensorBoard, ``metrics.csv``, ``curve.png``, progress bar) in :mod:`nmt.reporter`.
 
-Precision: ``bf16`` autocast on CPUs with AVX-512-BF16/AMX (``auto``) and on CUDA; ``fp16``
-with a gradient scaler on CUDA devices without bf16. Loss and softmax stay in float32.
+Precision: ``bf16`` autocast on CPUs where it is faster than fp32 (``auto``; see
+:mod:`nmt.device`) and on CUDA; ``fp16`` with a gradient scaler on CUDA devices without bf16.
+Loss and softmax stay in float32.
 """
 
 from __future__ import annotations
@@ -47,7 +48,15 @@ from nmt.checkpoint import (
     save_weights,
 )
 from nmt.config import Config, save_config
-from nmt.device import autocast, precision_name, resolve_device, resolve_precision
+from nmt.device import (
+    autocast,
+    cpu_has_bf16_instructions,
+    cpu_runs_bf16_lstm,
+    precision_dtype,
+    precision_name,
+    resolve_device,
+    resolve_precision,
+)
 from nmt.ema import WeightEMA
 from nmt.errors import ConfigError, NMTError, TrainingInterrupted
 from nmt.layout import RunDir
@@ -73,6 +82,7 @@ class Progress:
     bad_validations: int = 0
     bad_updates: int = 0  # consecutive updates skipped for a non-finite loss or gradient
     elapsed: float = 0.0
+    precision: str = ""  # the resolved training precision (fp32, bfloat16, float16)
     history: list[dict[str, float]] = field(default_factory=list)
     averaged: dict | None = None  # training.average_last's outcome (set after training)
 
@@ -109,7 +119,13 @@ class Trainer:
             self.device = torch.device("cuda", self.dist.local_rank)
             torch.cuda.set_device(self.device)
         self.prepared = prepared or distributed.rank0_first(self.dist, lambda: prepare(config))
-        self.dtype = resolve_precision(self.tcfg.precision, self.device)
+        self.precision_note = ""
+        # auto may time a probe: rank 0 alone measures, and every rank takes its choice
+        auto = self.tcfg.precision == "auto"
+        resolved = precision_name(resolve_precision(self.tcfg.precision, self.device)) \
+            if self.dist.main or not auto else None
+        self.dtype = precision_dtype(distributed.broadcast(self.dist, resolved) if auto
+                                     else resolved)
         self.src_tok, self.tgt_tok = self.prepared.src_tok, self.prepared.tgt_tok
         self.model = build_model(config.model, self.src_tok.vocab_size,
                                  self.tgt_tok.vocab_size).to(self.device)
@@ -148,6 +164,8 @@ class Trainer:
         if resume:
             self.progress = Progress(**load_checkpoint(self.run, self.model, self._stateful(),
                                                        self.dist, self.device, self.tcfg.seed))
+            self._keep_precision(self.progress.precision)
+        self.progress.precision = precision_name(self.dtype)
         self.loss = TrainingLoss(self.model, self.tcfg.label_smoothing,
                                  self.tcfg.teacher_forcing_ratio)
         self.ddp = distributed.wrap(self.dist, self.loss, self.device)  # None: one process
@@ -174,8 +192,9 @@ class Trainer:
         if self.dist.main:
             save_config(self.config, self.run.config)
         self.report.open()
-        self.report.info("training on %s, precision %s, %s parameters, %d pairs, %d batches an "
-                         "epoch%s", self.device, precision_name(self.dtype), f"{self.params:,}",
+        self.report.info("training on %s, precision %s%s, %s parameters, %d pairs, %d batches "
+                         "an epoch%s", self.device, precision_name(self.dtype),
+                         self.precision_note, f"{self.params:,}",
                          len(self.train_corpus), p.epoch_batches,
                          f", {self.dist.world} processes" if self.dist.enabled else "")
         self.budget.resume(p.elapsed)
@@ -296,6 +315,18 @@ class Trainer:
         p.history.append({k: float(v) for k, v in row.items()})
         self.report.validation(p.step, metrics, improved, p.history)
         self._save()
+
+    def _keep_precision(self, recorded: str) -> None:
+        """On resume with precision ``auto``, train on in the precision the run started with
+        (``auto`` may time a probe, and a resumed run must stay bit-exact)."""
+        if self.tcfg.precision != "auto" or self.device.type != "cpu" \
+                or recorded not in ("fp32", "bfloat16") or recorded == precision_name(self.dtype):
+            return  # on CUDA auto is a fixed rule, and fp16's loss scaler is set up already
+        if recorded == "bfloat16" and not (cpu_has_bf16_instructions() and cpu_runs_bf16_lstm()):
+            return  # moved to a CPU where bf16 is emulated or fails: auto's own choice
+        self.precision_note = (f" (the precision this run started with; auto resolves to "
+                               f"{precision_name(self.dtype)} here)")
+        self.dtype = precision_dtype(recorded)
 
     def _save(self) -> None:
         save_checkpoint(self.run, self.model, self._stateful(), vars(self.progress),

@@ -7,7 +7,7 @@ Environment:
     Every training config the tests build gets ``training.precision=VALUE``: through
     :func:`reverse_overrides`, :func:`small_overrides` and :func:`precision_overrides` (the
     recipe tests add the latter to their overrides), and :func:`exact_match` decodes in it.
-    ``auto`` is bf16 on CPUs with AVX-512-BF16 or AMX and fp32 elsewhere, so a learning test
+    ``auto`` is bf16 on CPUs where it beats fp32 (see :mod:`nmt.device`), so a learning test
     must pass both ways; check with ``NMT_TEST_PRECISION=fp32 python -m pytest`` and
     ``NMT_TEST_PRECISION=bf16 python -m pytest``. bf16 needs a CPU whose oneDNN has a bf16 LSTM
     (AVX-512) or a GPU: on an AVX2-only CPU the session stops at once with a usage error. Tests
@@ -60,7 +60,7 @@ def pytest_configure(config: pytest.Config) -> None:
         if not torch.cuda.is_available() and not cpu_runs_bf16_lstm():
             raise pytest.UsageError(
                 "NMT_TEST_PRECISION=bf16: this CPU cannot run an LSTM in bf16; run it on a CPU "
-                "with AVX-512-BF16 or AMX (where auto is bf16) or with a GPU")
+                "with AVX-512-BF16 or AMX, or with a GPU")
 
 
 def pytest_report_header(config: pytest.Config) -> str:

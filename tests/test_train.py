@@ -10,6 +10,7 @@ import pytest
 import torch
 from conftest import exact_match, reverse_overrides, write_reverse_task
 
+from nmt import device
 from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
 from nmt.device import cpu_has_fast_bf16, cpu_runs_bf16_lstm, resolve_device, resolve_precision
@@ -313,6 +314,53 @@ def test_precision_and_device_resolution():
         assert resolve_device("auto") == cpu
         with pytest.raises(ConfigError, match="no CUDA device"):
             resolve_device("cuda")
+
+
+def test_auto_precision_takes_bf16_only_where_it_is_faster(monkeypatch):
+    """AMX: bf16 without a probe; AVX-512-BF16 alone: bf16 only when the probe measures it at
+    least BF16_MIN_SPEEDUP faster (an Intel Xeon without exposed AMX measured 0.54x); no bf16
+    instructions: fp32 without a probe."""
+    cpu, probed = torch.device("cpu"), []
+
+    def machine(flags, speedup):
+        monkeypatch.setattr(device, "_cpu_flag", lambda name: name in flags)
+        monkeypatch.setattr(device, "cpu_bf16_speedup", lambda: probed.append(1) or speedup)
+        probed.clear()
+        return resolve_precision("auto", cpu)
+
+    assert machine({"_is_amx_tile_supported", "_is_avx512_bf16_supported"}, 0.5) is torch.bfloat16
+    assert not probed
+    assert machine({"_is_avx512_bf16_supported"}, 0.54) is None and probed
+    assert machine({"_is_avx512_bf16_supported"}, 1.1) is None  # inside the margin: exact fp32
+    assert machine({"_is_avx512_bf16_supported"}, 2.5) is torch.bfloat16
+    assert machine(set(), 9.0) is None and not probed
+    monkeypatch.undo()
+    speedup = device.cpu_bf16_speedup(size=256, reps=2)  # the real probe (uncached size)
+    assert math.isfinite(speedup) and speedup > 0
+
+
+def test_a_resumed_auto_run_keeps_the_precision_it_started_with(tmp_path, reverse, monkeypatch):
+    """If auto resolves differently at resume (a probe near its margin, another machine), the
+    run goes on in its recorded precision, so resume stays bit-exact."""
+    def run(out, steps, fast_bf16, resume=False):
+        monkeypatch.setattr(device, "cpu_has_fast_bf16", lambda: fast_bf16)
+        config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
+                                    "training.valid_every=20", "model.dropout=0.2",
+                                    "training.precision=auto", "training.device=cpu"])
+        trainer = Trainer(config, resume=resume, quiet=True)
+        trainer.fit()
+        return trainer
+
+    straight = run(tmp_path / "a", 30, fast_bf16=False)
+    assert straight.dtype is None and straight.progress.precision == "fp32"
+    run(tmp_path / "b", 20, fast_bf16=False)
+    resumed = run(tmp_path / "b", 30, fast_bf16=True, resume=True)  # auto is bf16 now
+    assert resumed.dtype is None and resumed.progress.precision == "fp32"
+    log = (tmp_path / "b" / "train.log").read_text()
+    assert "precision fp32 (the precision this run started with; auto resolves to bfloat16" in log
+    for (name, a), (_, b) in zip(straight.model.state_dict().items(),
+                                 resumed.model.state_dict().items(), strict=True):
+        assert torch.equal(a, b), name
 
 
 @pytest.mark.slow
