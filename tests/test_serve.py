@@ -541,19 +541,23 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tm
                 up = call(f"http://127.0.0.1:{port}", "/health")[0] == 200
             time.sleep(0.1)
         assert up, "the server did not start"
-        lines = [" ".join("abcdefgh"[(i + j) % 8] for j in range(8)) for i in range(1500)]
+        lines = [" ".join("abcdefgh"[(i + j) % 8] for j in range(8)) for i in range(4000)]
         conn = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
         conn.request("POST", "/translate", json.dumps({
             "q": lines, "source": "src", "target": "tgt", "api_key": "key-123"}),
-            {"Content-Type": "application/json"})  # sent: the request is in flight
+            {"Content-Type": "application/json"})
+        # sent is not yet taken: a connection still in the listen backlog at SIGTERM is reset
+        # (seen once in CI). The server accepts and reads in order, so a later /health
+        # answered means the POST is read and translating (4,000 lines: about a second)
+        assert call(f"http://127.0.0.1:{port}", "/health")[0] == 200
         proc.send_signal(signal.SIGTERM)
         reply = conn.getresponse()
         status, body = reply.status, json.loads(reply.read())
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert status == 200 and len(body["translatedText"]) == 1500
+    assert status == 200 and len(body["translatedText"]) == 4000
     assert proc.returncode == 0, err
-    done = err.index("POST /translate 200 items=1500")  # one line per request
+    done = err.index("POST /translate 200 items=4000")  # one line per request
     assert err.index("Shutting down") < done, err  # answered after the signal was taken
     assert "key-123" not in err and lines[0] not in err  # neither the key nor the text
