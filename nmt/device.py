@@ -45,7 +45,7 @@ def cpu_has_bf16_instructions() -> bool:
 @functools.cache
 def cpu_bf16_speedup(size: int = 1024, reps: int = 3) -> float:
     """bf16 over fp32 matrix-product throughput on this CPU: the best of ``reps`` timed
-    ``size``-cubed products each, after one untimed (about 0.1 s in all; measured once a
+    ``size``-cubed products each, after one untimed (about 0.2 s in all; measured once a
     process). Above 1 bf16 is faster."""
     best, generator = {}, torch.Generator().manual_seed(0)  # leaves torch's global RNG alone
     for dtype in (torch.float32, torch.bfloat16):
