@@ -120,12 +120,12 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.prepared = prepared or distributed.rank0_first(self.dist, lambda: prepare(config))
         self.precision_note = ""
-        # auto may time a probe: rank 0 alone measures, and every rank takes its choice
-        auto = self.tcfg.precision == "auto"
-        resolved = precision_name(resolve_precision(self.tcfg.precision, self.device)) \
-            if self.dist.main or not auto else None
-        self.dtype = precision_dtype(distributed.broadcast(self.dist, resolved) if auto
-                                     else resolved)
+        if self.tcfg.precision == "auto":  # may time a probe: rank 0 measures, all follow
+            chosen = precision_name(resolve_precision("auto", self.device)) \
+                if self.dist.main else None
+            self.dtype = precision_dtype(distributed.broadcast(self.dist, chosen))
+        else:  # fixed (each rank raises its own error if it cannot)
+            self.dtype = resolve_precision(self.tcfg.precision, self.device)
         self.src_tok, self.tgt_tok = self.prepared.src_tok, self.prepared.tgt_tok
         self.model = build_model(config.model, self.src_tok.vocab_size,
                                  self.tgt_tok.vocab_size).to(self.device)
