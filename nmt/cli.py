@@ -10,12 +10,17 @@ and exits with code 2; Ctrl-C exits with 130.
 from __future__ import annotations
 
 import argparse
-import logging
-import math
 import sys
 from collections.abc import Sequence
 
 from nmt import __version__
+from nmt.config import DATA_FORMATS, LONG_LINES, DecodingConfig
+from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
+from nmt.errors import ConfigError, DataError
+
+#: The decoding settings that translate, serve and evaluate take as flags (--beam-size ...).
+DECODING_FLAGS = ("beam_size", "length_penalty", "word_reward", "long_lines", "max_len_a",
+                  "max_len_b", "batch_tokens")
 
 EXAMPLES_PREPARE = """examples:
   nmt prepare --config run.yaml
@@ -32,14 +37,6 @@ EXAMPLES_SERVE = """examples:
 """
 
 
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage dump) pointing at --help; the recipes use it."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        sys.stderr.write(f"{self.prog}: error: {message} (see {self.prog} --help)\n")
-        raise SystemExit(2)
-
-
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-c", "--config", metavar="FILE",
                         help="YAML config of the run (sections data, tokenizer, model, training, "
@@ -47,6 +44,7 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides applied over the file, e.g. model.hidden_size=512")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -68,7 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dataset", metavar="NAME", help="Hugging Face dataset (sets data.dataset "
                    "and, unless --format is given, data.format=hub)")
     p.add_argument("--dataset-config", metavar="NAME", help="its configuration, e.g. de-en")
-    p.add_argument("--format", choices=("text", "tsv", "jsonl", "hub", "disk"),
+    p.add_argument("--format", choices=DATA_FORMATS,
                    help="corpus kind (data.format)")
     p.add_argument("--src-lang", metavar="LANG", help="source language (data.src_lang)")
     p.add_argument("--tgt-lang", metavar="LANG", help="target language (data.tgt_lang)")
@@ -210,6 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+
 def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
                        output_required: bool = False, ensemble: bool = False) -> None:
     """-m MODEL_DIR, -i input text, -o output and --errors (translate, encode)."""
@@ -225,13 +224,14 @@ def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
                    help="invalid UTF-8 input: stop with the line number (strict) or replace")
 
 
+
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--beam-size", type=int, metavar="K", help="beam size (1: greedy)")
     p.add_argument("--length-penalty", type=float, metavar="ALPHA",
                    help="GNMT length penalty exponent")
     p.add_argument("--word-reward", type=float, metavar="R",
                    help="beam search: log-probability reward per output token (> 0: longer)")
-    p.add_argument("--long-lines", choices=("split", "truncate"),
+    p.add_argument("--long-lines", choices=LONG_LINES,
                    help="a line over the model's data.max_len source pieces: translate it in "
                         "parts (split, the default) or its first data.max_len pieces")
     p.add_argument("--max-len-a", type=float, metavar="A", help="max output length a*src+b")
@@ -250,34 +250,21 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                         "for an export, else torch")
 
 
-def _decoding_options(args: argparse.Namespace) -> dict:
-    for name in ("beam_size", "max_len_b", "batch_tokens"):
-        value = getattr(args, name)
-        if value is not None and value < (0 if name == "max_len_b" else 1):
-            from nmt.errors import ConfigError
 
-            raise ConfigError(f"--{name.replace('_', '-')} must be at least "
-                              f"{0 if name == 'max_len_b' else 1}, got {value}")
-    if args.max_len_a is not None and args.max_len_a < 0:
-        from nmt.errors import ConfigError
+def _flag(key: str) -> str:
+    """The command-line flag of a decoding setting: beam_size -> --beam-size."""
+    return "--" + key.replace("_", "-")
 
-        raise ConfigError(f"--max-len-a must be at least 0, got {args.max_len_a}")
-    for name in ("length_penalty", "word_reward"):
-        value = getattr(args, name)
-        if value is not None and not math.isfinite(value):
-            from nmt.errors import ConfigError
 
-            raise ConfigError(f"--{name.replace('_', '-')} must be a finite number, got {value}")
-    return {"beam_size": args.beam_size, "length_penalty": args.length_penalty,
-            "word_reward": args.word_reward, "max_len_a": args.max_len_a,
-            "max_len_b": args.max_len_b, "batch_tokens": args.batch_tokens,
-            "long_lines": args.long_lines}
+def _decoding_options(args: argparse.Namespace, **more: object) -> dict:
+    """The decoding flags given (None: not given), checked as the config checks the same keys
+    (:meth:`nmt.config.DecodingConfig.check_overrides`), before any model is loaded."""
+    values = {key: getattr(args, key) for key in DECODING_FLAGS}
+    return DecodingConfig.check_overrides({**values, **more}, _flag)
 
 
 def _read_input(path: str | None, errors: str) -> list[str]:
     """Input lines (file or stdin) split on \n only; invalid UTF-8 named by line number."""
-    from nmt.errors import DataError
-
     if path is None:
         data = sys.stdin.buffer.read()
     else:
@@ -294,6 +281,7 @@ def _read_input(path: str | None, errors: str) -> list[str]:
         raise DataError(f"{exc} (or pass --errors replace)") from None
 
 
+
 def _write_lines(path: str | None, lines: list[str]) -> None:
     text = "".join(line.replace("\n", " ") + "\n" for line in lines)
     if path is None:
@@ -305,7 +293,8 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
     write_text_atomic(path, text)
 
 
-def _translate_lines(translator, lines: list[str], options: dict, n_best: int,
+
+def _translate_lines(translator, lines: list[str], options,
                      show_progress: bool) -> list[list[tuple[str, float]]]:
     bar = None
     if show_progress:
@@ -314,8 +303,8 @@ def _translate_lines(translator, lines: list[str], options: dict, n_best: int,
         bar = tqdm(total=sum(1 for x in lines if x.strip()), unit="sent", file=sys.stderr,
                    dynamic_ncols=True, leave=False)
     try:
-        results = translator.translate_nbest(lines, n_best=n_best,
-                                             progress=bar.update if bar else None, **options)
+        results = translator.translate_nbest(lines, options,
+                                             progress=bar.update if bar else None)
     finally:
         if bar is not None:
             bar.close()
@@ -327,6 +316,7 @@ def _report_truncations(truncated: list) -> None:
     for cut in truncated:
         sys.stderr.write(f"nmt: line {cut.index + 1}: {cut.pieces} source pieces, translated "
                          f"from the first {cut.kept} (the model's data.max_len)\n")
+
 
 
 def _onnx_threads_sleep(args: argparse.Namespace) -> None:
@@ -344,13 +334,12 @@ def _onnx_threads_sleep(args: argparse.Namespace) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
-    from nmt.errors import ConfigError
 
+def _cmd_export(args: argparse.Namespace) -> int:
     if len(args.model) > 1:
         raise ConfigError("an ensemble cannot be exported: export each model directory with "
                           "its own nmt export (the ONNX backend runs one model)")
-    from nmt.export import export_model
+    from nmt.onnx.export import export_model
 
     manifest = export_model(args.model[0], args.output, int8=args.int8)
     parity = manifest["parity"]
@@ -361,37 +350,31 @@ def _cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _cmd_translate(args: argparse.Namespace) -> int:
     _onnx_threads_sleep(args)
-    options = _decoding_options(args)
-    if args.n_best < 1:
-        from nmt.errors import ConfigError
-
-        raise ConfigError(f"--n-best must be at least 1, got {args.n_best}")
+    overrides = _decoding_options(args, n_best=args.n_best)
     if args.attention_dir and len(args.model) > 1:
-        from nmt.errors import ConfigError
-
         raise ConfigError("--attention-dir shows one model's attention: give a single -m")
-    from nmt.translate import Translator
+    from nmt.inference.translator import Translator
 
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
     if args.attention_dir and translator.backend == "onnx":
-        from nmt.errors import ConfigError
-
         raise ConfigError("--attention-dir needs the torch backend: give the model directory, "
                           "not its ONNX export")
+    options = translator.options(overrides, _flag)
     lines = _read_input(args.input, args.errors)
-    results = _translate_lines(translator, lines, options, args.n_best,
+    results = _translate_lines(translator, lines, options,
                                show_progress=bool(args.output) and not args.quiet)
     if args.attention_dir:
         from pathlib import Path
 
-        from nmt.translate import plot_attention
+        from nmt.inference.translator import plot_attention
 
         best = [hyps[0][0] for hyps in results]
-        split = (options["long_lines"] or translator.config.decoding.long_lines) == "split"
+        split = options.long_lines == "split"
         limit = translator.config.data.max_len
         for index, (src, tgt, weights) in enumerate(translator.attention(lines, best)):
             if split and src and translator.source_ids(lines[index])[1] > limit:
@@ -400,7 +383,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
             elif src:
                 plot_attention(Path(args.attention_dir) / f"{index + 1:06d}.png", src, tgt,
                                weights)
-    if args.n_best == 1:
+    if options.n_best == 1:
         out = [hyps[0][0] for hyps in results]
     else:
         out = [f"{text}\t{score:.4f}" for hyps in results for text, score in hyps]
@@ -408,8 +391,7 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     if args.output and not args.quiet:
         from nmt.device import precision_name
 
-        beam = options["beam_size"] or translator.config.decoding.beam_size
-        sys.stderr.write(f"nmt translate: {len(lines)} lines, beam {beam}, precision "
+        sys.stderr.write(f"nmt translate: {len(lines)} lines, beam {options.beam_size}, precision "
                          f"{precision_name(translator.dtype)}"
                          f"{' (int8 weights)' if args.quantize else ''} on {translator.device} "
                          f"({translator.backend} backend); "
@@ -417,10 +399,9 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     _onnx_threads_sleep(args)
-    from nmt.errors import ConfigError
-
     options = _decoding_options(args)
     for flag in ("char_limit", "batch_limit", "body_limit", "req_limit"):
         if getattr(args, flag) < 0:
@@ -437,16 +418,16 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)
     limits = Limits(args.char_limit, args.batch_limit, args.body_limit, args.req_limit,
                     args.timeout, read_api_keys(args.api_keys) if args.api_keys else None)
-    batch_tokens = options.pop("batch_tokens")
-    models = load_models(args.model, args.device, args.precision, args.quantize, batch_tokens,
+    models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
-                         **options)
+                         decoding=options)
     return run(models, limits, args.host, args.port)
+
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
     lines = _read_input(args.input, args.errors)
-    from nmt.translate import Translator
+    from nmt.inference.translator import Translator
 
     vectors = Translator.load(args.model, args.device).encode_sentences(lines)
     import numpy as np
@@ -461,9 +442,9 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _cmd_average(args: argparse.Namespace) -> int:
-    from nmt.checkpoint import average_model_dir
-    from nmt.errors import ConfigError
+    from nmt.models.weights import average_model_dir
 
     if (args.last is None) == (args.checkpoints is None):
         raise ConfigError("give either --last N or --checkpoints FILE ...")
@@ -473,28 +454,12 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
-def setup_logging(quiet: bool) -> None:
-    """Log to stderr (warnings only when ``quiet``); the ``nmt`` loggers keep INFO for files."""
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if getattr(h, "_nmt_cli", False)]:
-        root.removeHandler(old)  # main() called again in one process (the API, tests)
-    handler = logging.StreamHandler(sys.stderr)
-    handler._nmt_cli = True  # type: ignore[attr-defined]
-    handler.setLevel(logging.WARNING if quiet else logging.INFO)
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s",
-                                           datefmt="%H:%M:%S"))
-    root.addHandler(handler)
-    logging.getLogger("nmt").setLevel(logging.INFO)  # files such as train.log get INFO even if -q
-    import os
-
-    # per-step bars of datasets add nothing for corpora of this size; our own logs say what ran
-    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
-
 
 def _load(args: argparse.Namespace, values: dict | None = None):
     from nmt.config import load_config
 
     return load_config(args.config, args.overrides, values)
+
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -509,10 +474,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
             data[key] = getattr(args, flag)
     values = {"data": data, **({"output_dir": args.output_dir} if args.output_dir else {})}
     config = _load(args, values)
-    from nmt.prepare import prepare_run_dir
+    from nmt.data.prepare import prepare_run_dir
 
     print(prepare_run_dir(config).summary())
     return 0
+
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -524,12 +490,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
         run_dir = Path(args.config).resolve().parent
         if RunDir(run_dir).has_training_state() and run_dir != config.out.resolve():
-            from nmt.errors import ConfigError
-
             raise ConfigError(f"{args.config} lies in the run directory {run_dir} but its "
                               f"output_dir is {config.output_dir} (moved or copied?): add "
                               f"output_dir={run_dir} to resume it there")
-    from nmt.train import train
+    from nmt.training.trainer import train
 
     progress = train(config, resume=args.resume, quiet=args.quiet)
     import os
@@ -546,9 +510,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
+
 def _cmd_evaluate(args: argparse.Namespace) -> int:
-    from nmt.errors import ConfigError
-    from nmt.evaluate import evaluate_files, evaluate_model, format_scores
+    from nmt.scoring import evaluate_files, format_scores
 
     if args.model:
         _onnx_threads_sleep(args)
@@ -559,6 +523,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
             raise ConfigError("give --ref FILE with --src")
         if args.split and args.ref:
             raise ConfigError(f"--split {args.split} brings its own references: drop --ref")
+        from nmt.inference.evaluate import evaluate_model
+
         result = evaluate_model(args.model, src=args.src, refs=args.ref, split=args.split,
                                 hyp_out=args.hyp_out, decoding=_decoding_options(args),
                                 device=args.device, precision=args.precision,
@@ -577,40 +543,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-def parse_args(parser: argparse.ArgumentParser,
-               argv: Sequence[str] | None = None) -> argparse.Namespace:
-    """Parse with KEY=VALUE overrides allowed anywhere, also after flags.
-
-    argparse gives a ``nargs="*"`` positional only its first run of values, so in
-    ``--config run.yaml a=1 -q b=2`` it would reject ``b=2``; such leftovers join the overrides.
-    """
-    args, extras = parser.parse_known_args(argv)
-    if hasattr(args, "overrides"):
-        moved = [x for x in extras if "=" in x and not x.startswith("-")]
-        args.overrides = [*args.overrides, *moved]
-        extras = [x for x in extras if x not in moved]
-    if extras:
-        _unrecognized(parser, args, extras)
-    return args
-
-
-def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,
-                  extras: list[str]) -> None:
-    """Refuse unknown arguments through the subcommand's parser, naming the closest flag."""
-    import difflib
-
-    sub = parser
-    if getattr(args, "command", None):
-        action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        sub = action.choices[args.command]
-    message = f"unrecognized arguments: {' '.join(extras)}"
-    flags = [s for a in sub._actions for s in a.option_strings if s.startswith("--")]
-    unknown = next((x.split("=")[0] for x in extras if x.startswith("--")), None)
-    close = difflib.get_close_matches(unknown, flags, n=1) if unknown else []
-    if close:
-        message += f"; did you mean {close[0]}?"
-    sub.error(message)
-
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmt`` console script."""
@@ -622,18 +554,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # translate, encode and evaluate keep stderr for what concerns the user's lines
     setup_logging(getattr(args, "quiet", False)
                   or args.command in ("translate", "encode", "evaluate"))
-    from nmt.errors import NMTError
+    return run_reporting_errors(f"nmt {args.command}", lambda: args.handler(args))
 
-    try:
-        return args.handler(args)
-    except NMTError as exc:
-        code = getattr(exc, "exit_code", 2)  # 130 / 143: training interrupted, checkpoint saved
-        if not getattr(exc, "quiet", False):  # quiet: another torchrun rank printed it
-            sys.stderr.write(f"nmt {args.command}: {'error: ' if code == 2 else ''}{exc}\n")
-        return code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"nmt {args.command}: interrupted\n")
-        return 130
 
 
 if __name__ == "__main__":

@@ -21,14 +21,14 @@ import difflib
 import math
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Union
 
-from nmt import FORMAT_VERSION
 from nmt.errors import ConfigError
 from nmt.fileio import write_text_atomic
+from nmt.layout import FORMAT_VERSION
 
 
 def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -41,7 +41,12 @@ def _f(default: Any, help: str, *, min: float | None = None, max: float | None =
     return field(default=default, metadata=meta)
 
 
-DATA_FORMATS = ("text", "tsv", "jsonl", "hub", "disk")
+#: Corpus kinds read from local files (``data.train`` etc. are paths or prefixes).
+FILE_FORMATS = ("text", "tsv", "jsonl")
+#: Corpus kinds that are Hugging Face datasets (``data.dataset`` names one).
+DATASET_FORMATS = ("hub", "disk")
+#: Every value of ``data.format``: the one list the config, the command line and reports use.
+DATA_FORMATS = FILE_FORMATS + DATASET_FORMATS
 
 
 @dataclass
@@ -196,6 +201,10 @@ class TrainingConfig:
     log_every: int = _f(100, "Log training loss every N updates.", min=1)
 
 
+#: Values of ``decoding.long_lines``.
+LONG_LINES = ("split", "truncate")
+
+
 @dataclass
 class DecodingConfig:
     """Search settings for validation and translation."""
@@ -215,7 +224,39 @@ class DecodingConfig:
     long_lines: str = _f("split", "A line of more than data.max_len source pieces: `split` "
                          "translates it in parts (whole sentences, else runs of words) joined "
                          "with a space; `truncate` translates its first data.max_len pieces.",
-                         choices=("split", "truncate"))
+                         choices=LONG_LINES)
+
+    def __post_init__(self) -> None:
+        _check_fields(self, "decoding.{}".format)
+        _check_n_best(self, "decoding.{}".format)
+
+    @staticmethod
+    def check_overrides(values: Mapping[str, Any],
+                        label: Callable[[str], str] = "decoding.{}".format) -> dict[str, Any]:
+        """Decoding settings given one by one (flags, a request, an API call), each checked as
+        the config checks it; None values (not given) are dropped. ``label(key)`` names a key in
+        messages (``--beam-size`` on the command line)."""
+        fields = {f.name: f for f in dataclasses.fields(DecodingConfig)}
+        hints = typing.get_type_hints(DecodingConfig)
+        checked: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in fields:
+                raise ConfigError(_unknown_key_message(label(key), key, fields))
+            if value is not None:
+                checked[key] = _check_value(label(key), value, hints[key], fields[key].metadata)
+        return checked
+
+    def updated(self, values: Mapping[str, Any] | None = None,
+                label: Callable[[str], str] = "decoding.{}".format,
+                **more: Any) -> DecodingConfig:
+        """A copy with ``values`` (and keyword ``more``) replacing settings, checked as the
+        config is (None values are ignored); this config is left as it is."""
+        checked = self.check_overrides({**(values or {}), **more}, label)
+        if not checked:
+            return self
+        raw = {**dataclasses.asdict(self), **checked}
+        _check_n_best(types.SimpleNamespace(**raw), label)  # named as the caller names keys
+        return DecodingConfig(**raw)
 
 
 @dataclass
@@ -314,6 +355,20 @@ def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> A
     return value
 
 
+def _check_fields(config: Any, label: Callable[[str], str]) -> None:
+    """Check every field of a config dataclass in place (ints given for floats become floats)."""
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        value = _check_value(label(f.name), getattr(config, f.name), hints[f.name], f.metadata)
+        object.__setattr__(config, f.name, value)
+
+
+def _check_n_best(decoding: Any, label: Callable[[str], str]) -> None:
+    if decoding.n_best > decoding.beam_size:
+        raise ConfigError(f"{label('n_best')} ({decoding.n_best}) cannot exceed "
+                          f"{label('beam_size')} ({decoding.beam_size})")
+
+
 def _parse_float(text: str, path: str) -> float:
     try:
         return float(text)
@@ -324,10 +379,10 @@ def _parse_float(text: str, path: str) -> float:
 def _check_cross_fields(config: Config) -> None:
     """Rules that involve more than one key."""
     data, tok = config.data, config.tokenizer
-    if data.format in ("hub", "disk") and not data.dataset:
+    if data.format in DATASET_FORMATS and not data.dataset:
         raise ConfigError(f"data.dataset: required when data.format is '{data.format}' "
                           "(a hub name such as bentrevett/multi30k, or a folder for 'disk')")
-    if data.format in ("text", "tsv", "jsonl") and data.dataset:
+    if data.format in FILE_FORMATS and data.dataset:
         raise ConfigError(f"data.dataset: only used with format 'hub' or 'disk'; with "
                           f"'{data.format}' give file paths in data.train/valid/test")
     if data.src_lang == data.tgt_lang and not (data.src_column and data.tgt_column):
@@ -363,10 +418,6 @@ def _check_cross_fields(config: Config) -> None:
     if train.batch_tokens < data.max_len + 2:
         raise ConfigError(f"training.batch_tokens ({train.batch_tokens}) must hold the longest "
                           f"allowed example: data.max_len + 2 = {data.max_len + 2} (BOS and EOS)")
-    dec = config.decoding
-    if dec.n_best > dec.beam_size:
-        raise ConfigError(f"decoding.n_best ({dec.n_best}) cannot exceed decoding.beam_size "
-                          f"({dec.beam_size})")
     if config.format_version > FORMAT_VERSION:
         raise ConfigError(f"format_version {config.format_version} was written by a newer "
                           f"version of nmt (this one reads up to {FORMAT_VERSION}): upgrade nmt")

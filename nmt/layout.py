@@ -18,6 +18,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+#: Version of the on-disk layout of model directories and configs written by this toolkit.
+FORMAT_VERSION = 1
+
 CONFIG_FILE = "config.yaml"
 MODEL_FILE = "model.safetensors"
 TRAINER_STATE_FILE = "trainer_state.pt"

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from nmt.fileio import write_text_atomic
-from nmt.recipe import Recipe, main
+from nmt.pipeline.recipe import Recipe, main
 
 HERE = Path(__file__).resolve().parent
 WORDS = ("alpha bravo charlie delta echo foxtrot golf hotel india juliett kilo lima mike "

@@ -17,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from nmt.recipe import Recipe, main
+from nmt.pipeline.recipe import Recipe, main
 
 HERE = Path(__file__).resolve().parent
 

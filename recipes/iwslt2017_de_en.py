@@ -13,7 +13,7 @@ general attention with input feeding (Luong, Pham & Manning, 2015), dropout 0.3.
 import sys
 from pathlib import Path
 
-from nmt.recipe import Recipe, main
+from nmt.pipeline.recipe import Recipe, main
 
 HERE = Path(__file__).resolve().parent
 

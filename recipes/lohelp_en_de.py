@@ -16,7 +16,7 @@ SentencePiece unigram 8k joint, trained for 30 minutes on a cosine schedule.
 import sys
 from pathlib import Path
 
-from nmt.recipe import Recipe, main, unpack
+from nmt.pipeline.recipe import Recipe, main, unpack
 
 HERE = Path(__file__).resolve().parent
 CORPUS = HERE / "data" / "lohelp-en-de"

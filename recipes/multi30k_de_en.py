@@ -13,7 +13,7 @@ stage 0 with a one-line message.
 import sys
 from pathlib import Path
 
-from nmt.recipe import Recipe, main
+from nmt.pipeline.recipe import Recipe, main
 
 HERE = Path(__file__).resolve().parent
 

@@ -14,7 +14,7 @@ its cache, with ``HF_HUB_OFFLINE=1``); offline it stops in stage 0 with a one-li
 import sys
 from pathlib import Path
 
-from nmt.recipe import Recipe, main
+from nmt.pipeline.recipe import Recipe, main
 
 HERE = Path(__file__).resolve().parent
 

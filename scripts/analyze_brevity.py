@@ -37,11 +37,11 @@ import numpy as np
 import sacrebleu
 import torch
 
-from nmt.batching import TokenBatchSampler, collate
-from nmt.checkpoint import load_model_dir
-from nmt.evaluate import bleu_tokenizer, read_lines
-from nmt.search import DecodeOptions, decode_all, max_lengths
-from nmt.sources import load_splits
+from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.sources import load_splits
+from nmt.models.search import decode_all, max_lengths
+from nmt.models.weights import load_model_dir
+from nmt.scoring import bleu_tokenizer, read_lines
 
 
 def corpus_figures(hyps: list[str], refs: list[str], tokenize: str) -> dict[str, float]:
@@ -75,9 +75,9 @@ def search_table(model: torch.nn.Module, sources: list[list[int]], refs: list[st
     rows, default_hyps = [], []
     src_lengths = torch.tensor([len(s) for s in sources])
     for name, overrides in settings:
-        options = DecodeOptions.from_config(dec, n_best=1, **overrides)
+        options = dec.updated(overrides, n_best=1)
         start = time.perf_counter()
-        out = decode_all(model, sources, options, dec.batch_tokens, torch.device("cpu"), None)
+        out = decode_all(model, sources, options, torch.device("cpu"), None)
         tokens = [h[0].tokens for h in out]
         hyps = [detok.decode(t) for t in tokens]
         limits = max_lengths(src_lengths, options.max_len_a, options.max_len_b)
@@ -159,7 +159,7 @@ def main() -> int:
     if args.src:
         src_lines, refs = read_lines(args.src), read_lines(args.ref)
     else:
-        from nmt.encoding import cache_dir
+        from nmt.data.id_cache import cache_dir
         test = load_splits(config.data, cache_dir(config), ("test",))["test"]
         src_lines, refs = list(test["src"]), list(test["tgt"])
     if args.limit:

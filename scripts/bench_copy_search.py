@@ -1,7 +1,7 @@
 """Benchmark: beam search with copy attention, the mixture on the source columns only against
 the whole-vocabulary mixture it replaced.
 
-:func:`nmt.decoder.copy_log_probs` mixes the copy term into the S columns of the source's
+:func:`nmt.models.decoder.copy_log_probs` mixes the copy term into the S columns of the source's
 words and leaves the other V - S columns at the generate term; the version before it mixed
 over all V columns (a dozen element-wise passes over (beams, V) a step). This script
 translates the same lines with a copy-attention model directory both ways, in alternating
@@ -29,9 +29,9 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from benchlib import warn_if_busy
 
-import nmt.decoder
-from nmt.evaluate import read_lines, score
-from nmt.translate import Translator
+import nmt.models.decoder
+from nmt.inference.translator import Translator
+from nmt.scoring import read_lines, score
 
 
 def dense_copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tensor,
@@ -64,17 +64,17 @@ def main(argv: list[str] | None = None) -> int:
     if not translator.config.model.copy_attention:
         raise SystemExit(f"bench_copy_search.py: {args.model} has no copy attention")
     src, ref = read_lines(args.src)[:args.limit], read_lines(args.ref)[:args.limit]
-    kinds = {"sparse": nmt.decoder.copy_log_probs, "dense": dense_copy_log_probs}
+    kinds = {"sparse": nmt.models.decoder.copy_log_probs, "dense": dense_copy_log_probs}
     translator.translate(src[:20], beam_size=args.beam_size)  # warm-up
     times: dict[str, list[float]] = {k: [] for k in kinds}
     outputs: dict[str, list[str]] = {}
     for _ in range(args.rounds):
         for kind, function in kinds.items():
-            nmt.decoder.copy_log_probs = function
+            nmt.models.decoder.copy_log_probs = function
             start = time.perf_counter()
             outputs[kind] = translator.translate(src, beam_size=args.beam_size)
             times[kind].append(time.perf_counter() - start)
-    nmt.decoder.copy_log_probs = kinds["sparse"]
+    nmt.models.decoder.copy_log_probs = kinds["sparse"]
     result = {"model": str(args.model), "lines": len(src), "beam_size": args.beam_size,
               "precision": str(translator.dtype), "rounds": args.rounds,
               "threads": torch.get_num_threads()}

@@ -2,7 +2,7 @@
 
 Prepares the LibreOffice help corpus (en->de, SentencePiece unigram 8k joint) with the toolkit's
 own data stage, then batches the training split at a token budget (default 4,000) with
-:class:`nmt.batching.TokenBatchSampler` and with random batching (same budget, no sorting), and
+:class:`nmt.data.batching.TokenBatchSampler` and with random batching (same budget, no sorting), and
 reports the share of padded positions (source and target together), batches per epoch and the
 time to build an epoch's batches. Target: bucketed padding <= 10%.
 
@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from nmt.batching import TokenBatchSampler, padding_fraction, random_batches
 from nmt.config import load_config
-from nmt.prepare import prepare
+from nmt.data.batching import TokenBatchSampler, padding_fraction, random_batches
+from nmt.data.prepare import prepare
 
 
 def main() -> int:

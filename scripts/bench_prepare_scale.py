@@ -1,7 +1,7 @@
 """Corpus preparation at growing sizes: peak memory stays flat, time grows about linearly.
 
 Makes 1x, 4x and 16x copies of a training corpus (default: the shipped LibreOffice help
-corpus, 32k pairs -> 32k, 128k, 512k), then runs ``nmt.prepare.prepare`` on each in its own
+corpus, 32k pairs -> 32k, 128k, 512k), then runs ``nmt.data.prepare.prepare`` on each in its own
 process: load through ``datasets`` (Arrow on disk), SentencePiece on a bounded sample
 (``tokenizer.max_sentences``, the same for every size), tokenise and clean every split into
 Arrow caches. Reports wall time, peak RSS and peak anonymous RSS (without the file-backed pages
@@ -76,7 +76,7 @@ class AnonPeak:
 def child(data: Path, out: Path) -> None:
     """Prepare one corpus in this process and print its figures as JSON."""
     from nmt.config import load_config
-    from nmt.prepare import prepare
+    from nmt.data.prepare import prepare
 
     anon = AnonPeak()
 

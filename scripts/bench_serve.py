@@ -62,7 +62,7 @@ def translate_file(model: str, lines: list[str]) -> dict:
     """sentences/s of Translator.translate on all lines, in a child process."""
     code = (
         "import json, sys, time\n"
-        "from nmt.translate import Translator\n"
+        "from nmt.inference.translator import Translator\n"
         "lines = json.load(sys.stdin)\n"
         f"t = Translator.load({model!r})\n"
         "t.translate(lines[:20], beam_size=5)\n"
@@ -163,7 +163,7 @@ def main() -> int:
     lines = [x for x in Path(args.src).read_text(encoding="utf-8").splitlines() if x.strip()]
     lines = lines[:args.limit]
     load_before = warn_if_busy()
-    from nmt.report import hardware
+    from nmt.pipeline.reports import hardware
 
     figures: dict = {"hardware": hardware(), "load_before": load_before,
                      "sentences": len(lines), "beam_size": BEAM}

@@ -6,8 +6,8 @@ Arrow cache are re-used between runs) and the 'small' model (embeddings 256, BiL
 2 layers x 256 per direction, LSTM decoder 2 layers x 512, general (Luong) attention, batches
 of 4,000 tokens, dropout 0.2, label smoothing 0.1, Adam 1e-3, clipping 1.0):
 
-- ``ours-bf16`` / ``ours-fp32``: :meth:`nmt.train.Trainer.train_step` (one update per batch)
-  over the trainer's own sampler batches (epoch 0), bf16 autocast and plain fp32;
+- ``ours-bf16`` / ``ours-fp32``: :meth:`nmt.training.trainer.Trainer.train_step` (one update
+  per batch) over the trainer's own sampler batches (epoch 0), bf16 autocast and plain fp32;
 - ``ours-fp32-ddp2``: the same in fp32 as data parallelism over the cores: ``torchrun`` with 2
   processes of 1 thread each (gloo, on 127.0.0.1), each taking its own batches of half the
   budget, so an update sees the same number of tokens as the one-process configs;
@@ -118,7 +118,7 @@ def data_config(args: argparse.Namespace, output_dir: str, extra: list[str] | No
 
 def prepare_data(args: argparse.Namespace) -> Any:
     """Prepare (or re-use) the SentencePiece model and the Arrow cache in the run directory."""
-    from nmt.prepare import prepare
+    from nmt.data.prepare import prepare
 
     return prepare(data_config(args, args.out), splits=("train", "valid"))
 
@@ -182,7 +182,7 @@ def run_ours(args: argparse.Namespace, precision: str) -> dict[str, Any]:
     """Time ``Trainer.train_step`` over the trainer's own batches at ``precision``."""
     import torch
 
-    from nmt.train import Trainer
+    from nmt.training.trainer import Trainer
 
     d = MODELS[args.model]
     ddp = args.only.endswith("-ddp2")  # under torchrun: 2 processes, half the batch each
@@ -306,8 +306,8 @@ def run_naive(args: argparse.Namespace) -> dict[str, Any]:
     import torch.nn.functional as F
     from torch.nn.utils.rnn import pad_sequence
 
-    from nmt.batching import random_batches
-    from nmt.tokenizer import PAD_ID
+    from nmt.data.batching import random_batches
+    from nmt.data.tokenizer import PAD_ID
 
     prepared = prepare_data(args)
     train = prepared.splits["train"]

@@ -16,7 +16,7 @@ CPU. A configuration is ``SEARCH-BACKEND-MODE[-1sent]``:
 
 For each: sentences/s and target tokens/s (SentencePiece pieces of the outputs, EOS not
 counted) over the wall time of translating all lines, after a short untimed warm-up;
-detokenised BLEU and chrF against the reference (sacreBLEU via :func:`nmt.evaluate.score`);
+detokenised BLEU and chrF against the reference (sacreBLEU via :func:`nmt.scoring.score`);
 the load time; peak RSS. Each configuration runs in its own subprocess, one after another (the
 script re-invokes itself with ``--only NAME`` and reads back a JSON line), so ``ru_maxrss``
 gives its peak RSS; each child uses ``--threads`` intra-op threads (default 2). ONNX children
@@ -71,7 +71,7 @@ ONE_SENTENCE = "Open the file."
 
 def read_lines(path: str, limit: int | None) -> list[str]:
     """The first ``limit`` lines (all if None) of a UTF-8 text file."""
-    from nmt.evaluate import read_lines as read_all
+    from nmt.scoring import read_lines as read_all
 
     lines = read_all(path)
     return lines[:limit] if limit is not None else lines
@@ -88,7 +88,7 @@ def parse_name(name: str) -> tuple[str, str, str, bool]:
 
 def load_translator(model_dir: str, export_dir: str, backend: str, mode: str) -> Any:
     """``Translator.load`` for a backend and mode (NMTError: not supported here)."""
-    from nmt.translate import Translator
+    from nmt.inference.translator import Translator
 
     if backend == "onnx":
         return Translator.load(export_dir, quantize="int8" if mode == "int8" else None,
@@ -103,7 +103,7 @@ def run_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     import torch
 
     from nmt.errors import NMTError
-    from nmt.evaluate import score
+    from nmt.scoring import score
 
     torch.set_num_threads(args.threads)
     search, backend, mode, single = parse_name(name)
@@ -309,7 +309,7 @@ def main() -> int:
                                 3, stdin=ONE_SENTENCE + "\n") if export_s is not None
                     else {"median_s": float("nan"), "runs_s": [], "last_stdout": ""})
 
-    from nmt.report import hardware
+    from nmt.pipeline.reports import hardware
 
     sentences = next(iter(records.values()))["sentences"] if records else 0
     print(f"\n{sentences} sentences of {args.src}, {args.threads} threads per configuration, "

@@ -67,8 +67,8 @@ from benchlib import parse_configs, warn_if_busy
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
-from nmt.evaluate import read_lines, score  # noqa: E402  (light: no torch)
 from nmt.fileio import write_text_atomic  # noqa: E402
+from nmt.scoring import read_lines, score  # noqa: E402  (light: no torch)
 
 LAUNCHER = Path(__file__).resolve().parent / "joeynmt_launcher.py"
 SYSTEMS = ("joeynmt", "nmt-best", "nmt-matched")
@@ -259,7 +259,7 @@ def child_train(config_path: Path, report: Path, threads: int) -> None:
     import torch
 
     from nmt.config import load_config
-    from nmt.train import Trainer
+    from nmt.training.trainer import Trainer
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
@@ -301,7 +301,7 @@ def child_translate(model_dir: Path, src: Path, beam: int, precision: str, hyps:
     """Translate the test set with one of our models, timing the search alone."""
     import torch
 
-    from nmt.translate import Translator
+    from nmt.inference.translator import Translator
 
     torch.set_num_threads(threads)
     lines = read_lines(src)

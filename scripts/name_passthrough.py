@@ -18,7 +18,7 @@ import re
 import sys
 from pathlib import Path
 
-from nmt.evaluate import read_lines
+from nmt.scoring import read_lines
 
 _EDGE = re.compile(r"^[\W_]+|[\W_]+$")
 _SPLIT = re.compile(r"[\s/\-]+")

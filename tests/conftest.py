@@ -202,7 +202,7 @@ def trained_reverse(tmp_path_factory: pytest.TempPathFactory,
     error if a file in it was added, removed or changed.
     """
     from nmt.config import load_config
-    from nmt.train import Trainer
+    from nmt.training.trainer import Trainer
 
     out = tmp_path_factory.mktemp("trained_reverse") / "model"
     splits = {split: reverse_task[split] for split in ("train", "valid")}
@@ -223,7 +223,7 @@ def _snapshot(directory: Path) -> dict[str, tuple[int, int]]:
 def exact_match(model_dir: Path, prefix: Path) -> float:
     """Share of the lines of ``PREFIX.src`` whose greedy translation by the model directory's
     best weights is exactly the line of ``PREFIX.tgt`` (decoded in NMT_TEST_PRECISION)."""
-    from nmt.translate import Translator
+    from nmt.inference.translator import Translator
 
     src, ref = (Path(f"{prefix}.{side}").read_text(encoding="utf-8").splitlines()
                 for side in ("src", "tgt"))

@@ -5,10 +5,10 @@ import pytest
 import torch
 from conftest import make_pairs, small_overrides, write_text_corpus
 
-from nmt.batching import Corpus, TokenBatchSampler, collate, pad, padding_fraction
 from nmt.config import load_config
-from nmt.prepare import prepare
-from nmt.tokenizer import PAD_ID
+from nmt.data.batching import Corpus, TokenBatchSampler, collate, pad, padding_fraction
+from nmt.data.prepare import prepare
+from nmt.data.tokenizer import PAD_ID
 
 
 def lengths(n=2000, seed=0):
@@ -131,7 +131,7 @@ def test_corpus_of_an_encoded_split_gathers_exactly_the_kept_rows(tmp_path, text
 
 
 def test_random_batches_respect_the_budget_and_cover_everything():
-    from nmt.batching import random_batches
+    from nmt.data.batching import random_batches
 
     src, tgt = lengths(1000)
     longest = np.maximum(src, tgt)

@@ -146,3 +146,41 @@ def test_train_without_validation_says_so_instead_of_a_bleu(tmp_path, capsys):
     assert code == 0
     out = capsys.readouterr().out
     assert "no validation set was scored" in out and "best validation BLEU" not in out, out
+
+
+# every decoding flag with values on both sides of its limits
+DECODING_VALUES = {
+    "beam_size": ["-1", "0", "1", "5"],
+    "length_penalty": ["-1", "-0.5", "0", "0.6", "nan", "inf"],
+    "word_reward": ["-0.5", "0", "0.3", "nan", "-inf"],
+    "max_len_a": ["-1", "0", "1.5"],
+    "max_len_b": ["-1", "0", "3"],
+    "batch_tokens": ["0", "1", "100"],
+    "long_lines": ["split", "truncate", "drop"],
+    "n_best": ["0", "1", "3"],
+}
+
+
+@pytest.mark.parametrize("key, value", [(k, v) for k, values in DECODING_VALUES.items()
+                                        for v in values])
+def test_the_command_line_and_the_config_accept_the_same_decoding_values(key, value, capsys):
+    """A decoding value is refused by nmt translate's flag exactly when the config refuses it
+    (both are checked by DecodingConfig); a flag that passes reaches the model loading."""
+    from nmt.config import load_config
+    from nmt.errors import ConfigError
+
+    try:
+        load_config(None, [f"decoding.{key}={value}"])
+        config_ok = True
+    except ConfigError:
+        config_ok = False
+    flag = "--" + key.replace("_", "-")
+    try:
+        code = main(["translate", "-m", "/nonexistent/model", f"{flag}={value}"])
+    except SystemExit as exc:  # argparse's own refusal (a choice not offered)
+        code = exc.code
+    err = capsys.readouterr().err
+    assert code == 2 and len(err.strip().splitlines()) == 1, err
+    assert ("model directory not found" in err) == config_ok, err
+    if not config_ok:
+        assert flag in err, err

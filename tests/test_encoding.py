@@ -6,8 +6,8 @@ import numpy as np
 from conftest import make_pairs, small_overrides, write_text_corpus
 
 from nmt.config import load_config
-from nmt.encoding import KEEP, EncodedSplit, cache_dir
-from nmt.prepare import prepare
+from nmt.data.id_cache import KEEP, EncodedSplit, cache_dir
+from nmt.data.prepare import prepare
 
 
 def config(tmp_path, corpus, *extra):

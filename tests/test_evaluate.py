@@ -11,11 +11,13 @@ from types import ModuleType
 import pytest
 from conftest import reverse_overrides, write_reverse_task
 
-from nmt.cli import build_parser, main, parse_args
+from nmt.cli import build_parser, main
+from nmt.console import parse_args
 from nmt.errors import ConfigError, DataError
-from nmt.evaluate import evaluate_files, evaluate_model, meta_path
 from nmt.fileio import sha256_file
+from nmt.inference.evaluate import evaluate_model, meta_path
 from nmt.layout import RunDir
+from nmt.scoring import evaluate_files
 
 
 @pytest.fixture(scope="module")

@@ -23,14 +23,14 @@ import torch  # noqa: E402
 from conftest import reverse_overrides  # noqa: E402
 
 from nmt.cli import main  # noqa: E402
-from nmt.config import load_config  # noqa: E402
+from nmt.config import DecodingConfig, load_config  # noqa: E402
 from nmt.errors import ConfigError, NMTError  # noqa: E402
-from nmt.evaluate import score  # noqa: E402
-from nmt.export import export_model  # noqa: E402
-from nmt.onnx_backend import OnnxModel  # noqa: E402
-from nmt.search import DecodeOptions, decode_all  # noqa: E402
-from nmt.train import Trainer  # noqa: E402
-from nmt.translate import Translator  # noqa: E402
+from nmt.inference.translator import Translator  # noqa: E402
+from nmt.models.search import decode_all  # noqa: E402
+from nmt.onnx.export import export_model  # noqa: E402
+from nmt.onnx.runtime import OnnxModel  # noqa: E402
+from nmt.scoring import score  # noqa: E402
+from nmt.training.trainer import Trainer  # noqa: E402
 
 # Every model configuration the export must handle: each attention kind, input feeding, two
 # layers, and the bridge 'none'. Tiny models trained for a few seconds on the reverse task.
@@ -94,9 +94,9 @@ def test_greedy_and_beam_match_torch(exports, reverse_task, kind):
     assert same >= 0.99, f"{kind}: greedy outputs identical on {same:.1%} of lines"
 
     ids = [torch_tr.source_ids(line)[0] for line in src[:60]]
-    options = DecodeOptions(beam_size=5, n_best=5, max_len_a=1.0, max_len_b=2)
-    ref = decode_all(torch_tr.model, ids, options, 400, torch.device("cpu"), None)
-    got = decode_all(onnx_tr.model, ids, options, 400, torch.device("cpu"), None)
+    options = DecodingConfig(beam_size=5, n_best=5, max_len_a=1.0, max_len_b=2, batch_tokens=400)
+    ref = decode_all(torch_tr.model, ids, options, torch.device("cpu"), None)
+    got = decode_all(onnx_tr.model, ids, options, torch.device("cpu"), None)
     same_best, compared = 0, 0
     for hyps_ref, hyps_got in zip(ref, got, strict=True):
         same_best += hyps_ref[0].tokens == hyps_got[0].tokens

@@ -5,7 +5,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from nmt.loss import linear_cross_entropy, sequence_loss
+from nmt.training.loss import linear_cross_entropy, sequence_loss
 
 
 @pytest.mark.parametrize("smoothing, bias, chunk", [(0.0, True, 3), (0.1, True, 4),
@@ -70,8 +70,8 @@ def test_label_smoothed_loss_ignores_padding():
 def test_copy_loss_matches_cross_entropy_of_the_mixture(smoothing, chunk):
     """copy_cross_entropy (chunked, recomputed in backward) equals the label-smoothed
     cross-entropy of the mixture's log-probabilities, in value and gradients."""
-    from nmt.decoder import copy_log_probs
-    from nmt.loss import copy_cross_entropy
+    from nmt.models.decoder import copy_log_probs
+    from nmt.training.loss import copy_cross_entropy
 
     torch.manual_seed(0)
     layer, gate = torch.nn.Linear(6, 11), torch.nn.Linear(6, 1)

@@ -5,11 +5,11 @@ import itertools
 import pytest
 import torch
 
-from nmt.batching import pad
 from nmt.config import ModelConfig
-from nmt.encoder import Bridge, Encoder, WordDropout
+from nmt.data.batching import pad
 from nmt.errors import ConfigError
-from nmt.model import build_model, count_parameters
+from nmt.models.encoder import Bridge, Encoder, WordDropout
+from nmt.models.seq2seq import build_model, count_parameters
 
 V_SRC, V_TGT = 23, 19
 
@@ -222,7 +222,7 @@ def test_copy_attention_step_equals_forward_and_is_a_distribution(attention, fee
 def test_copy_log_probs_mixes_generation_and_copying():
     """p_copy -> 0 gives the softmax; p_copy -> 1 gives the attention weights summed per source
     id; in between, the mixture; repeated source ids add their weights."""
-    from nmt.decoder import copy_log_probs
+    from nmt.models.decoder import copy_log_probs
 
     logits = torch.randn(2, 6)
     weights = torch.tensor([[0.5, 0.25, 0.25], [0.2, 0.8, 0.0]])

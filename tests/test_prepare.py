@@ -6,8 +6,8 @@ import pytest
 from conftest import small_overrides, write_text_corpus
 
 from nmt.config import load_config
+from nmt.data.prepare import prepare
 from nmt.errors import DataError
-from nmt.prepare import prepare
 
 
 def config(tmp_path, corpus, *extra):
@@ -34,7 +34,7 @@ def test_switching_tokenizer_layout_removes_the_old_files(tmp_path, text_corpus)
     assert (tmp_path / "run" / "spm.model").is_file()
     prepared = prepare(config(tmp_path, text_corpus, "tokenizer.joint=false"))
     assert not (tmp_path / "run" / "spm.model").exists()
-    from nmt.tokenizer import load_from_dir
+    from nmt.data.tokenizer import load_from_dir
 
     src, tgt = load_from_dir(tmp_path / "run")
     assert src is not tgt and src.model_bytes == prepared.src_tok.model_bytes

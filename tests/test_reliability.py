@@ -25,12 +25,12 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from safetensors.torch import load_file
 
-from nmt.checkpoint import save_weights
 from nmt.cli import main
 from nmt.config import load_config
 from nmt.errors import NMTError
-from nmt.train import Trainer
-from nmt.translate import Translator
+from nmt.inference.translator import Translator
+from nmt.models.weights import save_weights
+from nmt.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -149,7 +149,7 @@ def _poisoned_trainer(tmp_path, copy_task, bad_calls, extra=()):
 def test_nonfinite_updates_are_skipped_and_logged(tmp_path, copy_task, caplog):
     trainer = _poisoned_trainer(tmp_path, copy_task, {3: "nan", 5: "inf", 7: "grad"})
     before = {k: v.clone() for k, v in trainer.model.state_dict().items()}
-    with caplog.at_level("WARNING", logger="nmt.train"):
+    with caplog.at_level("WARNING", logger="nmt.training.trainer"):
         progress = trainer.fit()
     assert progress.step == 12 and progress.bad_updates == 0
     assert progress.batch_in_epoch == 15  # 12 updates + 3 skipped batches consumed
@@ -319,7 +319,7 @@ def test_weights_that_do_not_match_config_or_vocabulary_name_both_sizes(tmp_path
     other = tmp_path / "other"
     config = load_config(None, [*reverse_overrides(other, copy_task), "tokenizer.vocab_size=20",
                                 "training.max_steps=1"])
-    from nmt.prepare import prepare
+    from nmt.data.prepare import prepare
 
     prepare(config)
     shutil.copy(other / "spm.model", wrong_vocab / "spm.model")
@@ -395,11 +395,11 @@ BAD_INPUT = {
     "beam size 0 (config)": (
         lambda t, m: _prepare(t, "decoding.beam_size=0"), "decoding.beam_size: must be at least 1"),
     "beam size 0 (flag)": (
-        lambda t, m: ["translate", "-m", m, "--beam-size", "0"], "--beam-size must be at least 1"),
+        lambda t, m: ["translate", "-m", m, "--beam-size", "0"], "--beam-size: must be at least 1"),
     "negative max length": (
         lambda t, m: _prepare(t, "data.max_len=-5"), "data.max_len: must be at least 1, got -5"),
     "negative output length": (
-        lambda t, m: ["translate", "-m", m, "--max-len-b", "-1"], "--max-len-b must be at least 0"),
+        lambda t, m: ["translate", "-m", m, "--max-len-b", "-1"], "--max-len-b: must be at least 0"),
     "vocabulary smaller than the special symbols": (
         lambda t, m: _prepare(t, "tokenizer.vocab_size=3"),
         "tokenizer.vocab_size: must be at least 8"),
@@ -442,7 +442,7 @@ def test_bad_input_gets_one_line_and_exit_2(case, tmp_path, model_dir, capsys, m
         sys.exit(main(argv))
     stderr = capsys.readouterr().err
     assert "Traceback" not in stderr
-    # progress logs ("12:00:00 INFO nmt.prepare: ...") may come first; the error is one line
+    # progress logs ("12:00:00 INFO nmt.data.prepare: ...") may come first; the error is one line
     err = [line for line in stderr.splitlines() if not re.match(r"\d\d:\d\d:\d\d INFO ", line)]
     assert info.value.code == 2, stderr
     assert len(err) == 1 and err[0].startswith("nmt") and expected in err[0], stderr

@@ -1,9 +1,9 @@
-"""Shareable reports: paths relative to the run or the repository, never the machine's own."""
+"""Shareable reports: paths relative to the run or a base directory, never the machine's own."""
 
 from __future__ import annotations
 
 from nmt.config import load_config
-from nmt.report import corpus_name, model_dir_name, shareable_config, shareable_path
+from nmt.pipeline.reports import corpus_name, model_dir_name, shareable_config, shareable_path
 
 
 def test_paths_are_relative_to_the_run_or_the_repository(tmp_path):

@@ -5,10 +5,10 @@ import pytest
 from conftest import reverse_overrides
 
 from nmt.config import load_config
+from nmt.data.prepare import prepare
+from nmt.data.subword_sampling import SampledBatches, SampledEpochs, check_sampling
 from nmt.errors import ConfigError
-from nmt.prepare import prepare
-from nmt.sampling import SampledBatches, SampledEpochs, check_sampling
-from nmt.train import Trainer
+from nmt.training.trainer import Trainer
 
 # 8 symbols, the word-boundary piece and each "▁x" piece: sampling can split "▁a" into "▁" "a"
 SAMPLING_VOCAB = "tokenizer.vocab_size=21"
@@ -115,10 +115,11 @@ def test_close_stops_the_background_segmentation_and_a_later_epoch_is_unchanged(
     epoch made after that is the one a fresh object makes (chunks have their own seeds)."""
     import threading
 
-    import nmt.sampling
-    from nmt.sampling import Stopped
+    import nmt.data.subword_sampling
+    from nmt.data.subword_sampling import Stopped
 
-    monkeypatch.setattr(nmt.sampling, "CHUNK", 50)  # many chunks: the stop lands between two
+    # many chunks: the stop lands between two
+    monkeypatch.setattr(nmt.data.subword_sampling, "CHUNK", 50)
     _, data = prepared
     sample, release, calls = data.src_tok.sample_batch, threading.Event(), []
 

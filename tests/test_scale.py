@@ -14,12 +14,12 @@ import torch
 from conftest import reverse_overrides, run_process_tree, write_reverse_task
 from safetensors.torch import load_file
 
-from nmt.checkpoint import average_weights
 from nmt.cli import main
 from nmt.config import load_config
 from nmt.errors import ConfigError
-from nmt.train import Trainer
-from nmt.translate import Translator
+from nmt.inference.translator import Translator
+from nmt.models.weights import average_weights
+from nmt.training.trainer import Trainer
 
 
 @pytest.fixture(scope="module")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from nmt.config import TrainingConfig
-from nmt.distributed import Dist
-from nmt.schedule import Budget, Schedule, cosine, inverse_sqrt
+from nmt.training.distributed import Dist
+from nmt.training.schedule import Budget, Schedule, cosine, inverse_sqrt
 
 
 def test_inverse_sqrt():

@@ -7,13 +7,19 @@ import itertools
 import pytest
 import torch
 
-from nmt import search
-from nmt.batching import pad
 from nmt.config import DecodingConfig, ModelConfig
+from nmt.data.batching import pad
+from nmt.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
 from nmt.errors import ConfigError
-from nmt.model import build_model
-from nmt.search import DecodeOptions, beam_search, decode, decode_all, greedy, length_penalty
-from nmt.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from nmt.models import search
+from nmt.models.search import (
+    beam_search,
+    decode,
+    decode_all,
+    greedy,
+    length_penalty,
+)
+from nmt.models.seq2seq import build_model
 
 
 def random_model(vocab=12, seed=0, attention="general", input_feeding=False):
@@ -56,9 +62,9 @@ def test_beam_of_one_honours_min_len_and_ngram_blocking(min_len, ngram):
     """Beam size 1 (greedy) keeps min_len and no_repeat_ngram, as wider beams do."""
     model = random_model(seed=1)  # its unconstrained output repeats and ends early
     src, src_len = sources([2, 6, 3, 5])
-    options = DecodeOptions(beam_size=1, max_len_a=3.0, max_len_b=6, min_len=min_len,
-                            no_repeat_ngram=ngram, length_penalty=0.0)
-    free = decode(model, src, src_len, DecodeOptions(beam_size=1, max_len_a=3.0, max_len_b=6))
+    options = DecodingConfig(beam_size=1, max_len_a=3.0, max_len_b=6, min_len=min_len,
+                             no_repeat_ngram=ngram, length_penalty=0.0)
+    free = decode(model, src, src_len, DecodingConfig(beam_size=1, max_len_a=3.0, max_len_b=6))
     got = decode(model, src, src_len, options)
     beam = beam_search(model, src, src_len, beam_size=1, alpha=0.0, max_len_a=3.0,
                        max_len_b=6, min_len=min_len, no_repeat_ngram=ngram)
@@ -74,18 +80,17 @@ def keeps_rules(tokens, min_len, ngram):
     return len(tokens) + 1 >= min_len and len(grams) == len(set(grams))
 
 
-def test_decode_options_and_decode_all_keep_input_order():
+def test_decoding_options_and_decode_all_keep_input_order():
     model = random_model()
-    options = DecodeOptions.from_config(DecodingConfig(), beam_size=3, n_best=2,
-                                        max_len_b=None)
+    options = DecodingConfig().updated(beam_size=3, n_best=2, max_len_b=None, batch_tokens=6)
     assert (options.beam_size, options.n_best, options.max_len_b) == (3, 2, 10)
-    with pytest.raises(ConfigError, match="n-best"):
-        DecodeOptions.from_config(DecodingConfig(), beam_size=2, n_best=3)
+    with pytest.raises(ConfigError, match="n_best"):
+        DecodingConfig().updated(beam_size=2, n_best=3)
     lengths = [5, 2, 9, 3]
     src, src_len = sources(lengths)
     rows = [src[i, : n].tolist() for i, n in enumerate(lengths)]
-    together = decode_all(model, rows, options, batch_tokens=6, device=torch.device("cpu"),
-                          dtype=None)  # small batches: several, sorted by length
+    # small batches (6 tokens): several, sorted by length
+    together = decode_all(model, rows, options, device=torch.device("cpu"), dtype=None)
     alone = decode(model, src, src_len, options)
     assert [[h.tokens for h in hyps] for hyps in together] == \
         [[h.tokens for h in hyps] for hyps in alone]

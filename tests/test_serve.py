@@ -26,10 +26,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from nmt.config import load_config
+from nmt.inference.translator import Translator, split_long_line
+from nmt.layout import RunDir
 from nmt.serve.app import Limits, ServedModel, create_app
 from nmt.serve.batcher import Batcher
 from nmt.serve.htmltext import HtmlDocuments, split_html
-from nmt.translate import Translator, split_long_line
 
 # --------------------------------------------------------------------------- serving helpers
 
@@ -89,7 +91,10 @@ def served(model_dir: Path, src: str = "src", tgt: str = "tgt", max_wait: float 
            queue_limit: int = 4096, translator: object = None) -> ServedModel:
     """A model directory served as ``src -> tgt`` with greedy search (as the tests compare)."""
     translator = translator or Translator.load(model_dir, precision="fp32")
-    return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, beam_size=2),
+    # the options nmt serve --beam-size 2 gives: long lines split whatever the config says
+    options = load_config(RunDir(model_dir).config).decoding.updated(beam_size=2,
+                                                                      long_lines="split")
+    return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, options),
                        beam_size=2)
 
 
@@ -292,10 +297,10 @@ class _Failing:
     def source_ids(self, line: str):
         return self.reference.source_ids(line)
 
-    def translate_nbest(self, lines, **options):
+    def translate_nbest(self, lines, options=None, **overrides):
         if self.sleep:
             time.sleep(self.sleep)
-            return self.reference.translate_nbest(lines, **options)
+            return self.reference.translate_nbest(lines, options, **overrides)
         raise RuntimeError("the search blew up")
 
 

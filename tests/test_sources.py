@@ -11,8 +11,8 @@ import pytest
 from conftest import make_pairs, write_text_corpus
 
 from nmt.config import load_config
+from nmt.data.sources import fingerprint, hub_reachable, load_splits
 from nmt.errors import DataError, HubUnreachableError
-from nmt.sources import fingerprint, hub_reachable, load_splits
 
 
 def texts(ds):

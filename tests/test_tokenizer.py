@@ -5,8 +5,7 @@ import sentencepiece as spm
 from conftest import REAL_LINES, make_pairs
 
 from nmt.config import TokenizerConfig
-from nmt.errors import ConfigError, NMTError
-from nmt.tokenizer import (
+from nmt.data.tokenizer import (
     BOS_ID,
     EOS_ID,
     PAD_ID,
@@ -16,6 +15,7 @@ from nmt.tokenizer import (
     sample_lines,
     train_sentencepiece,
 )
+from nmt.errors import ConfigError, NMTError
 
 
 def corpus() -> list[str]:

@@ -11,12 +11,12 @@ import torch
 from conftest import exact_match, reverse_overrides, write_reverse_task
 
 from nmt import device
-from nmt.checkpoint import load_model_dir, load_weights
 from nmt.config import load_config
 from nmt.device import cpu_has_fast_bf16, cpu_runs_bf16_lstm, resolve_device, resolve_precision
-from nmt.ema import WeightEMA
 from nmt.errors import ConfigError, NMTError
-from nmt.train import Trainer, TrainingInterrupted
+from nmt.models.weights import load_model_dir, load_weights
+from nmt.training.ema import WeightEMA
+from nmt.training.trainer import Trainer, TrainingInterrupted
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +52,7 @@ def test_reverse_task_without_attention_learns(tmp_path, tmp_path_factory):
 def test_copy_attention_learns_to_copy_through_the_pointer(tmp_path, tmp_path_factory):
     """Copy attention on the copy task over 16 symbols: the model learns it, and it does so by
     copying: the learned gate puts most of the probability on the copy distribution."""
-    from nmt.checkpoint import load_model_dir
+    from nmt.models.weights import load_model_dir
 
     task = write_reverse_task(tmp_path_factory.mktemp("copy") / "data",
                               {"train": 3000, "valid": 100, "test": 200},
@@ -235,7 +235,7 @@ def test_run_directory_is_protected(tmp_path, reverse):
         Trainer(config, quiet=True)
     changed = load_config(None, [*reverse_overrides(tmp_path / "run", reverse),
                                  "model.hidden_size=32"])
-    from nmt.train import train
+    from nmt.training.trainer import train
 
     with pytest.raises(NMTError, match="model settings differ"):
         train(changed, resume=True, quiet=True)

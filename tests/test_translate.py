@@ -11,7 +11,7 @@ import pytest
 
 from nmt.cli import main
 from nmt.errors import ConfigError
-from nmt.translate import Translator, split_long_line
+from nmt.inference.translator import Translator, split_long_line
 
 
 @pytest.fixture(scope="module")
@@ -92,7 +92,7 @@ def test_long_lines_are_split_by_default_or_cut_when_asked(model_dir, tmp_path):
     assert translator.source_ids(word)[1] > limit
     translator.translate(["a b", "", f"{long} {word} c"], beam_size=2)
     assert [(c.index, c.kept) for c in translator.truncated] == [(2, limit)]
-    with pytest.raises(ConfigError, match="split or truncate"):
+    with pytest.raises(ConfigError, match="not one of split, truncate"):
         translator.translate(lines, long_lines="drop")
     (tmp_path / "in.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     assert main(["translate", "-m", str(model_dir), "--beam-size", "2", "-i",
@@ -145,10 +145,10 @@ def test_nbest_output(model_dir):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--beam-size", "0"], "--beam-size must be at least 1"),
+    (["--beam-size", "0"], "--beam-size: must be at least 1"),
     (["--beam-size", "2", "--n-best", "3"], "cannot exceed"),
-    (["--max-len-b", "-1"], "--max-len-b must be at least 0"),
-    (["--word-reward", "nan"], "--word-reward must be a finite number"),
+    (["--max-len-b", "-1"], "--max-len-b: must be at least 0"),
+    (["--word-reward", "nan"], "--word-reward: must be a finite number"),
     (["-m", "/nonexistent/model"], "model directory not found"),
 ])
 def test_bad_translate_values_exit_2(model_dir, args, message, capsys, monkeypatch):

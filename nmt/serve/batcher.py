@@ -3,13 +3,14 @@
 Request handlers call :meth:`Batcher.submit` (cheap: no tokenizer, no torch) and await the
 returned future. The worker takes the first waiting job, then keeps gathering jobs while they
 arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` in all), up to
-``gather_tokens`` source pieces, and translates them with
-one :meth:`nmt.translate.Translator.translate_nbest` call: the same search as ``nmt translate``.
+``gather_tokens`` source pieces, and translates them with one
+:meth:`nmt.inference.translator.Translator.translate_nbest` call: the same search as
+``nmt translate``, with the server's one :class:`~nmt.config.DecodingConfig`.
 Jobs asking for different n-best sizes are decoded in separate calls (n-best changes when
 beam search stops, so mixing them could change a request's best translation). A line longer
 than the model's ``data.max_len`` pieces is translated in parts joined with a space
-(:func:`nmt.translate.split_long_line`), whatever the model's ``decoding.long_lines`` says,
-unless ``nmt serve --long-lines truncate`` asks for the cut.
+(:func:`nmt.inference.translator.split_long_line`), whatever the model's
+``decoding.long_lines`` says, unless ``nmt serve --long-lines truncate`` asks for the cut.
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
@@ -25,6 +26,10 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from nmt.config import DecodingConfig
 
 log = logging.getLogger(__name__)
 
@@ -48,7 +53,7 @@ class Job:
 
 
 class Batcher:
-    """The worker thread of one :class:`~nmt.translate.Translator`.
+    """The worker thread of one :class:`~nmt.inference.translator.Translator`.
 
     Args:
         translator: the loaded model; only the worker thread uses it.
@@ -57,11 +62,12 @@ class Batcher:
         max_wait: seconds to wait for more jobs after the first; 0 turns batching across
             requests off (each request is one search, as in a server without batching).
         queue_limit: lines that may wait; more gives :class:`QueueFull`.
-        options: settings of every ``translate_nbest`` call (beam size, batch_tokens, ...).
+        options: the search settings of every ``translate_nbest`` call (a request's n-best
+            size replaces ``n_best``).
     """
 
     def __init__(self, translator, gather_tokens: int, max_wait: float, queue_limit: int,
-                 **options: object) -> None:
+                 options: DecodingConfig) -> None:
         self.translator = translator
         self.gather_tokens, self.max_wait, self.queue_limit = gather_tokens, max_wait, queue_limit
         self.options = options
@@ -141,21 +147,6 @@ class Batcher:
                 jobs.append(job)
                 pieces += sum(job.sizes)
         return jobs, stop
-        now = time.monotonic()
-        deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
-        while sum(sum(job.sizes) for job in jobs) < self.gather_tokens:
-            try:
-                timeout = min(deadline, cap) - time.monotonic()
-                job = self._jobs.get(timeout=timeout) if timeout > 0 else self._jobs.get_nowait()
-            except queue.Empty:
-                break
-            deadline = time.monotonic() + self.max_wait  # more may be on the way
-            if job is None:
-                stop = True
-                break
-            if self._take(job):
-                jobs.append(job)
-        return jobs, stop
 
     def _run(self) -> None:
         stop = False
@@ -177,10 +168,8 @@ class Batcher:
                         job.future.set_exception(exc)
 
     def _translate_lines(self, lines: list[str], n_best: int) -> Result:
-        """translate_nbest over the lines; a line of more than ``data.max_len`` pieces is
-        translated in parts (``long_lines="split"``) unless the server was told to cut it."""
-        options = {**self.options, "long_lines": self.options.get("long_lines") or "split"}
-        return self.translator.translate_nbest(lines, n_best=n_best, **options)
+        """translate_nbest over the lines with the server's options and this n-best size."""
+        return self.translator.translate_nbest(lines, self.options.updated(n_best=n_best))
 
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]

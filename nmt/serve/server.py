@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import signal
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 from nmt.errors import ConfigError, NMTError
 from nmt.serve.app import Limits, ServedModel
@@ -46,13 +47,17 @@ def language_pair(directory: str | Path) -> tuple[str, str]:
 
 
 def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
-                batch_tokens: int | None, max_wait: float, queue_limit: int,
-                backend: str = "auto", **options: object) -> list[ServedModel]:
+                max_wait: float, queue_limit: int, backend: str = "auto",
+                decoding: Mapping[str, Any] | None = None) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
-    configs, before any model is loaded)."""
+    configs, before any model is loaded).
+
+    ``decoding`` overrides some of each model's decoding settings (checked as the config is).
+    A line longer than a model's ``data.max_len`` pieces is translated in parts, whatever the
+    model's ``decoding.long_lines`` says, unless ``decoding`` asks for ``truncate``."""
+    from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
-    from nmt.translate import Translator
 
     pairs: dict[tuple[str, str], str] = {}
     for directory in model_dirs:
@@ -67,13 +72,12 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
             translator = Translator.load(directory, device, precision, quantize, backend)
         except NMTError as exc:
             raise ConfigError(f"model directory {directory}: {exc}") from None
-        beam = int(options.get("beam_size") or translator.config.decoding.beam_size)
-        gather = batch_tokens or translator.config.decoding.batch_tokens
-        batcher = Batcher(translator, gather, max_wait, queue_limit, batch_tokens=batch_tokens,
-                          **options)
-        models.append(ServedModel(*pair, batcher=batcher, beam_size=beam))
-        log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory, beam,
-                 translator.backend)
+        given = {k: v for k, v in (decoding or {}).items() if v is not None}
+        options = translator.options({"long_lines": "split", **given})
+        batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options)
+        models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
+        log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory,
+                 options.beam_size, translator.backend)
     return models
 
 

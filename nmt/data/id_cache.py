@@ -6,7 +6,7 @@ kept in :class:`SplitStats`. The test split is never filtered, so its lines stay
 the reference file.
 
 Tokenised ids are cached as Arrow through ``Dataset.map`` under ``cache_dir``; the cache file name
-is a hash of the data's :func:`nmt.sources.fingerprint`, the tokenizer model bytes and the
+is a hash of the data's :func:`nmt.data.sources.fingerprint`, the tokenizer model bytes and the
 cleaning settings, so a second run re-uses it and a change of any of them makes a new one. The
 cache holds every row with its drop reason; the kept rows travel beside it as row numbers in an
 :class:`EncodedSplit`, so that keeping them copies nothing.
@@ -23,10 +23,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from nmt.config import Config, DataConfig
+from nmt.data.sources import fingerprint
+from nmt.data.tokenizer import Tokenizer
 from nmt.fileio import sha256_text
 from nmt.layout import RunDir
-from nmt.sources import fingerprint
-from nmt.tokenizer import Tokenizer
 
 if TYPE_CHECKING:
     import datasets
@@ -94,7 +94,7 @@ class EncodedSplit:
     """One encoded split: every encoded row, and the row numbers that cleaning kept.
 
     It reads like the ``Dataset`` of its kept rows: ``len(split)``, ``split["tgt"]`` (a column),
-    ``split[i]`` (a row as a dict). :class:`nmt.batching.Corpus` gathers its kept ids.
+    ``split[i]`` (a row as a dict). :class:`nmt.data.batching.Corpus` gathers its kept ids.
 
     Attributes:
         dataset: every row of the split, encoded (``src``, ``tgt``, ``src_ids``, ``tgt_ids``,

@@ -5,8 +5,8 @@ Stages: 0 ``data`` (fetch or unpack, load through ``datasets``, cache as Arrow),
 after an interruption, or skipped when finished), 3 ``translate`` (the test set with the
 config's beam search, precision ``auto`` as ``nmt translate``; skipped when the hypotheses of
 the same weights, settings and precision exist), 4 ``score`` (sacreBLEU BLEU and chrF with
-signatures; ``results.json`` and the model card ``README.md`` from :mod:`nmt.report`). File
-names come from :class:`nmt.layout.RunDir`.
+signatures; ``results.json`` and the model card ``README.md`` from
+:mod:`nmt.pipeline.reports`). File names come from :class:`nmt.layout.RunDir`.
 
 A recipe script in ``recipes/`` is a :class:`Recipe` (its YAML config, plus an optional hook that
 prepares the data) handed to :func:`main`::
@@ -23,7 +23,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -31,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from nmt.config import Config
+from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
 from nmt.errors import NMTError
 from nmt.layout import RunDir
 
@@ -64,8 +64,6 @@ class Recipe:
 
 def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
     """The recipe's arguments: stages, run directory, overrides (and its own flags)."""
-    from nmt.cli import ArgumentParser
-
     stages = ", ".join(f"{i} {name}" for i, name in enumerate(STAGES))
     parser = ArgumentParser(prog=f"python recipes/{recipe.name}.py",
                             description=f"{recipe.description} Stages: {stages}.",
@@ -90,8 +88,6 @@ def build_parser(recipe: Recipe) -> argparse.ArgumentParser:
 
 def main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
     """Run the recipe's stages from the command line; user mistakes give one line, exit 2."""
-    from nmt.cli import parse_args, setup_logging
-
     parser = build_parser(recipe)
     args = parse_args(parser, argv)
     setup_logging(args.quiet)
@@ -99,18 +95,13 @@ def main(recipe: Recipe, argv: Sequence[str] | None = None) -> int:
     if not 0 <= args.stage <= args.stop_stage <= last:
         parser.error(f"need 0 <= --stage ({args.stage}) <= --stop-stage ({args.stop_stage}) "
                      f"<= {last}")
-    try:
-        config = recipe_config(recipe, args)
-        run(recipe, config, args.stage, args.stop_stage, quiet=args.quiet, args=args)
-    except NMTError as exc:
-        code = getattr(exc, "exit_code", 2)
-        if not getattr(exc, "quiet", False):  # quiet: another torchrun rank printed it
-            sys.stderr.write(f"{parser.prog}: {'error: ' if code == 2 else ''}{exc}\n")
-        return code
-    except KeyboardInterrupt:
-        sys.stderr.write(f"{parser.prog}: interrupted\n")
-        return 130
-    return 0
+
+    def stages() -> int:
+        run(recipe, recipe_config(recipe, args), args.stage, args.stop_stage, quiet=args.quiet,
+            args=args)
+        return 0
+
+    return run_reporting_errors(parser.prog, stages)
 
 
 def recipe_config(recipe: Recipe, args: argparse.Namespace) -> Config:
@@ -165,8 +156,8 @@ def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) 
 
 def _stage_data(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.encoding import cache_dir
-    from nmt.sources import SPLITS, load_splits
+    from nmt.data.id_cache import cache_dir
+    from nmt.data.sources import SPLITS, load_splits
 
     if recipe.fetch is not None:
         recipe.fetch(config, job.args)
@@ -175,11 +166,11 @@ def _stage_data(job: Job) -> str:
 
 
 def _stage_tokenizer(job: Job) -> str:
-    from nmt.prepare import prepare_run_dir
+    from nmt.data.prepare import prepare_run_dir
 
     prepared = prepare_run_dir(job.config, keep_trained=True)
     for line in prepared.summary().splitlines():
-        if "pairs kept" not in line:  # nmt.prepare has logged those
+        if "pairs kept" not in line:  # nmt.data.prepare has logged those
             log.info("%s", line)
     vocab = (f"{prepared.src_tok.vocab_size}" if prepared.src_tok is prepared.tgt_tok else
              f"{prepared.src_tok.vocab_size}/{prepared.tgt_tok.vocab_size}")
@@ -190,7 +181,7 @@ def _stage_train(job: Job) -> str:
     config = job.config
     from nmt.device import precision_name
     from nmt.fileio import write_text_atomic
-    from nmt.train import Trainer
+    from nmt.training.trainer import Trainer
 
     run = RunDir(config.out)
     done = _read_json(run.training)
@@ -221,12 +212,12 @@ def _stage_train(job: Job) -> str:
 def _stage_translate(job: Job) -> str:
     config = job.config
     from nmt.config import to_dict
+    from nmt.data.id_cache import cache_dir
+    from nmt.data.sources import load_splits
     from nmt.device import precision_name, resolve_device, resolve_precision
-    from nmt.encoding import cache_dir
-    from nmt.evaluate import translate_to_file
     from nmt.fileio import sha256_file, sha256_text
-    from nmt.sources import load_splits
-    from nmt.translate import Translator
+    from nmt.inference.evaluate import translate_to_file
+    from nmt.inference.translator import Translator
 
     test = load_splits(config.data, cache_dir(config), ("test",)).get("test")
     if test is None:
@@ -248,19 +239,19 @@ def _stage_translate(job: Job) -> str:
     if meta is not None and all(meta.get(k) == v for k, v in key.items()) and hyp_path.is_file():
         return Skipped(f"{hyp_path.name} is up to date: skipped")
     translator = Translator.load(run.root, device, precision)
-    translator.config.decoding = config.decoding  # this run's search settings, not the saved ones
-    meta = translate_to_file(translator, src, hyp_path, meta_path, key)
+    # this run's search settings (the recipe's config and overrides), not the saved ones
+    meta = translate_to_file(translator, src, hyp_path, meta_path, key, config.decoding)
     return f"{len(src):,} sentences, beam {beam}, {meta['precision']}, " \
            f"{meta['sentences_per_s']:.1f} sentences/s"
 
 
 def _stage_score(job: Job) -> str:
     recipe, config = job.recipe, job.config
-    from nmt.encoding import cache_dir
-    from nmt.evaluate import bleu_tokenizer, read_lines, score
+    from nmt.data.id_cache import cache_dir
+    from nmt.data.sources import load_splits
     from nmt.fileio import write_text_atomic
-    from nmt.report import model_card, results
-    from nmt.sources import load_splits
+    from nmt.pipeline.reports import model_card, results
+    from nmt.scoring import bleu_tokenizer, read_lines, score
 
     run = RunDir(config.out)
     beam = config.decoding.beam_size
@@ -270,11 +261,12 @@ def _stage_score(job: Job) -> str:
     test = load_splits(config.data, cache_dir(config), ("test",))["test"]
     scores = score(read_lines(hyp_path), [list(test["tgt"])], hyp_name=str(hyp_path),
                    ref_names=["test references"], tokenize=bleu_tokenizer(config.data.tgt_lang))
+    base = Path.cwd()  # where the run's relative paths (runs/NAME) start
     report = results(recipe.name, config, scores, beam, training=_read_json(run.training) or {},
                      translation=_read_json(run.hypotheses_meta("test", beam)) or {},
-                     stages=_read_json(run.stages) or {})
+                     stages=_read_json(run.stages) or {}, base=base)
     write_text_atomic(run.results, json.dumps(report, indent=2) + "\n")
-    write_text_atomic(run.card, model_card(recipe, config, report))
+    write_text_atomic(run.card, model_card(recipe, config, report, base))
     return (f"test BLEU {scores.bleu:.2f}, chrF {scores.chrf:.2f} ({scores.bleu_signature}); "
             f"{run.results.name} and {run.card.name} written")
 

@@ -1,24 +1,24 @@
 """Search over the model's incremental API (``encode``, ``init_state``, ``step``, ``reorder``).
 
 Batched greedy decoding and batched beam search, and the one decoding path that validation,
-:class:`~nmt.translate.Translator` and every command share: :func:`decode` (a batch, with
-:class:`DecodeOptions`) and :func:`decode_all` (lists of source ids, batched by length).
+:class:`~nmt.inference.translator.Translator` and every command share: :func:`decode` (a batch,
+with the one validated options type, :class:`~nmt.config.DecodingConfig`) and
+:func:`decode_all` (lists of source ids, batched by length).
 Search never reaches into the model's modules.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, fields
-from typing import Any
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from nmt.batching import TokenBatchSampler, collate
+from nmt.config import DecodingConfig
+from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.device import autocast
-from nmt.errors import ConfigError
-from nmt.tokenizer import BOS_ID, EOS_ID, PAD_ID
 
 
 def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
@@ -228,39 +228,12 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
 # --------------------------------------------------------------------------- the one decoding path
 
 
-@dataclass(frozen=True)
-class DecodeOptions:
-    """Search settings: beam size (1: greedy), n-best, length penalty, word reward and length
-    limits.
+def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+           options: DecodingConfig) -> list[list[Hypothesis]]:
+    """Up to ``options.n_best`` hypotheses per sentence of a batch, best first.
 
     ``beam_size=1`` with ``n_best=1`` runs :func:`greedy`, which honours ``min_len`` and
     ``no_repeat_ngram`` as beam search does (beam search with one beam gives the same tokens).
-    """
-
-    beam_size: int = 5
-    n_best: int = 1
-    length_penalty: float = 1.0
-    max_len_a: float = 1.5
-    max_len_b: int = 10
-    min_len: int = 0
-    no_repeat_ngram: int = 0
-    word_reward: float = 0.0
-
-    @classmethod
-    def from_config(cls, decoding: Any, **overrides: Any) -> DecodeOptions:
-        """Options from a :class:`~nmt.config.DecodingConfig`; overrides left None are ignored."""
-        values = {f.name: getattr(decoding, f.name) for f in fields(cls)}
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        options = cls(**values)
-        if options.n_best > options.beam_size:
-            raise ConfigError(f"n-best ({options.n_best}) cannot exceed the beam size "
-                              f"({options.beam_size})")
-        return options
-
-
-def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
-           options: DecodeOptions) -> list[list[Hypothesis]]:
-    """Up to ``n_best`` hypotheses per sentence of a batch, best first.
 
     Args:
         src: (B, S) source ids; src_lengths: (B,).
@@ -278,18 +251,18 @@ def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
 
 
 @torch.no_grad()
-def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]], options: DecodeOptions,
-               batch_tokens: int, device: torch.device, dtype: torch.dtype | None,
+def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
+               options: DecodingConfig, device: torch.device, dtype: torch.dtype | None,
                progress: Callable[[int], None] | None = None) -> list[list[Hypothesis]]:
     """Hypotheses of every source (ids ending in EOS), in input order.
 
-    Sources are sorted by length into batches of at most ``batch_tokens`` source tokens (a
-    longer source gets a batch of its own) and decoded under the autocast ``dtype``;
+    Sources are sorted by length into batches of at most ``options.batch_tokens`` source tokens
+    (a longer source gets a batch of its own) and decoded under the autocast ``dtype``;
     ``progress(n)`` is called after each batch of n sentences.
     """
     model.eval()
     lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
-    budget = max(batch_tokens, int(lengths.max(initial=1)))
+    budget = max(options.batch_tokens, int(lengths.max(initial=1)))
     out: list[list[Hypothesis]] = [[] for _ in sources]
     for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
         batch = collate([sources[i] for i in rows], None, rows).to(device)

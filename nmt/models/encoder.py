@@ -12,8 +12,8 @@ import torch
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
+from nmt.data.tokenizer import PAD_ID
 from nmt.errors import ConfigError
-from nmt.tokenizer import PAD_ID
 
 
 @dataclass
@@ -61,7 +61,7 @@ class Encoder(nn.Module):
     to the sentence's real last token and nothing depends on the padding of the batch:
 
     - on CUDA the batch is packed (``pack_padded_sequence``, cuDNN's fast path); so is it
-      while the encoder is traced (``torch.onnx.export`` in :mod:`nmt.export`), where packing
+      while the encoder is traced (``torch.onnx.export`` in :mod:`nmt.onnx.export`), where packing
       becomes the ONNX LSTM's ``sequence_lens`` and every shape stays dynamic;
     - on the CPU, packed sequences leave oneDNN for a slow step-by-step kernel (4x slower
       here), so the batch is sorted by length and run in length segments instead: positions

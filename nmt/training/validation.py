@@ -1,7 +1,7 @@
 """Validation during training: loss, perplexity, and greedy BLEU / chrF on the validation set.
 
-The hypotheses come from the one decoding path (:func:`nmt.search.decode_all`, greedy, with the
-run's length limits), and are scored with sacreBLEU as ``nmt evaluate`` scores them.
+The hypotheses come from the one decoding path (:func:`nmt.models.search.decode_all`, greedy,
+with the run's length limits), and are scored with sacreBLEU as ``nmt evaluate`` scores them.
 """
 
 from __future__ import annotations
@@ -10,13 +10,13 @@ import math
 
 import torch
 
-from nmt.batching import Corpus, TokenBatchSampler
 from nmt.config import Config
+from nmt.data.batching import Corpus, TokenBatchSampler
+from nmt.data.tokenizer import Tokenizer
 from nmt.device import autocast
-from nmt.evaluate import bleu_tokenizer, score
-from nmt.loss import sequence_loss
-from nmt.search import DecodeOptions, decode_all
-from nmt.tokenizer import Tokenizer
+from nmt.models.search import decode_all
+from nmt.scoring import bleu_tokenizer, score
+from nmt.training.loss import sequence_loss
 
 
 @torch.no_grad()
@@ -39,10 +39,9 @@ def validate(model: torch.nn.Module, corpus: Corpus, refs: list[str], tgt_tok: T
             logits = model(batch.src, batch.src_lengths, batch.tgt[:, :-1])  # (B, T, V)
         total += sequence_loss(logits, batch.tgt[:, 1:]).item()
         tokens += batch.ntokens
-    dec = config.decoding
-    options = DecodeOptions.from_config(dec, beam_size=1, n_best=1)
+    greedy = config.decoding.updated(beam_size=1, n_best=1)
     hyps = [tgt_tok.decode(h[0].tokens) for h in decode_all(
-        model, corpus.sources(), options, dec.batch_tokens, device, dtype)]
+        model, corpus.sources(), greedy, device, dtype)]
     scores = score(hyps, [refs], tokenize=bleu_tokenizer(config.data.tgt_lang))
     loss = total / max(tokens, 1)
     return {"valid_loss": loss, "valid_ppl": math.exp(min(loss, 50)), "bleu": scores.bleu,

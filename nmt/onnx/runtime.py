@@ -1,12 +1,13 @@
 """The ONNX Runtime backend: an exported model behind the same incremental API as the model.
 
 :class:`OnnxModel` offers ``encode``, ``init_state``, ``step``, ``reorder`` and ``expand`` as
-:class:`nmt.model.Seq2Seq` does, on torch tensors, so :mod:`nmt.search` (greedy and beam search)
-runs on it unchanged: one search, two backends. The state is the model's own
-:class:`~nmt.decoder.DecoderState`, so reordering and expanding (with the encoder memory shared
-by a sentence's beams) is the same code too; only ``encode`` and ``step`` run ONNX Runtime
-sessions (``encoder.onnx`` and ``decoder_step.onnx``, see :mod:`nmt.export`). Tensors cross
-between torch and ONNX Runtime as NumPy arrays without copies.
+:class:`nmt.models.seq2seq.Seq2Seq` does, on torch tensors, so :mod:`nmt.models.search`
+(greedy and beam search) runs on it unchanged: one search, two backends. The state is the
+model's own :class:`~nmt.models.decoder.DecoderState`, so reordering and expanding (with the
+encoder memory shared by a sentence's beams) is the same code too; only ``encode`` and
+``step`` run ONNX Runtime sessions (``encoder.onnx`` and ``decoder_step.onnx``, see
+:mod:`nmt.onnx.export`). Tensors cross between torch and ONNX Runtime as NumPy arrays without
+copies.
 
 Loading checks the manifest's format and the SHA-256 of the graphs, and nothing in an export is
 executed as Python: ONNX Runtime reads the graphs as data.
@@ -14,7 +15,6 @@ executed as Python: ONNX Runtime reads the graphs as data.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -23,12 +23,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from nmt.decoder import DecoderState
 from nmt.errors import ConfigError, NMTError
-from nmt.export import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, require_onnx
 from nmt.fileio import sha256_file
-from nmt.layout import MANIFEST_FILE, RunDir
-from nmt.model import Seq2Seq
+from nmt.layout import MANIFEST_FILE
+from nmt.models.decoder import DecoderState
+from nmt.models.seq2seq import Seq2Seq
+from nmt.onnx.manifest import read_manifest, require_onnx
 
 log = logging.getLogger(__name__)
 
@@ -39,60 +39,6 @@ class OnnxEncoding:
 
     tensors: dict[str, torch.Tensor]
 
-
-def read_manifest(directory: str | Path) -> dict[str, Any]:
-    """The manifest of an export directory, its format and keys checked (a clear error
-    otherwise)."""
-    run = RunDir(Path(directory))
-    if not run.root.exists():
-        raise NMTError(f"model directory not found: {run.root}")
-    if not run.root.is_dir():
-        raise NMTError(f"{run.root} is a file: -m takes a model directory or an ONNX export")
-    if not run.manifest.is_file():
-        raise NMTError(f"{run.root} is not an ONNX export (it has no {run.manifest.name}): use "
-                       "--backend torch (or auto) for a model directory, or export it first "
-                       f"with nmt export -m {run.root} -o EXPORT_DIR")
-    try:
-        manifest = json.loads(run.manifest.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise NMTError(f"{run.manifest}: not a readable manifest ({exc}); export the model "
-                       "again") from None
-    if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
-        raise NMTError(f"{run.manifest}: not an nmt export manifest (format "
-                       f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
-        raise NMTError(f"{run.manifest}: export format version "
-                       f"{manifest.get('format_version')}, this nmt reads version "
-                       f"{EXPORT_FORMAT_VERSION}; export the model again with this nmt")
-    problem = _manifest_problem(manifest)
-    if problem:
-        raise NMTError(f"{run.manifest}: {problem}; export the model again")
-    return manifest
-
-
-def _manifest_problem(manifest: dict[str, Any]) -> str | None:
-    """What is wrong with a manifest's graphs, files and model entries, or None."""
-    files, model, graphs = (manifest.get(k) for k in ("files", "model", "graphs"))
-    if not isinstance(files, dict) or not all(
-            isinstance(name, str) and name == Path(name).name and isinstance(digest, str)
-            for name, digest in files.items()):
-        return "'files' must map plain file names to SHA-256 digests"
-    if not isinstance(model, dict) or not all(
-            isinstance(model.get(k), int) for k in ("decoder_hidden_size", "src_vocab",
-                                                    "tgt_vocab")):
-        return "'model' lacks the decoder size or the vocabulary sizes"
-    if not isinstance(graphs, dict):
-        return "'graphs' is missing"
-    for graph in ("encoder", "decoder_step"):
-        entry = graphs.get(graph)
-        if not isinstance(entry, dict) or entry.get("file") not in files or not all(
-                isinstance(entry.get(k), list) and all(isinstance(io, dict) and "name" in io
-                                                       for io in entry[k])
-                for k in ("inputs", "outputs")):
-            return f"the '{graph}' graph entry is incomplete"
-        if entry.get("int8_file") is not None and entry["int8_file"] not in files:
-            return f"the '{graph}' int8 graph is not among the files"
-    return None
 
 
 class OnnxModel:

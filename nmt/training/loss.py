@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from nmt.tokenizer import PAD_ID
+from nmt.data.tokenizer import PAD_ID
 
 CHUNK = 1024
 
@@ -228,7 +228,7 @@ def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.T
         weights: (N, S) their attention weights; src: (N, S) their sentences' source ids.
         layer: the vocabulary projection; gate: the copy gate (D -> 1).
         target: (N,) gold ids.
-    The mixture is :func:`nmt.decoder.copy_log_probs`; the smoothing term is the mean of
+    The mixture is :func:`nmt.models.decoder.copy_log_probs`; the smoothing term is the mean of
     ``-log p`` over the vocabulary, as in :func:`linear_cross_entropy`. Fused like it: tokens
     go in chunks, gradients are computed in forward, no (N, V) tensor is kept.
     """

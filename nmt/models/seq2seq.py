@@ -14,8 +14,8 @@ import torch
 from torch import nn
 
 from nmt.config import ModelConfig
-from nmt.decoder import Decoder, DecoderState
-from nmt.encoder import Bridge, Encoder, EncoderOutput
+from nmt.models.decoder import Decoder, DecoderState
+from nmt.models.encoder import Bridge, Encoder, EncoderOutput
 
 log = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class Seq2Seq(nn.Module):
                  teacher_forcing_ratio: float = 1.0) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Inputs of the output projection (B, T, Hd), so that ``forward`` is
         ``output_layer(features)``, and the attention weights (B, T, S) (None without
-        attention), which copy attention mixes in (:func:`nmt.loss.copy_cross_entropy`)."""
+        attention), which copy attention mixes in (:func:`nmt.training.loss.copy_cross_entropy`)."""
         state = self.init_state(self.encode(src, src_lengths))
         return self.decoder.features(tgt_in, state, teacher_forcing_ratio)
 

@@ -1,11 +1,13 @@
 """Translation API: ``Translator.load(model_dir).translate(lines)``, and the line contract.
 
 ``model_dir`` is a model directory (the torch backend) or an ONNX export of ``nmt export``
-(the ONNX Runtime backend, :class:`~nmt.onnx_backend.OnnxModel`); both run the same search.
+(the ONNX Runtime backend, :class:`~nmt.onnx.runtime.OnnxModel`); both run the same search.
 
 Lines are encoded with the model's SentencePiece model, sorted by length into token-budget
-batches, decoded by :func:`nmt.search.decode_all` (greedy for beam size 1, else beam search: the
-same path validation takes), and put back in input order.
+batches, decoded by :func:`nmt.models.search.decode_all` (greedy for beam size 1, else beam
+search: the same path validation takes), and put back in input order. The search settings are
+one :class:`~nmt.config.DecodingConfig`: the model's own, or a copy with overrides
+(:meth:`Translator.options`), checked in one place.
 Exactly one result per input line: an empty or whitespace-only line gives an empty
 translation without running the model. A line longer than the model's limit (``data.max_len``
 pieces, the longest pairs it was trained on) is translated in parts joined with a space
@@ -19,23 +21,24 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
-from nmt.batching import TokenBatchSampler, collate
-from nmt.checkpoint import load_model_dir
-from nmt.config import Config, load_config
+from nmt.config import Config, DecodingConfig, load_config
+from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.tokenizer import Tokenizer, load_from_dir
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
 from nmt.layout import RunDir
-from nmt.model import Ensemble, Seq2Seq
-from nmt.onnx_backend import OnnxModel
-from nmt.search import DecodeOptions, decode_all
-from nmt.tokenizer import Tokenizer, load_from_dir
+from nmt.models.search import decode_all
+from nmt.models.seq2seq import Ensemble, Seq2Seq
+from nmt.models.weights import load_model_dir
+from nmt.onnx.runtime import OnnxModel
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +149,7 @@ class Translator:
     @classmethod
     def _load_onnx(cls, run: RunDir, device: str, precision: str,
                    quantize: str | None) -> Translator:
-        """An export of ``nmt export`` behind :class:`~nmt.onnx_backend.OnnxModel` (CPU)."""
+        """An export of ``nmt export`` behind :class:`~nmt.onnx.runtime.OnnxModel` (CPU)."""
         if device == "cuda":
             raise ConfigError("the ONNX backend runs on the CPU: use --device cpu (or auto), "
                               "or the torch backend on a model directory for CUDA")
@@ -168,7 +171,7 @@ class Translator:
     def load_ensemble(cls, model_dirs: Sequence[str | Path], device: str = "auto",
                       precision: str = "auto", quantize: str | None = None,
                       backend: str = "auto") -> Translator:
-        """Several model directories decoded as one :class:`~nmt.model.Ensemble`.
+        """Several model directories decoded as one :class:`~nmt.models.seq2seq.Ensemble`.
 
         The models must share their source and target vocabularies (piece for piece); decoding
         settings and ``data.max_len`` come from the first model's config.
@@ -218,36 +221,38 @@ class Translator:
 
     # ----------------------------------------------------------------- translating
 
-    def translate_nbest(self, lines: Sequence[str], beam_size: int | None = None,
-                        n_best: int = 1, length_penalty: float | None = None,
-                        max_len_a: float | None = None, max_len_b: int | None = None,
-                        batch_tokens: int | None = None,
+    def options(self, overrides: Mapping[str, Any] | None = None,
+                label: Callable[[str], str] = "decoding.{}".format,
+                **values: Any) -> DecodingConfig:
+        """The model's ``decoding`` config with ``overrides`` / ``values`` in place of its
+        settings, checked as the config is (None values are ignored; ``label(key)`` names a key
+        in messages): the one options type that :meth:`translate_nbest`, the search and the
+        server take."""
+        return self.config.decoding.updated(overrides, label, **values)
+
+    def translate_nbest(self, lines: Sequence[str], options: DecodingConfig | None = None,
                         progress: Callable[[int], None] | None = None,
-                        word_reward: float | None = None, long_lines: str | None = None,
-                        ) -> list[list[tuple[str, float]]]:
+                        **overrides: Any) -> list[list[tuple[str, float]]]:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 
-        Settings left as None come from the model's ``decoding`` config. The score is the
-        log-probability plus the word reward per token, divided by the GNMT length penalty
-        (greedy and beam search alike); an empty line gets ``n_best`` empty translations.
-        A line split in parts (``long_lines="split"``) gets the parts' k-th translations
-        joined, scored with the mean of their scores (a part with fewer than k gives its
-        last). ``progress`` receives the number of non-empty lines done.
+        ``options`` (default: the model's ``decoding`` config) sets the search; keyword
+        ``overrides`` (``beam_size=1``, ``n_best=3``, ...) replace some of its settings,
+        checked as the config is. The score is the log-probability plus the word reward per
+        token, divided by the GNMT length penalty (greedy and beam search alike); an empty line
+        gets ``n_best`` empty translations. A line split in parts (``long_lines="split"``) gets
+        the parts' k-th translations joined, scored with the mean of their scores (a part with
+        fewer than k gives its last). ``progress`` receives the number of non-empty lines done.
         """
-        options = DecodeOptions.from_config(
-            self.config.decoding, beam_size=beam_size, n_best=n_best,
-            length_penalty=length_penalty, word_reward=word_reward, max_len_a=max_len_a,
-            max_len_b=max_len_b)
-        policy = long_lines or self.config.decoding.long_lines
-        if policy not in ("split", "truncate"):
-            raise ConfigError(f"long_lines must be split or truncate, got {policy!r}")
-        chunks = [self._parts(line) if policy == "split" else [line] for line in lines]
+        options = (options or self.config.decoding).updated(overrides)
+        n_best = options.n_best
+        chunks = [self._parts(line) if options.long_lines == "split" else [line]
+                  for line in lines]
         flat = [part for parts in chunks for part in parts]
         owner = [i for i, parts in enumerate(chunks) for _ in parts]
         if progress is not None and len(flat) > len(lines):
             progress = _parts_to_lines(progress, sum(1 for x in flat if x.strip()),
                                        sum(1 for x in lines if x.strip()))
-        hyps = self._translate_parts(flat, options, batch_tokens, progress)
+        hyps = self._translate_parts(flat, options, progress)
         self.truncated = [Truncation(owner[cut.index], cut.pieces, cut.kept)
                           for cut in self.truncated]
         results, start = [], 0
@@ -268,23 +273,23 @@ class Translator:
         return split_long_line(line, lambda text: self.source_ids(text)[1],
                                self.config.data.max_len)
 
-    def _translate_parts(self, lines: list[str], options: DecodeOptions,
-                         batch_tokens: int | None,
+    def _translate_parts(self, lines: list[str], options: DecodingConfig,
                          progress: Callable[[int], None] | None) -> list[list[tuple[str, float]]]:
         """translate_nbest's search over lines that are each translated whole (or cut)."""
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * options.n_best
                                                   for _ in lines]
         indices, ids = self._encode(lines)
-        hypotheses = decode_all(self.model, ids, options,
-                                batch_tokens or self.config.decoding.batch_tokens,
-                                self.device, self.dtype, progress)
+        hypotheses = decode_all(self.model, ids, options, self.device, self.dtype, progress)
         for index, hyps in zip(indices, hypotheses, strict=True):
             results[index] = [(self.tgt_tok.decode(h.tokens), h.score) for h in hyps]
         return results
 
-    def translate(self, lines: Sequence[str], **options: object) -> list[str]:
-        """The best translation of each line, in input order (options as translate_nbest)."""
-        return [hyps[0][0] for hyps in self.translate_nbest(lines, **options)]
+    def translate(self, lines: Sequence[str], options: DecodingConfig | None = None,
+                  **overrides: Any) -> list[str]:
+        """The best translation of each line, in input order (options as
+        :meth:`translate_nbest`; one hypothesis is searched for)."""
+        options = (options or self.config.decoding).updated(overrides, n_best=1)
+        return [hyps[0][0] for hyps in self.translate_nbest(lines, options)]
 
     @torch.no_grad()
     def attention(self, lines: Sequence[str],

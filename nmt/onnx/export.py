@@ -25,9 +25,10 @@ An export directory (file names in :mod:`nmt.layout`) holds:
 Batch and source length are dynamic in both graphs. The graphs come from the TorchScript
 exporter (``dynamo=False``: the dynamo exporter fixed the source length to the example's),
 tracing the very modules that training and search run: the encoder's packed path (which turns
-into the ONNX LSTM's ``sequence_lens``) and :meth:`nmt.model.Seq2Seq.step`, traced with G = 2
-so the shared-memory reshape of :class:`nmt.attention.Attention` stays in the graph.
-:mod:`nmt.onnx_backend` runs them.
+into the ONNX LSTM's ``sequence_lens``) and :meth:`nmt.models.seq2seq.Seq2Seq.step`, traced
+with G = 2 so the shared-memory reshape of :class:`nmt.models.attention.Attention` stays in the
+graph.
+:mod:`nmt.onnx.runtime` runs them.
 """
 
 from __future__ import annotations
@@ -49,48 +50,36 @@ from typing import Any
 import torch
 from torch import nn
 
-from nmt import FORMAT_VERSION, __version__
-from nmt.checkpoint import load_model_dir
+from nmt import __version__
 from nmt.config import Config
-from nmt.decoder import DecoderState
+from nmt.data.tokenizer import BOS_ID, SPECIAL_IDS, model_files
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file, write_text_atomic
 from nmt.layout import (
     CONFIG_FILE,
     ENCODER_ONNX,
     ENCODER_ONNX_INT8,
+    FORMAT_VERSION,
     MANIFEST_FILE,
     STEP_ONNX,
     STEP_ONNX_INT8,
     RunDir,
 )
-from nmt.model import Seq2Seq
-from nmt.tokenizer import BOS_ID, SPECIAL_IDS, model_files
+from nmt.models.decoder import DecoderState
+from nmt.models.seq2seq import Seq2Seq
+from nmt.models.weights import load_model_dir
+from nmt.onnx.manifest import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, require_onnx
 
 log = logging.getLogger(__name__)
 
-#: The export format; a backend refuses a manifest with another.
-EXPORT_FORMAT = "nmt-onnx"
-EXPORT_FORMAT_VERSION = 1
 #: ONNX opset of the graphs (LSTM with sequence_lens, Where, boolean masks: all in 17).
 OPSET = 17
+
+
+
 #: Largest |log-probability difference| between torch and ONNX Runtime accepted at export.
 PARITY_TOLERANCE = 1e-3
-ONNX_EXTRA_HINT = "install the ONNX extra: pip install -e '.[onnx]' (onnx and onnxruntime)"
 
-
-def require_onnx(what: str = "the ONNX backend") -> None:
-    """Raise a ConfigError naming the install command when onnx or onnxruntime is missing."""
-    missing = []
-    for module in ("onnx", "onnxruntime"):
-        try:
-            __import__(module)
-        except ImportError:
-            missing.append(module)
-    if missing:
-        raise ConfigError(f"{what} needs {' and '.join(missing)}, which "
-                          f"{'is' if len(missing) == 1 else 'are'} not installed: "
-                          f"{ONNX_EXTRA_HINT}")
 
 
 @dataclass(frozen=True)
@@ -119,6 +108,7 @@ class GraphNames:
                    step_outputs=("log_probs", "h_out", "c_out", *(f"{f}_out" for f in feed)))
 
 
+
 class EncoderGraph(nn.Module):
     """What ``encoder.onnx`` computes: encode, bridge and project the keys once."""
 
@@ -133,6 +123,7 @@ class EncoderGraph(nn.Module):
         values = {"h0": state.h, "c0": state.c, "mask": state.mask, "keys": enc.outputs,
                   "proj_keys": state.proj_keys}
         return tuple(values[name] for name in self.names.encoder_outputs)
+
 
 
 class StepGraph(nn.Module):
@@ -156,9 +147,11 @@ class StepGraph(nn.Module):
         return tuple(out)
 
 
+
 def _axes(shape: list[Any]) -> dict[int, str]:
     """Dynamic axes for torch.onnx.export: the positions of named dimensions."""
     return {i: dim for i, dim in enumerate(shape) if isinstance(dim, str)}
+
 
 
 def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
@@ -179,8 +172,10 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
     }
 
 
+
 _DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
            "src_ids": "int64"}
+
 
 
 def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
@@ -195,6 +190,7 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     return out
 
 
+
 def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sources of lengths 5 and 3 (B=2, S=5), ids drawn from the real vocabulary."""
     vocab = model.encoder.embed.num_embeddings
@@ -203,6 +199,7 @@ def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
                         generator=generator)
     src[1, 3:] = 0
     return src, torch.tensor([5, 3])
+
 
 
 @torch.no_grad()
@@ -235,6 +232,7 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
             opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
+
 @contextlib.contextmanager
 def _native_stderr_to_debug() -> Iterator[None]:
     """Send what C++ code writes to file descriptor 2 meanwhile to the debug log: the
@@ -255,6 +253,7 @@ def _native_stderr_to_debug() -> Iterator[None]:
                 log.debug("exporter messages:\n%s", text)
 
 
+
 def _quantize(directory: Path) -> None:
     """Write the int8 graphs with ONNX Runtime's dynamic quantisation (weights int8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -270,12 +269,13 @@ def _quantize(directory: Path) -> None:
             logging.disable(disabled)
 
 
+
 @torch.no_grad()
 def parity(model: Seq2Seq, directory: Path, manifest: dict[str, Any], int8: bool = False,
            steps: int = 4) -> float:
     """Largest |log-probability difference| between torch and the exported graphs over a few
     greedy steps on :func:`example_inputs` (beams of 2 sharing the memory)."""
-    from nmt.onnx_backend import OnnxModel
+    from nmt.onnx.runtime import OnnxModel
 
     backend = OnnxModel.open(directory, manifest, int8=int8, verify=False)
     src, lengths = example_inputs(model)
@@ -289,6 +289,7 @@ def parity(model: Seq2Seq, directory: Path, manifest: dict[str, Any], int8: bool
         worst = max(worst, float((ref - got).abs().max()))
         tokens = ref.argmax(-1)
     return worst
+
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False) -> dict:
@@ -340,6 +341,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
     return manifest
 
 
+
 def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[str, list[Any]],
               int8: bool, source: Path) -> dict:
     """The manifest without ``files`` and ``parity`` (added once those are known)."""
@@ -371,6 +373,7 @@ def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[st
     }
 
 
+
 def _check_target(out: Path) -> None:
     """Refuse an ``-o`` that is a file, or a directory holding anything but an earlier export
     (the files its manifest lists): replacing it must not delete a user's files."""
@@ -381,7 +384,7 @@ def _check_target(out: Path) -> None:
     present = {p.name for p in out.iterdir()}
     if not present:
         return
-    from nmt.onnx_backend import read_manifest
+    from nmt.onnx.manifest import read_manifest
 
     try:
         listed = {*read_manifest(out)["files"], MANIFEST_FILE}
@@ -392,6 +395,7 @@ def _check_target(out: Path) -> None:
         raise ConfigError(f"{out} is not empty and not an earlier export (it holds "
                           f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): give "
                           "a new or empty directory to -o, or remove those files")
+
 
 
 def _replace_dir(work: Path, out: Path) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from nmt.fileio import atomic_write
 from nmt.layout import RunDir
 
-log = logging.getLogger("nmt.train")
+log = logging.getLogger("nmt.training.trainer")
 
 METRIC_FIELDS = ("step", "epoch", "train_loss", "lr", "valid_loss", "valid_ppl", "bleu", "chrf",
                  "tokens_per_s", "elapsed_s")

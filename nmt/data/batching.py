@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Protocol
 import numpy as np
 import torch
 
-from nmt.encoding import EncodedSplit
+from nmt.data.id_cache import EncodedSplit
+from nmt.data.tokenizer import PAD_ID
 from nmt.errors import ConfigError
-from nmt.tokenizer import PAD_ID
 
 if TYPE_CHECKING:
     import datasets
@@ -90,7 +90,7 @@ class Corpus:
     """An encoded split (columns ``src_ids``, ``tgt_ids``) as flat arrays plus offsets.
 
     Args:
-        data: an :class:`~nmt.encoding.EncodedSplit` (its kept rows), or an encoded
+        data: an :class:`~nmt.data.id_cache.EncodedSplit` (its kept rows), or an encoded
             ``datasets.Dataset`` (its rows as it shows them, a selection included).
         rows: (N,) positions among those rows to take, in that order; None: all of them.
 
@@ -117,7 +117,7 @@ class Corpus:
     @classmethod
     def from_ids(cls, src: Sequence[Sequence[int]], tgt: Sequence[Sequence[int]]) -> Corpus:
         """A corpus of id lists held in memory (source: pieces + EOS; target: BOS + pieces +
-        EOS), e.g. one epoch's sampled segmentation (:mod:`nmt.sampling`)."""
+        EOS), e.g. one epoch's sampled segmentation (:mod:`nmt.data.subword_sampling`)."""
         corpus = cls.__new__(cls)
         corpus.src_values, corpus.src_offsets = cls._pack(src)
         corpus.tgt_values, corpus.tgt_offsets = cls._pack(tgt)
@@ -274,7 +274,7 @@ def padding_fraction(batches: Sequence[np.ndarray], src_lengths: np.ndarray,
 
 
 class Position(Protocol):
-    """Where training stands in the batch order (:class:`nmt.train.Progress` is one)."""
+    """Where training stands in the batch order (:class:`nmt.training.trainer.Progress` is one)."""
 
     epoch: int
     batch_in_epoch: int  # batches of the epoch handed out, over every process
@@ -283,7 +283,7 @@ class Position(Protocol):
 
 class EpochBatches(Protocol):
     """What hands out an epoch's batches: :class:`TokenBatchSampler`, or
-    :class:`nmt.sampling.SampledBatches` with subword regularisation."""
+    :class:`nmt.data.subword_sampling.SampledBatches` with subword regularisation."""
 
     def batches(self, epoch: int) -> list[np.ndarray]: ...
 

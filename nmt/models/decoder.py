@@ -17,10 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from nmt.attention import build_attention
-from nmt.encoder import EncoderOutput, WordDropout
+from nmt.data.tokenizer import PAD_ID
 from nmt.errors import ConfigError
-from nmt.tokenizer import PAD_ID
+from nmt.models.attention import build_attention
+from nmt.models.encoder import EncoderOutput, WordDropout
 
 
 @dataclass
@@ -162,7 +162,7 @@ class Decoder(nn.Module):
         ``tgt_in`` is BOS + gold[:-1]. With ``teacher_forcing_ratio`` < 1 each sentence takes,
         at each step after the first, the gold token with that probability and otherwise the
         model's own previous prediction (scheduled sampling). The trainer applies the output
-        projection itself, fused with the loss (:mod:`nmt.loss`).
+        projection itself, fused with the loss (:mod:`nmt.training.loss`).
         """
         if not self.input_feeding and teacher_forcing_ratio >= 1.0:
             x = self.dropout(self.word_dropout(self.embed(tgt_in)))  # (B, T, E)
@@ -228,9 +228,9 @@ def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tens
 
     Only the S columns of the source's words mix in a copy term; every other word keeps the
     generate term ``log(1 - p_copy) + log_softmax(logits)`` as it is (as in the training loss,
-    :func:`nmt.loss.copy_cross_entropy`). So the full-vocabulary work is one log-softmax, and
-    the mixture is computed on (R, S) only: beam search with copy attention costs little more
-    than without. The copy term is floored at 1e-30 (padding has weight 0).
+    :func:`nmt.training.loss.copy_cross_entropy`). So the full-vocabulary work is one
+    log-softmax, and the mixture is computed on (R, S) only: beam search with copy attention
+    costs little more than without. The copy term is floored at 1e-30 (padding has weight 0).
     """
     logits, gate, weights = logits.float(), gate.float(), weights.float()
     rows, memory_rows = weights.size(0), src.size(0)

@@ -31,10 +31,10 @@ import threading
 import numpy as np
 import sentencepiece as spm
 
-from nmt.batching import Corpus, TokenBatchSampler
-from nmt.encoding import EncodedSplit
+from nmt.data.batching import Corpus, TokenBatchSampler
+from nmt.data.id_cache import EncodedSplit
+from nmt.data.tokenizer import Tokenizer
 from nmt.errors import ConfigError
-from nmt.tokenizer import Tokenizer
 
 # held from setting SentencePiece's process-wide seed until the draws it seeds are done
 _SEED_LOCK = threading.Lock()
@@ -71,7 +71,8 @@ class SampledEpochs:
         seed: ``training.seed``.
         max_len: ``data.max_len``: longer samples take the best segmentation, as do those
             longer than ``max_tokens`` (the batch budget) with their specials.
-        best: the split's :class:`~nmt.batching.Corpus` if the caller has it (not gathered twice).
+        best: the split's :class:`~nmt.data.batching.Corpus` if the caller has it (not gathered
+            twice).
     """
 
     def __init__(self, split: EncodedSplit, src_tok: Tokenizer, tgt_tok: Tokenizer,
@@ -160,7 +161,7 @@ class SampledEpochs:
 
 
 class SampledBatches:
-    """Each epoch's batches over its sampled corpus: :class:`~nmt.batching.TokenBatchSampler`'s
+    """Each epoch's batches over its sampled corpus: :class:`~nmt.data.batching.TokenBatchSampler`'s
     batches (same budget and seed) of :meth:`SampledEpochs.corpus`. ``corpus`` is the corpus
     whose indices the last :meth:`batches` call returned."""
 

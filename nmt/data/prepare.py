@@ -1,10 +1,10 @@
 """The prepare stage: load a corpus, train or load its tokenizer(s), clean and encode the splits.
 
-:func:`prepare` runs the stage for a run directory: the splits come from :mod:`nmt.sources`,
+:func:`prepare` runs the stage for a run directory: the splits come from :mod:`nmt.data.sources`,
 the SentencePiece model(s) from :func:`prepare_tokenizers`, the encoded ids from
-:mod:`nmt.encoding`. Trained models are written into the run directory with a marker,
+:mod:`nmt.data.id_cache`. Trained models are written into the run directory with a marker,
 ``tokenizer.json`` (:attr:`nmt.layout.RunDir.tokenizer_marker`), that holds a hash of the
-training data's :func:`nmt.sources.fingerprint` and the tokenizer settings, so a later run with
+training data's :func:`nmt.data.sources.fingerprint` and the tokenizer settings, so a later run with
 the same data and settings re-uses them instead of training again. :func:`prepare_run_dir` is
 ``nmt prepare`` and the recipes' stage 1: :func:`prepare`, then the run's ``config.yaml``.
 """
@@ -18,12 +18,9 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from nmt.config import Config, TokenizerConfig, save_config, to_dict
-from nmt.encoding import CACHE_VERSION, EncodedSplit, SplitStats, cache_dir, encode_split
-from nmt.errors import ConfigError, DataError
-from nmt.fileio import sha256_text, write_text_atomic
-from nmt.layout import RunDir
-from nmt.sources import SPLITS, fingerprint, load_splits
-from nmt.tokenizer import (
+from nmt.data.id_cache import CACHE_VERSION, EncodedSplit, SplitStats, cache_dir, encode_split
+from nmt.data.sources import SPLITS, fingerprint, load_splits
+from nmt.data.tokenizer import (
     Tokenizer,
     load_from_dir,
     load_pretrained,
@@ -31,6 +28,9 @@ from nmt.tokenizer import (
     sample_lines,
     train_sentencepiece,
 )
+from nmt.errors import ConfigError, DataError
+from nmt.fileio import sha256_text, write_text_atomic
+from nmt.layout import RunDir
 
 if TYPE_CHECKING:
     import datasets

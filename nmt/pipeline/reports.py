@@ -3,8 +3,9 @@
 
 These files travel with a model directory, so they name no path of the machine that trained
 it: the corpus is named by its hub dataset, or by a path relative to the run directory or to
-the repository root; the config's paths are made relative the same way; the model directory is
-named relative to the repository (or by its own name when it lies elsewhere).
+a base directory (the recipe passes the directory it was run from, where its relative paths
+such as ``runs/NAME`` start); the config's paths are made relative the same way; the model
+directory is named relative to the base (or by its own name when it lies elsewhere).
 """
 
 from __future__ import annotations
@@ -12,20 +13,10 @@ from __future__ import annotations
 import os
 import platform
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
-from nmt.config import Config, DecodingConfig, to_dict
-from nmt.evaluate import Scores
-
-if TYPE_CHECKING:
-    from nmt.recipe import Recipe
-
-#: The checkout this package runs from (``recipes/``, ``runs/`` and shipped data lie under it).
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
-#: Formats whose ``data.train`` / ``valid`` / ``test`` are local file paths or prefixes.
-_FILE_FORMATS = ("text", "tsv", "jsonl")
-
+from nmt.config import FILE_FORMATS, Config, DecodingConfig, to_dict
+from nmt.scoring import Scores
 
 # --------------------------------------------------------------------------- paths
 
@@ -38,42 +29,42 @@ def _relative(path: Path, base: Path) -> str | None:
     return rel.as_posix() if ups < len(base.parts) - 1 else None
 
 
-def shareable_path(path: str | Path, run_dir: str | Path, repo_root: Path = REPO_ROOT) -> str:
-    """A local path as a shared report shows it: relative to the run directory or to the
-    repository root, whichever is shorter; its name alone when it lies outside both."""
+def shareable_path(path: str | Path, run_dir: str | Path, base: Path) -> str:
+    """A local path as a shared report shows it: relative to the run directory or to ``base``,
+    whichever is shorter; its name alone when it lies outside both."""
     target = Path(path).resolve()
-    candidates = [rel for base in (Path(run_dir).resolve(), repo_root.resolve())
-                  if (rel := _relative(target, base)) is not None]
+    candidates = [rel for start in (Path(run_dir).resolve(), base.resolve())
+                  if (rel := _relative(target, start)) is not None]
     return min(candidates, key=len) if candidates else target.name
 
 
-def model_dir_name(run_dir: str | Path, repo_root: Path = REPO_ROOT) -> str:
-    """How a report names its own model directory: relative to the repository root when it
-    lies under it (``runs/lohelp_en_de``), else by its name."""
-    root, repo = Path(run_dir).resolve(), repo_root.resolve()
-    return root.relative_to(repo).as_posix() if root.is_relative_to(repo) else root.name
+def model_dir_name(run_dir: str | Path, base: Path) -> str:
+    """How a report names its own model directory: relative to ``base`` when it lies under it
+    (``runs/lohelp_en_de``), else by its name."""
+    root, start = Path(run_dir).resolve(), base.resolve()
+    return root.relative_to(start).as_posix() if root.is_relative_to(start) else root.name
 
 
-def corpus_name(config: Config, repo_root: Path = REPO_ROOT) -> str:
+def corpus_name(config: Config, base: Path) -> str:
     """The corpus of a run: the hub dataset's name, else a shareable path of the saved dataset
     (``disk``) or of the training files."""
     data = config.data
     if data.format == "hub":
         return str(data.dataset)
     where = data.dataset if data.format == "disk" else data.train
-    return shareable_path(where, config.out, repo_root) if where else "?"
+    return shareable_path(where, config.out, base) if where else "?"
 
 
-def shareable_config(config: Config, repo_root: Path = REPO_ROOT) -> dict[str, Any]:
+def shareable_config(config: Config, base: Path) -> dict[str, Any]:
     """The config as a plain dict with every local path made shareable (see the module)."""
     raw = to_dict(config)
-    raw["output_dir"] = model_dir_name(config.out, repo_root)
+    raw["output_dir"] = model_dir_name(config.out, base)
 
     def share(section: str, key: str) -> None:
         if raw[section].get(key):
-            raw[section][key] = shareable_path(raw[section][key], config.out, repo_root)
+            raw[section][key] = shareable_path(raw[section][key], config.out, base)
 
-    if config.data.format in _FILE_FORMATS:
+    if config.data.format in FILE_FORMATS:
         for split in ("train", "valid", "test"):
             share("data", split)
     if config.data.format == "disk":
@@ -112,12 +103,13 @@ def hardware() -> dict[str, Any]:
 
 def results(recipe_name: str, config: Config, scores: Scores, beam: int,
             training: dict[str, Any], translation: dict[str, Any],
-            stages: dict[str, Any]) -> dict[str, Any]:
+            stages: dict[str, Any], base: Path) -> dict[str, Any]:
     """The contents of ``results.json``: corpus, test scores with their signatures, the
-    training and translation figures, each stage's seconds, the hardware and the config."""
+    training and translation figures, each stage's seconds, the hardware and the config (paths
+    relative to the run directory or ``base``)."""
     return {
         "recipe": recipe_name, "name": config.name,
-        "data": {"source": corpus_name(config), "format": config.data.format,
+        "data": {"source": corpus_name(config, base), "format": config.data.format,
                  "src_lang": config.data.src_lang, "tgt_lang": config.data.tgt_lang,
                  "pairs": stages.get("tokenizer", {}).get("summary", "")},
         "test": {"bleu": round(scores.bleu, 2), "chrf": round(scores.chrf, 2),
@@ -128,11 +120,22 @@ def results(recipe_name: str, config: Config, scores: Scores, beam: int,
         "translation": translation,
         "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
         "hardware": hardware(),
-        "config": shareable_config(config),
+        "config": shareable_config(config, base),
     }
 
 
 # --------------------------------------------------------------------------- the model card
+
+
+class RecipeInfo(Protocol):
+    """What the model card says of the recipe that made a run (a
+    :class:`nmt.pipeline.recipe.Recipe` has these)."""
+
+    name: str
+    description: str
+    data_notice: str
+    cite: list[str]
+
 
 
 def search_settings(d: DecodingConfig) -> str:
@@ -146,12 +149,13 @@ def search_settings(d: DecodingConfig) -> str:
     return ", ".join(words)
 
 
-def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
-    """The run directory's README.md: data, model, training, scores, how to use it."""
+def model_card(recipe: RecipeInfo, config: Config, results: dict[str, Any], base: Path) -> str:
+    """The run directory's README.md: data, model, training, scores, how to use it (the model
+    directory named relative to ``base``)."""
     test, training = results["test"], results["training"]
     hw = results["hardware"]
     m = config.model
-    model_dir = model_dir_name(config.out)
+    model_dir = model_dir_name(config.out, base)
     lines = [
         f"# {config.name}: {config.data.src_lang}→{config.data.tgt_lang} LSTM translation model",
         "",
@@ -208,7 +212,7 @@ def model_card(recipe: Recipe, config: Config, results: dict[str, Any]) -> str:
         "```",
         "",
         "```python",
-        "from nmt.translate import Translator",
+        "from nmt.inference.translator import Translator",
         "",
         f"translator = Translator.load({model_dir!r})",
         "print(translator.translate([\"...\"]))",

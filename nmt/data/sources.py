@@ -12,8 +12,8 @@ Every source becomes a ``datasets.Dataset`` with two string columns, ``src`` and
 
 Local files are read by generators through ``Dataset.from_generator``, which writes Arrow files to
 the cache; memory stays flat however large the corpus. :func:`fingerprint` names a loaded
-dataset's content for the caches downstream (:mod:`nmt.encoding`, :mod:`nmt.prepare`) through
-public ``datasets`` API only. Cleaning and encoding live in :mod:`nmt.encoding`.
+dataset's content for the caches downstream (:mod:`nmt.data.id_cache`, :mod:`nmt.data.prepare`)
+through public ``datasets`` API only. Cleaning and encoding live in :mod:`nmt.data.id_cache`.
 """
 
 from __future__ import annotations

@@ -4,14 +4,16 @@
 knows epochs, the resume position, ranks and accumulation); before an update the schedule
 sets the learning rate; :meth:`Trainer.train_step` sums ``accumulate`` batches' gradients,
 clips and steps Adam; every ``valid_every`` updates the model is validated (loss, perplexity,
-greedy BLEU and chrF through the one decoding path, :func:`nmt.search.decode_all`), the best
+greedy BLEU and chrF through the one decoding path, :func:`nmt.models.search.decode_all`), the best
 weights are kept as ``model.safetensors`` and a checkpoint is written, so ``--resume``
 continues from there. Two kinds of weight averaging are options: an exponential moving average
-kept during training (``training.ema_decay``, :mod:`nmt.ema`: validated and kept instead of the
-raw weights), and after training the mean of the last N checkpoints (``training.average_last``),
-kept when it validates better. What lives elsewhere: schedules in :mod:`nmt.schedule`, the loss in
-:mod:`nmt.loss`, checkpoints and random states in :mod:`nmt.checkpoint`, the run's outputs
-(log, TensorBoard, ``metrics.csv``, ``curve.png``, progress bar) in :mod:`nmt.reporter`.
+kept during training (``training.ema_decay``, :mod:`nmt.training.ema`: validated and kept
+instead of the raw weights), and after training the mean of the last N checkpoints
+(``training.average_last``), kept when it validates better. What lives elsewhere: schedules in
+:mod:`nmt.training.schedule`, the loss in :mod:`nmt.training.loss`, checkpoints and random
+states in :mod:`nmt.training.checkpoints` (weights in :mod:`nmt.models.weights`), the run's
+outputs (log, TensorBoard, ``metrics.csv``, ``curve.png``, progress bar) in
+:mod:`nmt.training.run_log`.
 
 Precision: ``bf16`` autocast on CPUs where it is faster than fp32 (``auto``; see
 :mod:`nmt.device`) and on CUDA; ``fp16`` with a gradient scaler on CUDA devices without bf16.
@@ -37,17 +39,10 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 import numpy as np
 import torch
 
-from nmt import distributed
-from nmt.batching import Corpus, TokenBatchSampler, updates
-from nmt.checkpoint import (
-    average_weights,
-    check_run_dir,
-    load_checkpoint,
-    load_tensors,
-    save_checkpoint,
-    save_weights,
-)
 from nmt.config import Config, save_config
+from nmt.data.batching import Corpus, TokenBatchSampler, updates
+from nmt.data.prepare import Prepared, prepare
+from nmt.data.subword_sampling import SampledBatches, SampledEpochs
 from nmt.device import (
     autocast,
     cpu_has_bf16_instructions,
@@ -57,16 +52,17 @@ from nmt.device import (
     resolve_device,
     resolve_precision,
 )
-from nmt.ema import WeightEMA
 from nmt.errors import ConfigError, NMTError, TrainingInterrupted
 from nmt.layout import RunDir
-from nmt.loss import TrainingLoss
-from nmt.model import build_model, count_parameters
-from nmt.prepare import Prepared, prepare
-from nmt.reporter import Reporter, Window
-from nmt.sampling import SampledBatches, SampledEpochs
-from nmt.schedule import Budget, Schedule
-from nmt.validation import validate
+from nmt.models.seq2seq import build_model, count_parameters
+from nmt.models.weights import average_weights, load_tensors, save_weights
+from nmt.training import distributed
+from nmt.training.checkpoints import check_run_dir, load_checkpoint, save_checkpoint
+from nmt.training.ema import WeightEMA
+from nmt.training.loss import TrainingLoss
+from nmt.training.run_log import Reporter, Window
+from nmt.training.schedule import Budget, Schedule
+from nmt.training.validation import validate
 
 
 @dataclass

@@ -91,7 +91,7 @@ class Tokenizer:
         Unigram models sample among the ``nbest`` best segmentations (-1: all of them) with
         smoothing ``alpha``; BPE models drop merges with probability ``alpha`` (BPE-dropout).
         One thread, so that a seed set with ``spm.set_random_generator_seed`` before the
-        thread's first draw fixes the result (see :mod:`nmt.sampling`).
+        thread's first draw fixes the result (see :mod:`nmt.data.subword_sampling`).
         """
         return self.sp.encode(list(texts), add_bos=add_bos, add_eos=add_eos,
                               enable_sampling=True, alpha=alpha, nbest_size=nbest,

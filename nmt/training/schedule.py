@@ -24,9 +24,9 @@ from typing import Any
 
 import torch
 
-from nmt import distributed
 from nmt.config import TrainingConfig
-from nmt.distributed import Dist
+from nmt.training import distributed
+from nmt.training.distributed import Dist
 
 
 def inverse_sqrt(step: int, warmup: int) -> float:
