@@ -21,7 +21,7 @@ use (PEP 562), so ``from nmt import Translator`` works and ``nmt --help`` starts
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 __version__ = "0.1.0"
 
@@ -41,21 +41,6 @@ _PUBLIC = {
 }
 
 __all__ = ["__version__", *_PUBLIC]
-
-if TYPE_CHECKING:  # for type checkers and editors; never run
-    from nmt.config import Config, DecodingConfig, load_config  # noqa: F401
-    from nmt.data.prepare import prepare  # noqa: F401
-    from nmt.data.tokenizer import Tokenizer  # noqa: F401
-    from nmt.errors import ConfigError, DataError, NMTError  # noqa: F401
-    from nmt.inference.evaluate import evaluate_model  # noqa: F401
-    from nmt.inference.translator import Translator  # noqa: F401
-    from nmt.layout import FORMAT_VERSION, RunDir  # noqa: F401
-    from nmt.models.seq2seq import Ensemble, Seq2Seq, build_model  # noqa: F401
-    from nmt.models.weights import average_model_dir, load_model_dir  # noqa: F401
-    from nmt.onnx.export import export_model  # noqa: F401
-    from nmt.scoring import evaluate_files, score  # noqa: F401
-    from nmt.training.trainer import Trainer, train  # noqa: F401
-
 
 def __getattr__(name: str) -> Any:
     """Load a public name's module on first use (PEP 562)."""

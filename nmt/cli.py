@@ -322,7 +322,7 @@ def _report_truncations(truncated: list) -> None:
 def _onnx_threads_sleep(args: argparse.Namespace) -> None:
     """Before torch loads: with the ONNX backend, idle OpenMP threads of torch (which then runs
     only the search's glue) sleep instead of spinning, leaving the cores to ONNX Runtime (beam
-    search ran 1.3x faster so; README, "Export and deployment")."""
+    search ran 1.3x faster so; docs/export.md)."""
     import os
     from pathlib import Path
 

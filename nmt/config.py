@@ -10,8 +10,8 @@ A run is described by one YAML file with the sections ``data``, ``tokenizer``, `
 
 ``key=value`` overrides on the command line (``model.hidden_size=512``) are merged over the
 file before validation. A resolved config written back with :func:`save_config` reloads to an
-equal object. Each field's ``metadata`` carries its help text and limits; the README's config
-reference is generated from it (:func:`describe`).
+equal object. Each field's ``metadata`` carries its help text and limits; the config
+reference (docs/config.md) is generated from it (:func:`describe`).
 """
 
 from __future__ import annotations
@@ -517,7 +517,7 @@ def save_config(config: Config, path: str | Path) -> None:
 
 
 def describe() -> list[tuple[str, str, str]]:
-    """(key, default, help) for every config key, for the README's config reference."""
+    """(key, default, help) for every config key, for the config reference (docs/config.md)."""
     rows: list[tuple[str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:

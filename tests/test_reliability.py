@@ -399,7 +399,8 @@ BAD_INPUT = {
     "negative max length": (
         lambda t, m: _prepare(t, "data.max_len=-5"), "data.max_len: must be at least 1, got -5"),
     "negative output length": (
-        lambda t, m: ["translate", "-m", m, "--max-len-b", "-1"], "--max-len-b: must be at least 0"),
+        lambda t, m: ["translate", "-m", m, "--max-len-b", "-1"],
+        "--max-len-b: must be at least 0"),
     "vocabulary smaller than the special symbols": (
         lambda t, m: _prepare(t, "tokenizer.vocab_size=3"),
         "tokenizer.vocab_size: must be at least 8"),
