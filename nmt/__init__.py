@@ -10,7 +10,8 @@ gives the layer order that a test enforces):
 - :mod:`nmt.models`: the network, its weights and the search;
 - :mod:`nmt.training`: the trainer, loss, schedule, validation, checkpoints, torchrun;
 - :mod:`nmt.onnx`: export and the ONNX Runtime backend;
-- :mod:`nmt.inference`: the :class:`Translator` and evaluating a model;
+- :mod:`nmt.inference`: the :class:`~nmt.inference.translator.Translator` and evaluating a
+  model;
 - :mod:`nmt.serve` (a LibreTranslate-compatible server) and :mod:`nmt.pipeline` (recipes);
 - :mod:`nmt.cli`: the ``nmt`` command.
 

@@ -12,11 +12,15 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from nmt import __version__
 from nmt.config import DATA_FORMATS, LONG_LINES, DecodingConfig
 from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
 from nmt.errors import ConfigError, DataError
+
+if TYPE_CHECKING:
+    from nmt.inference.translator import Translator
 
 #: The decoding settings that translate, serve and evaluate take as flags (--beam-size ...).
 DECODING_FLAGS = ("beam_size", "length_penalty", "word_reward", "long_lines", "max_len_a",
@@ -44,7 +48,6 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("overrides", nargs="*", metavar="KEY=VALUE",
                         help="config overrides applied over the file, e.g. model.hidden_size=512")
     parser.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
-
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -208,7 +211,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-
 def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
                        output_required: bool = False, ensemble: bool = False) -> None:
     """-m MODEL_DIR, -i input text, -o output and --errors (translate, encode)."""
@@ -222,7 +224,6 @@ def _add_model_io_args(p: argparse.ArgumentParser, output_help: str,
     p.add_argument("-o", "--output", metavar="FILE", required=output_required, help=output_help)
     p.add_argument("--errors", choices=("strict", "replace"), default="strict",
                    help="invalid UTF-8 input: stop with the line number (strict) or replace")
-
 
 
 def _add_decoding_args(p: argparse.ArgumentParser) -> None:
@@ -250,13 +251,12 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                         "for an export, else torch")
 
 
-
 def _flag(key: str) -> str:
     """The command-line flag of a decoding setting: beam_size -> --beam-size."""
     return "--" + key.replace("_", "-")
 
 
-def _decoding_options(args: argparse.Namespace, **more: object) -> dict:
+def _decoding_options(args: argparse.Namespace, **more: object) -> dict[str, Any]:
     """The decoding flags given (None: not given), checked as the config checks the same keys
     (:meth:`nmt.config.DecodingConfig.check_overrides`), before any model is loaded."""
     values = {key: getattr(args, key) for key in DECODING_FLAGS}
@@ -281,7 +281,6 @@ def _read_input(path: str | None, errors: str) -> list[str]:
         raise DataError(f"{exc} (or pass --errors replace)") from None
 
 
-
 def _write_lines(path: str | None, lines: list[str]) -> None:
     text = "".join(line.replace("\n", " ") + "\n" for line in lines)
     if path is None:
@@ -293,8 +292,7 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
     write_text_atomic(path, text)
 
 
-
-def _translate_lines(translator, lines: list[str], options,
+def _translate_lines(translator: Translator, lines: list[str], options: DecodingConfig,
                      show_progress: bool) -> list[list[tuple[str, float]]]:
     bar = None
     if show_progress:
@@ -318,7 +316,6 @@ def _report_truncations(truncated: list) -> None:
                          f"from the first {cut.kept} (the model's data.max_len)\n")
 
 
-
 def _onnx_threads_sleep(args: argparse.Namespace) -> None:
     """Before torch loads: with the ONNX backend, idle OpenMP threads of torch (which then runs
     only the search's glue) sleep instead of spinning, leaving the cores to ONNX Runtime (beam
@@ -334,7 +331,6 @@ def _onnx_threads_sleep(args: argparse.Namespace) -> None:
         os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-
 def _cmd_export(args: argparse.Namespace) -> int:
     if len(args.model) > 1:
         raise ConfigError("an ensemble cannot be exported: export each model directory with "
@@ -348,7 +344,6 @@ def _cmd_export(args: argparse.Namespace) -> int:
           f"largest log-probability difference from torch: {parity['fp32_max_abs_diff']:.1e}"
           f"{extra}); translate with: nmt translate -m {args.output}")
     return 0
-
 
 
 def _cmd_translate(args: argparse.Namespace) -> int:
@@ -399,7 +394,6 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _cmd_serve(args: argparse.Namespace) -> int:
     _onnx_threads_sleep(args)
     options = _decoding_options(args)
@@ -424,7 +418,6 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     return run(models, limits, args.host, args.port)
 
 
-
 def _cmd_encode(args: argparse.Namespace) -> int:
     lines = _read_input(args.input, args.errors)
     from nmt.inference.translator import Translator
@@ -442,7 +435,6 @@ def _cmd_encode(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _cmd_average(args: argparse.Namespace) -> int:
     from nmt.models.weights import average_model_dir
 
@@ -454,12 +446,10 @@ def _cmd_average(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def _load(args: argparse.Namespace, values: dict | None = None):
     from nmt.config import load_config
 
     return load_config(args.config, args.overrides, values)
-
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -478,7 +468,6 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
     print(prepare_run_dir(config).summary())
     return 0
-
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
@@ -508,7 +497,6 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(f"trained {progress.step} updates ({progress.epoch} epochs, {progress.elapsed:.0f} s); "
           f"{best}; model directory: {config.out}")
     return 0
-
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -543,7 +531,6 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
-
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``nmt`` console script."""
     parser = build_parser()
@@ -555,7 +542,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     setup_logging(getattr(args, "quiet", False)
                   or args.command in ("translate", "encode", "evaluate"))
     return run_reporting_errors(f"nmt {args.command}", lambda: args.handler(args))
-
 
 
 if __name__ == "__main__":

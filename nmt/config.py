@@ -205,9 +205,12 @@ class TrainingConfig:
 LONG_LINES = ("split", "truncate")
 
 
-@dataclass
+@dataclass(frozen=True)
 class DecodingConfig:
-    """Search settings for validation and translation."""
+    """Search settings for validation and translation: the one decoding-options type.
+
+    Frozen and checked when made (a value out of range is a :class:`ConfigError` naming the
+    key), so options that reach the search are valid; :meth:`updated` makes a checked copy."""
 
     beam_size: int = _f(5, "Beam size (1: greedy).", min=1)
     length_penalty: float = _f(1.0, "GNMT length penalty alpha: score / ((5 + len) / 6)^alpha.",

@@ -21,7 +21,6 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
-
 def setup_logging(quiet: bool) -> None:
     """Log to stderr (warnings only when ``quiet``); the ``nmt`` loggers keep INFO for files."""
     root = logging.getLogger()
@@ -40,7 +39,6 @@ def setup_logging(quiet: bool) -> None:
     os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
 
 
-
 def parse_args(parser: argparse.ArgumentParser,
                argv: Sequence[str] | None = None) -> argparse.Namespace:
     """Parse with KEY=VALUE overrides allowed anywhere, also after flags.
@@ -56,7 +54,6 @@ def parse_args(parser: argparse.ArgumentParser,
     if extras:
         _unrecognized(parser, args, extras)
     return args
-
 
 
 def _unrecognized(parser: argparse.ArgumentParser, args: argparse.Namespace,

@@ -31,7 +31,6 @@ class Scores:
     sentences: int
 
 
-
 def read_lines(path: str | Path) -> list[str]:
     """Lines of a UTF-8 text file, split on ``\\n`` only, without line endings."""
     path = Path(path)
@@ -40,17 +39,14 @@ def read_lines(path: str | Path) -> list[str]:
     return split_lines(path.read_bytes(), str(path))
 
 
-
 #: BLEU tokenizers for scripts written without spaces (13a would score whole sentences as words).
 _CJK_TOKENIZERS = {"zh": "zh", "ja": "char", "ko": "char", "th": "char", "my": "char",
                    "km": "char", "lo": "char"}
 
 
-
 def bleu_tokenizer(lang: str | None) -> str:
     """sacreBLEU's tokenizer for a target language: zh, char for other unspaced scripts, 13a."""
     return _CJK_TOKENIZERS.get((lang or "").split("-")[0].split("_")[0].lower(), "13a")
-
 
 
 def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str = "hypotheses",
@@ -77,7 +73,6 @@ def score(hyps: Sequence[str], refs: Sequence[Sequence[str]], hyp_name: str = "h
                   ter_signature=str(ter.get_signature()), sentences=len(hyps))
 
 
-
 def format_scores(scores: Scores, as_json: bool = False) -> str:
     """Scores as JSON or as three human-readable lines."""
     if as_json:
@@ -85,7 +80,6 @@ def format_scores(scores: Scores, as_json: bool = False) -> str:
     return "\n".join([f"BLEU = {scores.bleu:.2f}  ({scores.bleu_signature})",
                       f"chrF = {scores.chrf:.2f}  ({scores.chrf_signature})",
                       f"TER  = {scores.ter:.2f}  ({scores.ter_signature})"])
-
 
 
 def evaluate_files(hyp: str | Path, refs: Sequence[str | Path], tokenize: str | None = None,

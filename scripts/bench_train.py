@@ -162,7 +162,6 @@ def matmul_flops(dtype_name: str, n: int = 2048, reps: int = 10) -> float:
     return 2.0 * n ** 3 / statistics.median(times)
 
 
-
 def summarise(name: str, step_times: list[float], tokens: list[int], flops: list[float],
               extra: dict[str, Any]) -> dict[str, Any]:
     """The JSON record of one configuration."""

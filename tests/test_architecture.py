@@ -49,25 +49,74 @@ def room(module: str) -> str:
     return parts[1]
 
 
-def imports(path: Path, known: set[str]) -> set[str]:
-    """The nmt modules a file imports anywhere in it (function bodies included)."""
-    found = set()
+def public_names() -> dict[str, str]:
+    """``from nmt import X``: the module that defines X (the lazy table of nmt/__init__.py)."""
+    tree = ast.parse((PACKAGE / "__init__.py").read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.Assign) and getattr(node.targets[0], "id", "") == "_PUBLIC":
+            return ast.literal_eval(node.value)
+    raise AssertionError("nmt/__init__.py has no _PUBLIC table")
+
+
+def _longest_module(dotted: str, known: set[str]) -> str:
+    """The longest known module that ``dotted`` (a module or module.attribute) starts with."""
+    parts = dotted.split(".")
+    for end in range(len(parts), 0, -1):
+        if ".".join(parts[:end]) in known:
+            return ".".join(parts[:end])
+    return dotted
+
+
+def _dotted(node: ast.AST) -> str | None:
+    """``nmt.training.trainer`` for an attribute chain rooted at the name ``nmt``."""
+    parts = []
+    while isinstance(node, ast.Attribute):
+        parts.append(node.attr)
+        node = node.value
+    return ".".join(["nmt", *reversed(parts)]) if isinstance(node, ast.Name) \
+        and node.id == "nmt" and parts else None
+
+
+def imports(path: Path, known: set[str], public: dict[str, str] | None = None) -> set[str]:
+    """The nmt modules a file imports anywhere in it: import statements (function bodies
+    included), ``from nmt import X`` through the lazy table, ``importlib.import_module`` and
+    ``__import__`` with a literal name, and attribute chains such as ``nmt.training.x``. A
+    relative import is reported as ``relative:LINE`` (the rooms are spelled out)."""
+    public = public_names() if public is None else public
+    facade = path == PACKAGE / "__init__.py"
+    found: set[str] = set()
+    chains: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
-            # from nmt.training import distributed: the submodule, when it is one
-            names = [f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in known
-                     else node.module for a in node.names]
-        else:
-            continue
-        found.update(n for n in names if n == "nmt" or n.startswith("nmt."))
-    return found
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                found.add(f"relative:{node.lineno}")
+                continue
+            if node.module == "nmt":
+                names = [public.get(a.name, f"nmt.{a.name}") for a in node.names]
+            elif node.module:
+                names = [f"{node.module}.{a.name}" for a in node.names]
+        elif isinstance(node, ast.Call) and not facade and node.args \
+                and isinstance(node.args[0], ast.Constant) and isinstance(node.args[0].value, str):
+            func = node.func
+            name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if name in ("import_module", "__import__"):
+                names = [node.args[0].value]
+        elif isinstance(node, ast.Attribute):
+            chains.update(d for d in [_dotted(node)] if d)
+        found.update(_longest_module(n, known) for n in names
+                     if n == "nmt" or n.startswith("nmt."))
+    # an attribute chain is walked at every length (nmt.serve.app.f, nmt.serve.app, ...):
+    # only the longest of each counts
+    longest = {c for c in chains if not any(o.startswith(c + ".") for o in chains)}
+    return found | {_longest_module(c, known) for c in longest}
 
 
 def graph() -> dict[str, set[str]]:
-    mods = modules()
-    return {name: imports(path, set(mods)) - {name} for name, path in mods.items()}
+    mods, public = modules(), public_names()
+    return {name: imports(path, set(mods), public) - {name} for name, path in mods.items()}
 
 
 def violations(edges: dict[str, set[str]]) -> list[str]:
@@ -75,6 +124,10 @@ def violations(edges: dict[str, set[str]]) -> list[str]:
     bad = []
     for importer, targets in sorted(edges.items()):
         for target in sorted(targets):
+            if target.startswith("relative:"):
+                bad.append(f"{importer} line {target.split(':')[1]}: a relative import; "
+                           "spell the module out (from nmt.room.module import ...)")
+                continue
             a, b = room(importer), room(target)
             if a == b:
                 continue
@@ -146,6 +199,30 @@ def test_the_checks_catch_what_they_are_for():
         ["nmt.a", "nmt.b", "nmt.c"]]
     with pytest.raises(AssertionError, match="lies in no room"):
         room("nmt.helpers")
+
+
+def test_the_import_parser_sees_every_way_of_importing(tmp_path):
+    """Lazy public names, relative imports, import_module, __import__ and attribute chains
+    all count as imports."""
+    source = tmp_path / "sneaky.py"
+    source.write_text("import importlib\nimport nmt\nfrom nmt import Translator\n"
+                      "from ..training import trainer\n"
+                      "def f():\n    importlib.import_module('nmt.training.loss')\n"
+                      "    __import__('nmt.pipeline.recipe')\n"
+                      "    return nmt.serve.app.create_app\n", encoding="utf-8")
+    known = set(modules())
+    found = imports(source, known)
+    assert {"nmt.inference.translator", "nmt.training.loss", "nmt.pipeline.recipe",
+            "nmt.serve.app", "relative:4"} <= found
+    bad = violations({"nmt.data.sneaky": found - {"nmt"}})
+    assert len(bad) == 5 and any("relative import" in line for line in bad)
+
+
+def test_every_public_name_loads():
+    import nmt
+
+    for name in public_names():
+        assert getattr(nmt, name) is not None, name
 
 
 def test_the_library_does_not_know_where_the_checkout_is():

@@ -1,5 +1,7 @@
 """Config: YAML round trip, unknown keys, wrong types and out-of-range values."""
 
+import sys
+
 import pytest
 
 from nmt.config import (
@@ -146,7 +148,10 @@ def test_the_generated_reference_pages_are_current():
     """docs/config.md and docs/cli.md are what scripts/docs_reference.py writes from the
     config dataclasses and the parsers."""
     module = _docs_reference()
-    assert module.stale() == [], "run: python scripts/docs_reference.py --write"
+    stale = module.stale()
+    if sys.version_info[:2] != (3, 11):  # argparse lays out help otherwise from 3.13 on
+        stale = [name for name in stale if name != "cli.md"]
+    assert stale == [], "run: python scripts/docs_reference.py --write (with Python 3.11, as CI)"
 
 
 def test_the_reference_pages_follow_the_config_and_the_parser():

@@ -189,7 +189,6 @@ def test_word_dropout_drops_whole_tokens_in_training_only():
     assert torch.equal(model(src, lengths, tgt), model(src, lengths, tgt))
 
 
-
 @pytest.mark.parametrize("attention, feeding", [("general", False), ("dot", True),
                                                 ("mlp", False)])
 def test_copy_attention_step_equals_forward_and_is_a_distribution(attention, feeding):

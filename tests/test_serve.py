@@ -224,6 +224,35 @@ def test_long_lines_are_translated_in_parts_not_cut(url, reference):
     assert reply["translatedText"] == " ".join(hyps[0] for hyps in ref(reference, parts))
 
 
+def test_load_models_splits_long_lines_unless_told_and_checks_its_flags(trained_reverse,
+                                                                       tmp_path):
+    """nmt serve's options: long lines split even where the model's config says truncate,
+    unless --long-lines truncate; the beam size flag applies; a config n_best above the beam
+    does not stop the server (each request sets its own); a bad value is the config's error."""
+    import shutil
+
+    from nmt.config import save_config
+    from nmt.errors import ConfigError
+    from nmt.serve.server import load_models
+
+    model = tmp_path / "truncating"
+    shutil.copytree(trained_reverse, model)
+    config = load_config(RunDir(model).config)
+    config.decoding = config.decoding.updated(long_lines="truncate", beam_size=4, n_best=3)
+    save_config(config, RunDir(model).config)
+    for flags, expected in (({}, "split"), ({"long_lines": "truncate"}, "truncate")):
+        (served,) = load_models([str(model)], "cpu", "fp32", None, 0.0, 100,
+                                decoding={**flags, "beam_size": 2})
+        try:
+            options = served.batcher.options
+            assert (options.long_lines, options.beam_size, served.beam_size) == (expected, 2, 2)
+        finally:
+            served.batcher.close()
+    with pytest.raises(ConfigError, match="decoding.length_penalty: must be at least 0"):
+        load_models([str(model)], "cpu", "fp32", None, 0.0, 100,
+                    decoding={"length_penalty": -1.0})
+
+
 @pytest.mark.parametrize("document, runs, same", [
     ('<p class="a">x <i>y</i></p><!-- c --><![CDATA[z]]><br/>', ["x", "y"], None),
     ("AT&T and Q&A, a=1&b=2", ["AT&T and Q&A, a=1&b=2"], "AT&amp;T and Q&amp;A, a=1&amp;b=2"),

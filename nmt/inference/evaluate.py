@@ -98,7 +98,7 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
         if len(ref) != len(lines):  # before spending time on translating
             raise DataError(f"line counts differ: {src or split} has {len(lines)} lines but "
                             f"{ref_name} has {len(ref)}")
-    options = translator.options(decoding)
+    options = translator.options({"n_best": 1, **(decoding or {})})  # one hypothesis a line
     beam = options.beam_size
     hyp_path = Path(hyp_out) if hyp_out else run.hypotheses(name, beam)
     meta = meta_path(hyp_path)

@@ -243,7 +243,13 @@ class Translator:
         the parts' k-th translations joined, scored with the mean of their scores (a part with
         fewer than k gives its last). ``progress`` receives the number of non-empty lines done.
         """
-        options = (options or self.config.decoding).updated(overrides)
+        if not isinstance(options, DecodingConfig | None):
+            raise TypeError(f"options must be a DecodingConfig (from Translator.options), got "
+                            f"{type(options).__name__}; give settings by keyword: beam_size=5")
+        # without options, one hypothesis per line unless asked (the config's n_best is not
+        # a default of this call)
+        base = options or self.config.decoding.updated(n_best=1)
+        options = base.updated(overrides)
         n_best = options.n_best
         chunks = [self._parts(line) if options.long_lines == "split" else [line]
                   for line in lines]
@@ -285,11 +291,11 @@ class Translator:
         return results
 
     def translate(self, lines: Sequence[str], options: DecodingConfig | None = None,
-                  **overrides: Any) -> list[str]:
-        """The best translation of each line, in input order (options as
-        :meth:`translate_nbest`; one hypothesis is searched for)."""
+                  progress: Callable[[int], None] | None = None, **overrides: Any) -> list[str]:
+        """The best translation of each line, in input order (options and ``progress`` as
+        :meth:`translate_nbest`; one hypothesis is searched for, whatever ``n_best`` says)."""
         options = (options or self.config.decoding).updated(overrides, n_best=1)
-        return [hyps[0][0] for hyps in self.translate_nbest(lines, options)]
+        return [hyps[0][0] for hyps in self.translate_nbest(lines, options, progress)]
 
     @torch.no_grad()
     def attention(self, lines: Sequence[str],
@@ -323,7 +329,6 @@ class Translator:
                         [self.tgt_tok.id_to_piece(i) for i in tgt_ids[1:]],
                         weights[0].float().cpu().numpy()))
         return out
-
 
     @torch.no_grad()
     def encode_sentences(self, lines: Sequence[str], batch_tokens: int | None = None) -> np.ndarray:

@@ -10,7 +10,6 @@ rotation) live in :mod:`nmt.training.checkpoints`. Every file is written atomica
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import torch
@@ -24,8 +23,6 @@ from nmt.errors import NMTError
 from nmt.fileio import write_bytes_atomic
 from nmt.layout import FORMAT_VERSION, RunDir
 from nmt.models.seq2seq import Seq2Seq, build_model
-
-log = logging.getLogger(__name__)
 
 
 def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -41,7 +38,6 @@ def _unique_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return out
 
 
-
 def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Write the model's weights as safetensors, atomically; non-finite weights are refused."""
     state = _unique_state(model)
@@ -54,11 +50,9 @@ def save_weights(model: torch.nn.Module, path: str | Path) -> None:
     write_bytes_atomic(path, data)
 
 
-
 def load_weights(model: torch.nn.Module, path: str | Path) -> None:
     """Load safetensors weights into ``model``; mismatches are reported with both shapes."""
     load_tensors(model, read_weights(path), Path(path))
-
 
 
 def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path: Path) -> None:
@@ -80,7 +74,6 @@ def load_tensors(model: torch.nn.Module, tensors: dict[str, torch.Tensor], path:
     model.load_state_dict(tensors, strict=False)
 
 
-
 def load_model_dir(directory: str | Path,
                    device: str | torch.device = "cpu") -> tuple[Seq2Seq, Config, Tokenizer,
                                                                  Tokenizer]:
@@ -100,7 +93,6 @@ def load_model_dir(directory: str | Path,
     return model.to(device).eval(), config, src_tok, tgt_tok
 
 
-
 def _check_vocab_sizes(path: Path, tensors: dict[str, torch.Tensor], src_tok: Tokenizer,
                        tgt_tok: Tokenizer) -> None:
     """The embeddings' rows must equal the SentencePiece vocabularies (both sizes named)."""
@@ -113,7 +105,6 @@ def _check_vocab_sizes(path: Path, tensors: dict[str, torch.Tensor], src_tok: To
                            "different runs")
 
 
-
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file (never a pickle)."""
     path = Path(path)
@@ -124,7 +115,6 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, ValueError) as exc:
         raise NMTError(f"{path}: not a safetensors file ({exc}); model weights are only read "
                        "from safetensors") from None
-
 
 
 def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
@@ -146,13 +136,6 @@ def average_weights(paths: list[Path]) -> dict[str, torch.Tensor]:
                 sums[name] += tensor.double()
     return {k: (v / len(paths)).to(first[k].dtype) if first[k].is_floating_point() else v
             for k, v in sums.items()}
-
-
-
-def checkpoints_of(run_dir: Path) -> list[Path]:
-    """The checkpoints of a run, oldest first (names carry the zero-padded update number)."""
-    return RunDir(run_dir).checkpoint_files()
-
 
 
 def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None = None,

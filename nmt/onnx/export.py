@@ -27,8 +27,7 @@ exporter (``dynamo=False``: the dynamo exporter fixed the source length to the e
 tracing the very modules that training and search run: the encoder's packed path (which turns
 into the ONNX LSTM's ``sequence_lens``) and :meth:`nmt.models.seq2seq.Seq2Seq.step`, traced
 with G = 2 so the shared-memory reshape of :class:`nmt.models.attention.Attention` stays in the
-graph.
-:mod:`nmt.onnx.runtime` runs them.
+graph. :mod:`nmt.onnx.runtime` runs them; :mod:`nmt.onnx.manifest` reads the manifest.
 """
 
 from __future__ import annotations
@@ -74,12 +73,8 @@ log = logging.getLogger(__name__)
 
 #: ONNX opset of the graphs (LSTM with sequence_lens, Where, boolean masks: all in 17).
 OPSET = 17
-
-
-
 #: Largest |log-probability difference| between torch and ONNX Runtime accepted at export.
 PARITY_TOLERANCE = 1e-3
-
 
 
 @dataclass(frozen=True)
@@ -108,7 +103,6 @@ class GraphNames:
                    step_outputs=("log_probs", "h_out", "c_out", *(f"{f}_out" for f in feed)))
 
 
-
 class EncoderGraph(nn.Module):
     """What ``encoder.onnx`` computes: encode, bridge and project the keys once."""
 
@@ -123,7 +117,6 @@ class EncoderGraph(nn.Module):
         values = {"h0": state.h, "c0": state.c, "mask": state.mask, "keys": enc.outputs,
                   "proj_keys": state.proj_keys}
         return tuple(values[name] for name in self.names.encoder_outputs)
-
 
 
 class StepGraph(nn.Module):
@@ -147,11 +140,9 @@ class StepGraph(nn.Module):
         return tuple(out)
 
 
-
 def _axes(shape: list[Any]) -> dict[int, str]:
     """Dynamic axes for torch.onnx.export: the positions of named dimensions."""
     return {i: dim for i, dim in enumerate(shape) if isinstance(dim, str)}
-
 
 
 def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
@@ -172,10 +163,8 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
     }
 
 
-
 _DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
            "src_ids": "int64"}
-
 
 
 def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
@@ -190,7 +179,6 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     return out
 
 
-
 def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
     """Two sources of lengths 5 and 3 (B=2, S=5), ids drawn from the real vocabulary."""
     vocab = model.encoder.embed.num_embeddings
@@ -199,7 +187,6 @@ def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
                         generator=generator)
     src[1, 3:] = 0
     return src, torch.tensor([5, 3])
-
 
 
 @torch.no_grad()
@@ -232,7 +219,6 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
             opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
-
 @contextlib.contextmanager
 def _native_stderr_to_debug() -> Iterator[None]:
     """Send what C++ code writes to file descriptor 2 meanwhile to the debug log: the
@@ -253,7 +239,6 @@ def _native_stderr_to_debug() -> Iterator[None]:
                 log.debug("exporter messages:\n%s", text)
 
 
-
 def _quantize(directory: Path) -> None:
     """Write the int8 graphs with ONNX Runtime's dynamic quantisation (weights int8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -267,7 +252,6 @@ def _quantize(directory: Path) -> None:
                              weight_type=QuantType.QInt8)
         finally:
             logging.disable(disabled)
-
 
 
 @torch.no_grad()
@@ -289,7 +273,6 @@ def parity(model: Seq2Seq, directory: Path, manifest: dict[str, Any], int8: bool
         worst = max(worst, float((ref - got).abs().max()))
         tokens = ref.argmax(-1)
     return worst
-
 
 
 def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False) -> dict:
@@ -341,7 +324,6 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
     return manifest
 
 
-
 def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[str, list[Any]],
               int8: bool, source: Path) -> dict:
     """The manifest without ``files`` and ``parity`` (added once those are known)."""
@@ -373,7 +355,6 @@ def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[st
     }
 
 
-
 def _check_target(out: Path) -> None:
     """Refuse an ``-o`` that is a file, or a directory holding anything but an earlier export
     (the files its manifest lists): replacing it must not delete a user's files."""
@@ -395,7 +376,6 @@ def _check_target(out: Path) -> None:
         raise ConfigError(f"{out} is not empty and not an earlier export (it holds "
                           f"{', '.join(others[:3])}{', ...' if len(others) > 3 else ''}): give "
                           "a new or empty directory to -o, or remove those files")
-
 
 
 def _replace_dir(work: Path, out: Path) -> None:

@@ -10,28 +10,17 @@ the parity measured at export; a backend refuses a manifest of another format or
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 from nmt.errors import ConfigError, NMTError
-from nmt.layout import (
-    RunDir,
-)
+from nmt.layout import RunDir
 
-log = logging.getLogger(__name__)
-
-#: The export format; a backend refuses a manifest with another.
+#: The export format and its version; a backend refuses a manifest with another.
 EXPORT_FORMAT = "nmt-onnx"
-
-
-
 EXPORT_FORMAT_VERSION = 1
-
-
-
+#: What to run when the ONNX extra is missing.
 ONNX_EXTRA_HINT = "install the ONNX extra: pip install -e '.[onnx]' (onnx and onnxruntime)"
-
 
 
 def require_onnx(what: str = "the ONNX backend") -> None:
@@ -76,7 +65,6 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if problem:
         raise NMTError(f"{run.manifest}: {problem}; export the model again")
     return manifest
-
 
 
 def _manifest_problem(manifest: dict[str, Any]) -> str | None:

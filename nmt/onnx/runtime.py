@@ -40,7 +40,6 @@ class OnnxEncoding:
     tensors: dict[str, torch.Tensor]
 
 
-
 class OnnxModel:
     """An ONNX export searched through the model's incremental API (CPU, fp32 or int8)."""
 

@@ -137,7 +137,6 @@ class RecipeInfo(Protocol):
     cite: list[str]
 
 
-
 def search_settings(d: DecodingConfig) -> str:
     """The decoding settings that shape the scores, in words (model card)."""
     words = [f"beam {d.beam_size}" if d.beam_size > 1 else "greedy",

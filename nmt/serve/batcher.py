@@ -5,12 +5,11 @@ returned future. The worker takes the first waiting job, then keeps gathering jo
 arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` in all), up to
 ``gather_tokens`` source pieces, and translates them with one
 :meth:`nmt.inference.translator.Translator.translate_nbest` call: the same search as
-``nmt translate``, with the server's one :class:`~nmt.config.DecodingConfig`.
-Jobs asking for different n-best sizes are decoded in separate calls (n-best changes when
-beam search stops, so mixing them could change a request's best translation). A line longer
-than the model's ``data.max_len`` pieces is translated in parts joined with a space
-(:func:`nmt.inference.translator.split_long_line`), whatever the model's
-``decoding.long_lines`` says, unless ``nmt serve --long-lines truncate`` asks for the cut.
+``nmt translate``, with the server's one :class:`~nmt.config.DecodingConfig` (whose
+``long_lines`` is ``split`` unless ``nmt serve --long-lines truncate`` asked for the cut:
+:func:`nmt.serve.server.load_models` sets it). Jobs asking for different n-best sizes are
+decoded in separate calls (n-best changes when beam search stops, so mixing them could change
+a request's best translation).
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search

@@ -73,7 +73,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         except NMTError as exc:
             raise ConfigError(f"model directory {directory}: {exc}") from None
         given = {k: v for k, v in (decoding or {}).items() if v is not None}
-        options = translator.options({"long_lines": "split", **given})
+        # n_best: each request sets its own (alternatives); long lines split unless asked
+        options = translator.options({"long_lines": "split", "n_best": 1, **given})
         batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options)
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
         log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory,

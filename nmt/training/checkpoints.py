@@ -37,7 +37,6 @@ def save_trainer_state(state: dict[str, Any], path: str | Path) -> None:
     write_bytes_atomic(path, buffer.getvalue())
 
 
-
 def load_trainer_state(path: str | Path) -> dict[str, Any]:
     """Read a trainer state with ``weights_only=True``: a pickle that runs code is refused."""
     path = Path(path)
@@ -55,7 +54,6 @@ def load_trainer_state(path: str | Path) -> dict[str, Any]:
                        f"nothing in it was run ({reason[:80]})") from None
 
 
-
 def random_states(d: Dist, device: torch.device) -> dict[str, Any]:
     """Every process's random generator states (a collective: every process calls it)."""
     ranks = gather(d, torch.get_rng_state())
@@ -64,7 +62,6 @@ def random_states(d: Dist, device: torch.device) -> dict[str, Any]:
     return {"torch_rng": torch.get_rng_state(), "torch_rng_ranks": ranks if d.enabled else [],
             "cuda_rng_ranks": cuda_ranks, "world_size": d.world,
             "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
 
 
 def restore_random_states(state: dict[str, Any], d: Dist, device: torch.device, seed: int,
@@ -85,7 +82,6 @@ def restore_random_states(state: dict[str, Any], d: Dist, device: torch.device, 
         torch.cuda.set_rng_state(cuda_ranks[d.rank], device)
     elif state.get("cuda_rng") and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda_rng"])
-
 
 
 def save_checkpoint(run: RunDir, model: torch.nn.Module, stateful: dict[str, Any],
@@ -117,7 +113,6 @@ def save_checkpoint(run: RunDir, model: torch.nn.Module, stateful: dict[str, Any
             old.unlink()
 
 
-
 def load_checkpoint(run: RunDir, model: torch.nn.Module, stateful: dict[str, Any], d: Dist,
                     device: torch.device, seed: int) -> dict[str, Any]:
     """Restore what :func:`save_checkpoint` wrote into ``model`` and the ``stateful`` objects,
@@ -136,7 +131,6 @@ def load_checkpoint(run: RunDir, model: torch.nn.Module, stateful: dict[str, Any
     log.info("resumed from %s: step %d, epoch %d", state["checkpoint"],
              state["progress"]["step"], state["progress"]["epoch"] + 1)
     return {**state["progress"], "history": list(state["history"])}
-
 
 
 def check_run_dir(config: Config, resume: bool) -> None:
