@@ -100,9 +100,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="a LibreTranslate-compatible translation server",
                        description="Serve model directories over LibreTranslate's HTTP API "
-                       "(POST /translate, GET /languages, /health, /frontend/settings) with a "
-                       "web page at /. Each directory serves the language pair of its config; "
-                       "concurrent requests are merged into one batched search per model.",
+                       "(POST /translate, POST /detect, GET /languages, /health, "
+                       "/frontend/settings) with a web page at /. Each directory serves the "
+                       "language pair of its config; concurrent requests are merged into one "
+                       "batched search per model.",
                        epilog=EXAMPLES_SERVE, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model", metavar="DIR", required=True, action="append",
                    help="model directory; repeat it to serve several language pairs")
@@ -114,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="milliseconds a model's worker waits for more requests to batch "
                         "(default 5; 0: one request per search, no batching across requests)")
     p.add_argument("--char-limit", type=int, default=10_000, metavar="N",
-                   help="characters per request (default 10000; 0: no limit)")
+                   help="characters of each text of a request, HTML markup included, as "
+                        "LibreTranslate counts them (default 10000; 0: no limit)")
     p.add_argument("--batch-limit", type=int, default=128, metavar="N",
                    help="texts in a list q (default 128; 0: no limit)")
     p.add_argument("--queue-limit", type=int, default=4096, metavar="N",

@@ -32,6 +32,7 @@ from nmt.layout import RunDir
 from nmt.serve.app import Limits, ServedModel, create_app
 from nmt.serve.batcher import Batcher
 from nmt.serve.htmltext import HtmlDocuments, split_html
+from nmt.serve.server import uvicorn_config
 
 # --------------------------------------------------------------------------- serving helpers
 
@@ -47,8 +48,7 @@ def running(models: list[ServedModel], limits: Limits) -> Iterator[str]:
     """The app on uvicorn in a thread, on a free loopback port; yields its base URL."""
     import uvicorn
 
-    server = uvicorn.Server(uvicorn.Config(create_app(models, limits), host="127.0.0.1",
-                                           port=0, log_config=None, access_log=False))
+    server = uvicorn.Server(uvicorn_config(create_app(models, limits), "127.0.0.1", 0))
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.time() + 30
@@ -179,7 +179,9 @@ def test_alternatives_and_auto_source(url, reference):
     # the fields in the query string, no body (as some clients send them)
     query = urllib.parse.urlencode({"q": "a b c", "source": "src", "target": "tgt"})
     assert call(url, f"/translate?{query}", raw=b"") == (200, {"translatedText": best})
-    # auto: one source for zz resolves; tgt has two (src and xx) and the error names them
+    # auto: one source for zz resolves without detection; tgt has two (src and xx), codes the
+    # detector does not know, so they tie and the first is taken (real languages are detected:
+    # test_libretranslate_clients)
     status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
                                                       "target": "zz"})
     assert status == 200
@@ -189,7 +191,10 @@ def test_alternatives_and_auto_source(url, reference):
     assert reply["detectedLanguage"] == [{"confidence": 100.0, "language": "src"}] * 2
     status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
                                                       "target": "tgt"})
-    assert status == 400 and "src, xx" in reply["error"]
+    assert (status, reply["detectedLanguage"]) == (200, {"confidence": 50.0, "language": "src"})
+    status, reply = call(url, "/translate", json_body={"q": "a b", "source": "auto",
+                                                      "target": "src"})
+    assert status == 400 and "none can be translated into it" in reply["error"]
 
 
 def test_html_keeps_every_tag_and_translates_the_text(url, reference):
@@ -442,7 +447,7 @@ def _broken_form() -> st.SearchStrategy[dict]:
     good = {"q": _TEXT, "source": st.just("src"), "target": st.just("tgt")}
     return st.one_of(
         *(st.fixed_dictionaries({**good, name: st.sampled_from(values)})
-          for name, values in (("q", [""]), ("source", ["", "qq", "auto"]),
+          for name, values in (("q", [""]), ("source", ["", "qq"]),
                                ("target", ["", "qq", "src"]), ("format", ["pdf", "htm"]),
                                ("alternatives", ["x", "1.5", "-", "seven"]))),
         *(st.fixed_dictionaries({k: v for k, v in good.items() if k != name})
@@ -595,3 +600,150 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tm
     done = err.index("POST /translate 200 items=4000")  # one line per request
     assert err.index("Shutting down") < done, err  # answered after the signal was taken
     assert "key-123" not in err and lines[0] not in err  # neither the key nor the text
+
+
+# --------------------------------------------------------------------------- what clients send
+
+
+@pytest.fixture(scope="module")
+def world(trained_reverse: Path) -> Iterator[str]:
+    """The shared model served under real language codes (en->de, es->de, de->en), so the
+    detector can tell the sources apart; LibreTranslate's default limits."""
+    models = [served(trained_reverse, "en", "de"), served(trained_reverse, "es", "de"),
+              served(trained_reverse, "de", "en")]
+    with running(models, Limits()) as base:
+        yield base
+
+
+ENGLISH = "Hello, how are you today? I hope the weather is fine where you live."
+SPANISH = "Hola, ¿cómo estás hoy? Espero que el tiempo sea bueno donde vives."
+GERMAN = "Hallo, wie geht es dir heute? Ich hoffe, das Wetter ist gut bei dir."
+
+
+def test_detect_answers_as_libretranslate_for_its_clients(world):
+    """libretranslatepy's detect() and Discourse (detect, then translate the post's HTML)."""
+    from libretranslatepy import LibreTranslateAPI
+
+    found = LibreTranslateAPI(world).detect(ENGLISH)
+    assert found[0]["language"] == "en" and found[0]["confidence"] > 90
+    assert len(found) <= 3 and [f["confidence"] for f in found] == sorted(
+        (f["confidence"] for f in found), reverse=True)
+    assert {f["language"] for f in found} <= {"en", "es", "de"}
+    # Discourse: JSON with api_key, the first language, then the cooked post as HTML
+    status, found = call(world, "/detect", json_body={"q": GERMAN, "api_key": ""})
+    assert status == 200 and found[0]["language"] == "de"
+    status, reply = call(world, "/translate", json_body={
+        "q": f"<p>{GERMAN}</p>", "source": found[0]["language"], "target": "en",
+        "format": "html", "api_key": ""})
+    assert status == 200 and reply["translatedText"].startswith("<p>")
+    # a list: one answer over all its texts
+    status, found = call(world, "/detect", json_body={"q": [SPANISH, SPANISH + " Gracias."]})
+    assert status == 200 and found[0]["language"] == "es"
+    assert call(world, "/detect", json_body={"q": ""})[0] == 400
+
+
+def test_mastodon_auto_source_detects_each_text(world):
+    """Mastodon: a list q of HTML (content, spoiler text, poll options), source auto,
+    api_key null; it reads detectedLanguage per item. Each text is translated by the model
+    of its own detected language, as the same text with that source gives."""
+    texts = [f"<p>{ENGLISH}</p>", f"<p>{SPANISH}</p>", "<p>Yes, I agree with you completely.</p>"]
+    status, reply = call(world, "/translate", json_body={
+        "q": texts, "source": "auto", "target": "de", "format": "html", "api_key": None})
+    assert status == 200, reply
+    assert [d["language"] for d in reply["detectedLanguage"]] == ["en", "es", "en"]
+    assert all(d["confidence"] > 50 for d in reply["detectedLanguage"])
+    for text, out, found in zip(texts, reply["translatedText"], reply["detectedLanguage"],
+                                strict=True):
+        alone = call(world, "/translate", json_body={
+            "q": text, "source": found["language"], "target": "de", "format": "html"})
+        assert alone == (200, {"translatedText": out})
+
+
+def test_searxng_and_deep_translator_requests(world):
+    """SearXNG asks for 3 alternatives; deep-translator puts its text in the query string, up
+    to its own cap of 5,000 characters (45 KiB of percent-encoded CJK)."""
+    status, reply = call(world, "/translate", json_body={
+        "q": "a b c d", "source": "en", "target": "de", "alternatives": 3})
+    assert status == 200 and isinstance(reply["alternatives"], list)
+    assert len(reply["alternatives"]) <= 1  # the beam holds 2: one alternative at most
+    query = urllib.parse.urlencode({"q": "翻译" * 2500, "source": "en", "target": "de"})
+    assert len(query) > 40_000
+    status, reply = call(world, f"/translate?{query}", raw=b"")
+    assert status == 200 and isinstance(reply["translatedText"], str)
+
+
+def test_cors_on_every_route_and_preflight(world):
+    """A browser preflights every route; every reply, errors too, carries the headers."""
+    for path in ("/", "/translate", "/detect", "/languages", "/health", "/frontend/settings",
+                 "/nowhere"):
+        request = urllib.request.Request(world + path, method="OPTIONS", headers={
+            "Origin": "https://example.org", "Access-Control-Request-Method": "POST",
+            "Access-Control-Request-Headers": "content-type"})
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            assert reply.status == 204, path
+            assert reply.headers["Access-Control-Allow-Origin"] == "*"
+            assert reply.headers["Access-Control-Allow-Methods"] == "GET, POST"
+            assert "Content-Type" in reply.headers["Access-Control-Allow-Headers"]
+            assert reply.headers["Access-Control-Max-Age"] == str(20 * 24 * 3600)
+    for path, body in (("/languages", None), ("/translate", {"q": "a"}), ("/nowhere", None)):
+        request = urllib.request.Request(
+            world + path, data=json.dumps(body).encode() if body else None,
+            headers={"Content-Type": "application/json"})
+        try:
+            reply = urllib.request.urlopen(request, timeout=30)
+        except urllib.error.HTTPError as err:
+            reply = err
+        assert reply.headers["Access-Control-Allow-Origin"] == "*", path
+        reply.close()
+
+
+def test_the_character_limit_counts_each_text(url):
+    """As LibreTranslate: --char-limit applies to each text of a list, not to their sum."""
+    status, reply = call(url, "/translate", json_body={
+        "q": ["a " * 750, "b " * 750], "source": "src", "target": "tgt"})
+    assert status == 200 and len(reply["translatedText"]) == 2
+    status, reply = call(url, "/translate", json_body={
+        "q": ["a", "b " * 1001], "source": "src", "target": "tgt"})
+    assert status == 400 and "request (2002) exceeds text limit (2000)" in reply["error"]
+
+
+class _Recording:
+    """A translator that records the lines it searches; its first search takes a while."""
+
+    def __init__(self, reference: Translator) -> None:
+        self.reference, self.seen, self.calls = reference, [], 0
+
+    def source_ids(self, line: str):
+        return self.reference.source_ids(line)
+
+    def translate_nbest(self, lines, options=None, **overrides):
+        self.calls += 1
+        self.seen.extend(lines)
+        if self.calls == 1:
+            time.sleep(2.0)
+        return self.reference.translate_nbest(lines, options, **overrides)
+
+
+def test_an_abandoned_request_is_dropped_from_the_queue(trained_reverse, reference):
+    """A client that disconnects while its request waits behind another has its lines
+    dropped: the model never searches them, and the next request is answered."""
+    recorder = _Recording(reference)
+    with running([served(trained_reverse, max_wait=0.0, translator=recorder)],
+                 Limits()) as base:
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(call, base, "/translate", json_body={
+                "q": "a b c", "source": "src", "target": "tgt"})
+            deadline = time.time() + 10
+            while not recorder.seen and time.time() < deadline:
+                time.sleep(0.01)
+            host, port = base.removeprefix("http://").split(":")
+            body = json.dumps({"q": "h g f e", "source": "src", "target": "tgt"}).encode()
+            with socket.create_connection((host, int(port)), timeout=10) as sock:
+                sock.sendall(b"POST /translate HTTP/1.1\r\nHost: x\r\nContent-Type: "
+                             b"application/json\r\nContent-Length: "
+                             + str(len(body)).encode() + b"\r\n\r\n" + body)
+                time.sleep(0.3)  # it waits behind the first; then the client gives up
+            assert first.result(timeout=30)[0] == 200
+        assert call(base, "/translate", json_body={"q": "d e", "source": "src",
+                                                   "target": "tgt"})[0] == 200
+    assert "h g f e" not in recorder.seen and "d e" in recorder.seen

@@ -7,8 +7,18 @@ work unchanged):
   ``source`` (a code or ``auto``), ``target``, ``format`` (``text``/``html``), ``alternatives``
   (int) and ``api_key``; answers ``{"translatedText": ...}`` plus ``alternatives`` when asked
   and ``detectedLanguage`` for ``auto``.
+- ``POST /detect``: ``q`` (a string or a list) and ``api_key``; answers up to three
+  ``{"confidence", "language"}``, best first, over the languages the server translates from
+  (:mod:`nmt.serve.detect`). With ``source: auto``, ``/translate`` detects each text's
+  language among those that translate into the target and answers ``detectedLanguage`` per
+  text.
 - ``GET /languages``: ``[{"code", "name", "targets"}]``; ``GET /health``: ``{"status": "ok"}``;
   ``GET /frontend/settings``: the fields of LibreTranslate's that apply; ``GET /``: the page.
+
+Every reply carries LibreTranslate's CORS headers, and an ``OPTIONS`` preflight to any path is
+answered 204 with them (``Access-Control-Max-Age``: 20 days). ``--char-limit`` counts each
+text of a request, markup included, as LibreTranslate does. A request whose client
+disconnects (or times out) has its lines dropped from the model's queue.
 
 Every error is ``{"error": "..."}`` with 400 (bad input, unknown pair, over a limit), 403 (API
 key), 404/405, 413 (body too large), 429 (rate limit), 503 (queue full or timed out) or 500; no
@@ -27,6 +37,7 @@ from collections import defaultdict, deque
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.applications import Starlette
@@ -38,6 +49,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from nmt.serve.batcher import Batcher, QueueFull
+from nmt.serve.detect import LanguageDetector
 from nmt.serve.htmltext import HtmlDocuments
 
 log = logging.getLogger("nmt.serve")
@@ -68,7 +80,7 @@ class ApiError(Exception):
 class Limits:
     """What one request may ask for; 0 or None means no limit (see ``nmt serve --help``)."""
 
-    char_limit: int = 10_000  # characters of all texts of one request
+    char_limit: int = 10_000  # characters of each text of a request (markup included)
     batch_limit: int = 128  # texts in a list ``q``
     body_limit: int = 1 << 20  # bytes of a request body
     req_limit: int = 0  # requests per minute per API key or client address
@@ -207,6 +219,7 @@ class Service:
         self.models = {(m.src, m.tgt): m for m in models}
         self.limits = limits
         self.rate = _RateLimiter(limits.req_limit)
+        self.detector = LanguageDetector()
 
     # ------------------------------------------------------------- languages and settings
 
@@ -241,14 +254,7 @@ class Service:
         known = {code for pair in self.models for code in pair}
         if target not in known:
             raise ApiError(400, f"{target} is not supported")
-        if source == "auto":
-            sources = sorted(s for s, t in self.models if t == target)
-            if len(sources) != 1:
-                raise ApiError(400, f"auto cannot choose the source language for {target}: "
-                                    f"{', '.join(sources) or 'none'} can be translated into it; "
-                                    "give source")
-            source = sources[0]
-        elif source not in known:
+        if source not in known:
             raise ApiError(400, f"{source} is not supported")
         model = self.models.get((source, target))
         if model is None:
@@ -261,10 +267,48 @@ class Service:
         if limits.batch_limit and len(texts) > limits.batch_limit:
             raise ApiError(400, f"Invalid request: request ({len(texts)}) exceeds text limit "
                                 f"({limits.batch_limit})")
-        chars = sum(len(text) for text in texts)
-        if limits.char_limit and chars > limits.char_limit:
-            raise ApiError(400, f"Invalid request: request ({chars}) exceeds text limit "
-                                f"({limits.char_limit})")
+        for text in texts:  # each text, line endings counted as one character
+            chars = len(text.replace("\r\n", "\n"))
+            if limits.char_limit and chars > limits.char_limit:
+                raise ApiError(400, f"Invalid request: request ({chars}) exceeds text limit "
+                                    f"({limits.char_limit})")
+
+    # ------------------------------------------------------------- detection
+
+    def sources_into(self, target: str) -> list[str]:
+        """The source languages with a model into ``target`` (``auto``'s candidates)."""
+        known = {code for pair in self.models for code in pair}
+        if target not in known:
+            raise ApiError(400, f"{target} is not supported")
+        sources = sorted(s for s, t in self.models if t == target)
+        if not sources:
+            raise ApiError(400, f"auto cannot choose the source language for {target}: none "
+                                "can be translated into it; give source")
+        return sources
+
+    async def detect_each(self, texts: list[str], candidates: list[str],
+                          html: bool = False) -> list[tuple[str, float]]:
+        """The most likely candidate and its confidence for each text (of its text nodes
+        when ``html``), run off the event loop."""
+        if html:
+            try:
+                texts = [" ".join(HtmlDocuments([text]).runs) for text in texts]
+            except ValueError as exc:
+                raise ApiError(400, f"Invalid request: {exc}") from None
+
+        def work() -> list[tuple[str, float]]:
+            return [self.detector.rank(text, candidates)[0] for text in texts]
+
+        return await asyncio.to_thread(work)
+
+    async def detect(self, fields: dict, client: str) -> tuple[list[dict], int, int]:
+        """The reply to a ``/detect`` request, its number of texts and characters."""
+        self.check_access(fields, client)
+        texts, _ = _texts(fields)
+        self.check_size(texts)
+        candidates = sorted({s for s, _ in self.models})
+        reply = await asyncio.to_thread(self.detector.detect, texts, candidates)
+        return reply, len(texts), sum(len(text) for text in texts)
 
     # ------------------------------------------------------------- translation
 
@@ -308,47 +352,91 @@ class Service:
         if kind not in ("text", "html"):
             raise ApiError(400, f"{kind} format is not supported")
         alternatives = _alternatives(fields)
-        model = self.pair(source, target)
-        self.check_size(texts)
-        reply: dict = {}
+        detected: list[tuple[str, float]] = []
+        if source == "auto":
+            candidates = self.sources_into(target)
+            self.check_size(texts)
+            detected = await self.detect_each(texts, candidates, html=kind == "html")
+            models = [self.pair(code, target) for code, _ in detected]
+        else:
+            models = [self.pair(source, target)] * len(texts)
+            self.check_size(texts)
+        groups: dict[int, list[int]] = {}  # texts by model, each group one batch of its own
+        for index, model in enumerate(models):
+            groups.setdefault(id(model), []).append(index)
+        outputs = await asyncio.gather(*(
+            self.translate_group(models[rows[0]], [texts[i] for i in rows], kind, alternatives)
+            for rows in groups.values()))
+        translated, alts = [""] * len(texts), [[] for _ in texts]
+        for rows, (group_texts, group_alts) in zip(groups.values(), outputs, strict=True):
+            for row, text, alt in zip(rows, group_texts, group_alts, strict=True):
+                translated[row], alts[row] = text, alt
+        reply: dict = {"translatedText": translated if as_list else translated[0]}
+        if alternatives:
+            reply["alternatives"] = alts if as_list else alts[0]
+        if detected:
+            found = [{"confidence": confidence, "language": code} for code, confidence in detected]
+            reply["detectedLanguage"] = found if as_list else found[0]
+        return reply, len(texts), sum(len(text) for text in texts)
+
+    async def translate_group(self, model: ServedModel, texts: list[str], kind: str,
+                              alternatives: int) -> tuple[list[str], list[list[str]]]:
+        """Texts of one model: their translations and alternatives (none for HTML)."""
         if kind == "html":
             try:
                 documents = HtmlDocuments(texts)
             except ValueError as exc:
                 raise ApiError(400, f"Invalid request: {exc}") from None
             runs = await self.translate_texts(model, documents.runs, 1)
-            translated = documents.rebuild([hyps[0] for hyps in runs])
-            if alternatives:
-                reply["alternatives"] = [[] for _ in texts]
-        else:
-            # the n-best list of beam search: at most beam size - 1 alternatives (fewer after
-            # dropping duplicates), as LibreTranslate returns fewer than asked when it has them
-            nbest = await self.translate_texts(model, texts, min(alternatives + 1,
-                                                                 model.beam_size))
-            translated = [hyps[0] for hyps in nbest]
-            if alternatives:
-                reply["alternatives"] = [list(dict.fromkeys(h for h in hyps[1:]
-                                                            if h and h != hyps[0]))
-                                         for hyps in nbest]
-        reply["translatedText"] = translated if as_list else translated[0]
-        if not as_list and "alternatives" in reply:
-            reply["alternatives"] = reply["alternatives"][0]
-        if source == "auto":
-            detected = {"confidence": 100.0, "language": model.src}
-            reply["detectedLanguage"] = [detected] * len(texts) if as_list else detected
-        return reply, len(texts), sum(len(text) for text in texts)
+            return documents.rebuild([hyps[0] for hyps in runs]), [[] for _ in texts]
+        # the n-best list of beam search: at most beam size - 1 alternatives (fewer after
+        # dropping duplicates), as LibreTranslate returns fewer than asked when it has them
+        nbest = await self.translate_texts(model, texts, min(alternatives + 1, model.beam_size))
+        return ([hyps[0] for hyps in nbest],
+                [list(dict.fromkeys(h for h in hyps[1:] if h and h != hyps[0]))
+                 for hyps in nbest])
 
 
 # ----------------------------------------------------------------------------- the application
 
 
-CORS = {"Access-Control-Allow-Origin": "*",
-        "Access-Control-Allow-Headers": "Authorization, Content-Type",
-        "Access-Control-Allow-Methods": "GET, POST"}
+#: The CORS headers LibreTranslate sends on every reply (its ``after_request``), byte for byte.
+CORS = [(b"access-control-allow-origin", b"*"),
+        (b"access-control-allow-headers", b"Authorization, Content-Type"),
+        (b"access-control-expose-headers", b"Authorization"),
+        (b"access-control-allow-methods", b"GET, POST"),
+        (b"access-control-allow-credentials", b"true"),
+        (b"access-control-max-age", str(60 * 60 * 24 * 20).encode())]
 
 
 def _json(data: object, status: int = 200) -> JSONResponse:
-    return JSONResponse(data, status_code=status, headers=CORS)
+    return JSONResponse(data, status_code=status)
+
+
+async def _until_disconnect(request: Request) -> None:
+    """Return when the client goes away (its body was read already, so the next message the
+    server hands over is ``http.disconnect``)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def _unless_disconnected(request: Request, work: Any) -> Any:
+    """Await ``work`` (a coroutine), cancelling it when the client disconnects first: its
+    lines are then dropped from the queue (the batcher skips cancelled jobs)."""
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(_until_disconnect(request))
+    try:
+        await asyncio.wait([task, watch], return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if not task.done():
+        task.cancel()
+        log.info("%s %s: the client went away; its lines were dropped", request.method,
+                 request.url.path)
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        return Response(status_code=499)  # nobody reads it
+    return task.result()
 
 
 def page() -> str:
@@ -366,12 +454,21 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
     service = Service(models, limits)
     html = page()
 
-    async def translate(request: Request) -> Response:
+    async def answer(request: Request, handler: Any) -> Response:
         fields = await _fields(request, limits.body_limit)
         client = request.client.host if request.client else "unknown"
-        reply, items, chars = await service.translate(fields, client)
+        result = await _unless_disconnected(request, handler(fields, client))
+        if isinstance(result, Response):
+            return result
+        reply, items, chars = result
         request.scope["nmt.size"] = (items, chars)  # for the access log
         return _json(reply)
+
+    async def translate(request: Request) -> Response:
+        return await answer(request, service.translate)
+
+    async def detect(request: Request) -> Response:
+        return await answer(request, service.detect)
 
     async def languages(request: Request) -> Response:
         return _json(service.languages())
@@ -385,9 +482,6 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
     async def index(request: Request) -> Response:
         return HTMLResponse(html)
 
-    async def preflight(request: Request) -> Response:
-        return Response(status_code=204, headers=CORS)
-
     async def api_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ApiError)
         return _json({"error": exc.message}, exc.status)
@@ -395,13 +489,16 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
     async def http_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         return JSONResponse({"error": exc.detail}, status_code=exc.status_code,
-                            headers={**CORS, **(exc.headers or {})})
+                            headers=exc.headers)
 
     async def server_error(request: Request, exc: Exception) -> Response:
         log.error("%s %s failed: %s", request.method, request.url.path, exc,
                   exc_info=(type(exc), exc, exc.__traceback__))
-        return _json({"error": f"The server could not translate this request "
-                               f"({type(exc).__name__}); the log has the details"}, 500)
+        # this reply is made outside the middleware stack, so it adds the CORS headers itself
+        return JSONResponse({"error": f"The server could not translate this request "
+                                      f"({type(exc).__name__}); the log has the details"},
+                            status_code=500,
+                            headers={k.decode(): v.decode() for k, v in CORS})
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -411,10 +508,10 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
 
     return Starlette(
         routes=[Route("/", index), Route("/translate", translate, methods=["POST"]),
-                Route("/translate", preflight, methods=["OPTIONS"]),
+                Route("/detect", detect, methods=["POST"]),
                 Route("/languages", languages), Route("/health", health),
                 Route("/frontend/settings", settings)],
-        middleware=[Middleware(AccessLog)],
+        middleware=[Middleware(AccessLog), Middleware(Cors)],
         exception_handlers={ApiError: api_error, HTTPException: http_error,
                             Exception: server_error},
         lifespan=lifespan)
@@ -444,3 +541,29 @@ class AccessLog:
             items, chars = scope.get("nmt.size", (0, 0))
             log.info("%s %s %d items=%d chars=%d %.0f ms", scope["method"], scope["path"],
                      status[0], items, chars, (time.perf_counter() - start) * 1000)
+
+
+class Cors:
+    """ASGI middleware: LibreTranslate's CORS headers on every reply (errors included), and a
+    204 with them for an ``OPTIONS`` preflight to any path, before routing."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        if scope["method"] == "OPTIONS":
+            await send({"type": "http.response.start", "status": 204, "headers": CORS})
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                names = {name.lower() for name, _ in message.get("headers", [])}
+                message = {**message, "headers": [*message.get("headers", []),
+                                                  *(h for h in CORS if h[0] not in names)]}
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -96,6 +96,23 @@ def check_port(host: str, port: int) -> None:
                           "another --port or --host") from None
 
 
+#: Bytes of a request line and headers that the HTTP layer accepts (h11's default is 16 KiB):
+#: deep-translator sends its text in the query string, up to its cap of 5,000 characters,
+#: which is 45 KiB of percent-encoded CJK. Bodies keep their own limit (--body-limit).
+MAX_REQUEST_HEAD = 256 << 10
+
+
+def uvicorn_config(app: Any, host: str, port: int, **options: Any) -> Any:
+    """uvicorn's config for the app: h11 with request lines of up to ``MAX_REQUEST_HEAD``
+    bytes (chosen explicitly, so an installed httptools does not change the limits), no
+    server header, our own logging."""
+    import uvicorn
+
+    return uvicorn.Config(app, host=host, port=port, http="h11",
+                          h11_max_incomplete_event_size=MAX_REQUEST_HEAD, access_log=False,
+                          log_config=None, server_header=False, **options)
+
+
 def run(models: list[ServedModel], limits: Limits, host: str, port: int) -> int:
     """Serve until SIGTERM (exit 0) or Ctrl-C (130)."""
     import uvicorn
@@ -109,10 +126,8 @@ def run(models: list[ServedModel], limits: Limits, host: str, port: int) -> int:
             else:
                 super().handle_exit(sig, frame)  # type: ignore[arg-type]
 
-    config = uvicorn.Config(create_app(models, limits), host=host, port=port,
-                            access_log=False, log_config=None, server_header=False,
-                            timeout_graceful_shutdown=int(limits.timeout) + 5)
-    server = Server(config)
+    server = Server(uvicorn_config(create_app(models, limits), host, port,
+                                   timeout_graceful_shutdown=int(limits.timeout) + 5))
     # uvicorn's own lines (started, shutting down) at the level of ours
     logging.getLogger("uvicorn.error").setLevel(logging.getLogger("nmt.serve").getEffectiveLevel())
     log.info("listening on http://%s:%d (the page is at /)", host, port)
