@@ -517,9 +517,9 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
         lifespan=lifespan)
 
 
-class AccessLog:
-    """ASGI middleware: one log line per request with its method, path, status, number of
-    texts, characters and milliseconds; never the text or the API key."""
+class _HttpMiddleware:
+    """An ASGI middleware that handles HTTP requests in :meth:`http` and passes the rest
+    (lifespan) through unchanged."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -528,6 +528,18 @@ class AccessLog:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        await self.http(scope, receive, send)
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Handle one HTTP request."""
+        raise NotImplementedError
+
+
+class AccessLog(_HttpMiddleware):
+    """One log line per request with its method, path, status, number of texts, characters
+    and milliseconds; never the text or the API key."""
+
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         start, status = time.perf_counter(), [500]
 
         async def send_status(message: Message) -> None:
@@ -543,17 +555,11 @@ class AccessLog:
                      status[0], items, chars, (time.perf_counter() - start) * 1000)
 
 
-class Cors:
-    """ASGI middleware: LibreTranslate's CORS headers on every reply (errors included), and a
-    204 with them for an ``OPTIONS`` preflight to any path, before routing."""
+class Cors(_HttpMiddleware):
+    """LibreTranslate's CORS headers on every reply (errors included), and a 204 with them for
+    an ``OPTIONS`` preflight to any path, before routing."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: D102
         if scope["method"] == "OPTIONS":
             await send({"type": "http.response.start", "status": 204, "headers": CORS})
             await send({"type": "http.response.body", "body": b""})
