@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import math
 import types
 import typing
@@ -29,6 +30,13 @@ from typing import Any, Union
 from nmt.errors import ConfigError
 from nmt.fileio import write_text_atomic
 from nmt.layout import FORMAT_VERSION
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    """A config dataclass's field types, resolved once (options are checked on every
+    translate call and server batch, so this stays off that path)."""
+    return typing.get_type_hints(cls)
 
 
 def _f(default: Any, help: str, *, min: float | None = None, max: float | None = None,
@@ -240,7 +248,7 @@ class DecodingConfig:
         the config checks it; None values (not given) are dropped. ``label(key)`` names a key in
         messages (``--beam-size`` on the command line)."""
         fields = {f.name: f for f in dataclasses.fields(DecodingConfig)}
-        hints = typing.get_type_hints(DecodingConfig)
+        hints = _hints(DecodingConfig)
         checked: dict[str, Any] = {}
         for key, value in values.items():
             if key not in fields:
@@ -293,7 +301,7 @@ def from_dict(raw: Mapping[str, Any] | None, cls: type = Config, where: str = ""
         raise ConfigError(f"{where or 'config'}: expected a mapping of keys to values, "
                           f"got {_show(raw)}")
     fields = {f.name: f for f in dataclasses.fields(cls)}
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values: dict[str, Any] = {}
     for key, value in raw.items():
         path = f"{where}.{key}" if where else str(key)
@@ -360,7 +368,7 @@ def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> A
 
 def _check_fields(config: Any, label: Callable[[str], str]) -> None:
     """Check every field of a config dataclass in place (ints given for floats become floats)."""
-    hints = typing.get_type_hints(type(config))
+    hints = _hints(type(config))
     for f in dataclasses.fields(config):
         value = _check_value(label(f.name), getattr(config, f.name), hints[f.name], f.metadata)
         object.__setattr__(config, f.name, value)
@@ -524,7 +532,7 @@ def describe() -> list[tuple[str, str, str]]:
     rows: list[tuple[str, str, str]] = []
 
     def walk(cls: type, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         for f in dataclasses.fields(cls):
             if dataclasses.is_dataclass(hints[f.name]):
                 walk(hints[f.name], f"{prefix}{f.name}.")

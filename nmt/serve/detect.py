@@ -24,6 +24,7 @@ class LanguageDetector:
 
     _model: Any = None
     _codes: frozenset[str] = frozenset()  # every code of the model, before any restriction
+    _restricted: tuple[str, ...] = ()  # the candidates the model is restricted to now
     _lock = threading.Lock()
 
     @classmethod
@@ -58,7 +59,9 @@ class LanguageDetector:
             if len(known) < 2:
                 ranked = [(c, 100.0 / max(len(known), 1)) for c in known]
             else:
-                model.set_languages(known)
+                if tuple(known) != LanguageDetector._restricted:  # slicing copies the model
+                    model.set_languages(known)
+                    LanguageDetector._restricted = tuple(known)
                 ranked = [(code, round(100.0 * float(p), 2)) for code, p in model.rank(text)]
         unknown = [(c, 0.0) for c in candidates if c not in known]
         if not known:  # nothing to tell them apart with
