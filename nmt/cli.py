@@ -81,6 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
                        "write its model directory into output_dir.")
     _add_config_args(p)
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    p.add_argument("--init-from", metavar="MODEL_DIR",
+                   help="fine-tune: start from this trained model's weights and SentencePiece "
+                        "model, with a fresh optimizer and schedule (training.init_from; the "
+                        "config's model section must have its shapes)")
     p.set_defaults(handler=_cmd_train)
 
     p = sub.add_parser("translate", help="translate text with a trained model",
@@ -473,7 +477,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = _load(args)
+    config = _load(args, {"training": {"init_from": args.init_from}} if args.init_from else None)
     if args.resume and args.config:
         from pathlib import Path
 

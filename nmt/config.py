@@ -50,7 +50,7 @@ def _f(default: Any, help: str, *, min: float | None = None, max: float | None =
 
 
 #: Corpus kinds read from local files (``data.train`` etc. are paths or prefixes).
-FILE_FORMATS = ("text", "tsv", "jsonl")
+FILE_FORMATS = ("text", "tsv", "jsonl", "tmx", "xliff", "po")
 #: Corpus kinds that are Hugging Face datasets (``data.dataset`` names one).
 DATASET_FORMATS = ("hub", "disk")
 #: Every value of ``data.format``: the one list the config, the command line and reports use.
@@ -65,15 +65,19 @@ class DataConfig:
     tgt_lang: str = _f("de", "Target language code; also the default target column name.")
     format: str = _f("text", "Corpus kind: `text` (two line-aligned files PREFIX.SRC and "
                      "PREFIX.TGT), `tsv` (source<TAB>target per line), `jsonl` (one JSON object a "
-                     "line), `hub` (a Hugging Face hub dataset by name), `disk` (a dataset saved "
-                     "with `save_to_disk`).", choices=DATA_FORMATS)
+                     "line), `tmx`, `xliff` (1.2 or 2.0) and `po` (translation memories: languages "
+                     "matched as `de-DE` to `de`, inline tags stripped, units missing a side "
+                     "skipped, all counted in the log), `hub` (a Hugging Face hub dataset by "
+                     "name), `disk` (a dataset saved with `save_to_disk`).",
+                     choices=DATA_FORMATS)
     dataset: str | None = _f(None, "Hub dataset name (`bentrevett/multi30k`) for `hub`, or the "
                              "folder for `disk`.")
     dataset_config: str | None = _f(None, "Hub dataset configuration (`de-en`, "
                                     "`iwslt2017-de-en`); null when it has none.")
     revision: str | None = _f(None, "Hub dataset revision (branch, tag or commit); null: latest.")
     train: str | None = _f(None, "Training split: a split name for `hub`/`disk` (default "
-                           "`train`), else a file path (`tsv`, `jsonl`) or prefix (`text`).")
+                           "`train`), else a file path (`tsv`, `jsonl`, `tmx`, `xliff`, `po`) "
+                           "or prefix (`text`).")
     valid: str | None = _f(None, "Validation split, as `train` (default split name `validation`).")
     test: str | None = _f(None, "Test split, as `train` (default split name `test`).")
     translation_field: str | None = _f(None, "Nested schema: the column holding "
@@ -105,8 +109,13 @@ class TokenizerConfig:
                                    "(0.9995 for CJK-heavy text).", min=0.5, max=1.0)
     byte_fallback: bool = _f(True, "Spell characters outside the vocabulary as UTF-8 bytes "
                              "instead of <unk>, so any text round-trips. Needs vocab_size > 260.")
-    normalization: str = _f("nmt_nfkc", "SentencePiece normalisation rule.",
-                            choices=("nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf", "identity"))
+    normalization: str = _f("nmt_nfkc", "Normalisation rule, stored in the model: `nmt_nfc` "
+                            "(ours: NFC, controls removed, spaces collapsed; keeps \"…\", "
+                            "\"²\", no-break spaces and every other character NFKC rewrites, "
+                            "so the output can reproduce them) or one of SentencePiece's "
+                            "(`nmt_nfkc`, its default, maps \"…\" to \"...\").",
+                            choices=("nmt_nfc", "nmt_nfkc", "nfkc", "nmt_nfkc_cf", "nfkc_cf",
+                                     "identity"))
     max_sentences: int = _f(2_000_000, "Cap on training sentences: a seeded random sample of "
                             "this many is used on larger corpora.", min=1)
     hard_vocab_limit: bool = _f(True, "Fail when the corpus cannot fill `vocab_size` (true) or "
@@ -148,6 +157,9 @@ class ModelConfig:
                               "untouched. Needs attention and a joint vocabulary "
                               "(tokenizer.joint).")
     dropout: float = _f(0.2, "Dropout probability.", min=0.0, max=0.99)
+    init: str = _f("torch", "Initialisation of a new model: `torch` (PyTorch's: embeddings "
+                   "N(0, 1)) or `scaled` (embeddings N(0, 1/embed_size), fit for a tied output "
+                   "layer, and LSTM forget-gate biases at 1).", choices=("torch", "scaled"))
     word_dropout: float = _f(0.0, "Training only: probability of dropping a whole source or "
                              "target token (its embedding set to zero, the rest scaled by "
                              "1 / (1 - p)), as Sennrich & Zhang (2019). 0: off.",
@@ -207,6 +219,24 @@ class TrainingConfig:
                               "are skipped (and logged) before training stops with an error.",
                               min=1)
     log_every: int = _f(100, "Log training loss every N updates.", min=1)
+    init_from: str | None = _f(None, "Fine-tuning: a trained model directory whose weights and "
+                               "SentencePiece model start this run, with a fresh optimizer "
+                               "and schedule. The model section must have its shapes (a "
+                               "mismatch is refused); its tokenizer settings replace this "
+                               "config's (the sampling keys stay).")
+
+
+#: The model keys that shape the weights: a fine-tuning run (``training.init_from``) must
+#: agree with its base model on each. (Dropout, word dropout and ``init`` may differ.)
+MODEL_SHAPE_KEYS = ("embed_size", "hidden_size", "encoder_layers", "decoder_hidden_size",
+                    "decoder_layers", "attention", "bridge", "input_feeding", "tie_embeddings",
+                    "copy_attention")
+
+
+def shape_differences(mine: ModelConfig, base: ModelConfig) -> dict[str, tuple[Any, Any]]:
+    """The :data:`MODEL_SHAPE_KEYS` on which two model sections differ: key -> (mine, base)."""
+    return {key: (getattr(mine, key), getattr(base, key)) for key in MODEL_SHAPE_KEYS
+            if getattr(mine, key) != getattr(base, key)}
 
 
 #: Values of ``decoding.long_lines``.

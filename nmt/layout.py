@@ -2,7 +2,8 @@
 
 A model directory (what a user moves around) holds ``config.yaml``, ``model.safetensors`` and
 the SentencePiece model(s). A training run adds ``trainer_state.pt``, ``checkpoints/``,
-``metrics.csv``, ``curve.png``, ``train.log`` and ``tensorboard/``; a recipe adds
+``metrics.csv``, ``curve.png``, ``train.log`` and ``tensorboard/`` (and ``base_model.json``
+when fine-tuned from another model); a recipe adds
 ``stages.json``, ``training.json``, the test hypotheses ``test.beamK.hyp`` with their
 ``test.beamK.json``, ``results.json`` and the model card ``README.md``. An ONNX export
 (``nmt export``) holds ``config.yaml``, the SentencePiece model(s), ``manifest.json`` and the
@@ -36,6 +37,7 @@ TRAINING_FILE = "training.json"
 RESULTS_FILE = "results.json"
 CARD_FILE = "README.md"
 AVERAGED_FILE = "averaged.json"
+BASE_MODEL_FILE = "base_model.json"
 # an ONNX export (nmt export): the graphs, their int8 variants and the manifest
 MANIFEST_FILE = "manifest.json"
 ENCODER_ONNX = "encoder.onnx"
@@ -134,6 +136,11 @@ class RunDir:
     def card(self) -> Path:
         """``README.md``: the model card."""
         return self.root / CARD_FILE
+
+    @property
+    def base_model(self) -> Path:
+        """``base_model.json``: the model a fine-tuning run started from (path, name, hash)."""
+        return self.root / BASE_MODEL_FILE
 
     @property
     def averaged(self) -> Path:

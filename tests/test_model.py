@@ -245,3 +245,28 @@ def test_copy_attention_needs_attention_and_a_joint_vocabulary():
     with pytest.raises(ConfigError, match="copies through the attention"):
         load_config(None, ["model.copy_attention=true", "model.attention=none"])
     load_config(None, ["model.copy_attention=true"])  # joint vocabulary, general attention
+
+
+@pytest.mark.parametrize("layers", [1, 2])
+def test_scaled_init_sizes_embeddings_for_a_tied_output_and_opens_the_forget_gates(layers):
+    torch.manual_seed(0)
+    cfg = dict(embed_size=64, hidden_size=32, decoder_hidden_size=64, tie_embeddings=True,
+               encoder_layers=layers, decoder_layers=layers)
+    model = build_model(ModelConfig(init="scaled", **cfg), 3000, 3000)
+    for embed in (model.encoder.embed, model.decoder.embed):
+        assert abs(embed.weight[1:].std().item() - 64 ** -0.5) < 0.005
+        assert not embed.weight[0].any()  # the padding row
+    assert model.decoder.output.weight is model.decoder.embed.weight
+    lstms = [m for m in model.modules() if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == 2 * layers + 1  # each encoder layer and direction, the decoder
+    for lstm in lstms:
+        h = lstm.hidden_size
+        for name, param in lstm.named_parameters():
+            if name.startswith("bias_"):
+                gates = param.detach().view(4, h)  # input, forget, cell, output
+                expected = 1.0 if name.startswith("bias_ih") else 0.0
+                assert torch.equal(gates[1], torch.full((h,), expected)), name
+                assert gates[0].abs().max() > 0  # the other gates keep PyTorch's
+    torch.manual_seed(0)
+    plain = build_model(ModelConfig(init="torch", **cfg), 3000, 3000)
+    assert abs(plain.decoder.embed.weight[1:].std().item() - 1.0) < 0.02

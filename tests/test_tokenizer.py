@@ -47,6 +47,37 @@ def test_normalisation_is_nfkc_with_collapsed_spaces(unigram):
     assert unigram.normalize("  ｆｕｌｌ   width ﬁ ") == "full width fi"
 
 
+@pytest.fixture(scope="module")
+def nfc() -> Tokenizer:
+    return train_sentencepiece(corpus(), TokenizerConfig(vocab_size=400, hard_vocab_limit=False,
+                                                         normalization="nmt_nfc"))
+
+
+KEPT_BY_NFC = ["Drucken… und Speichern…", "x² + ½ = ¾ ﬁle ™", "« a\u00a0b » 10\u202f%",
+               "ｆｕｌｌ ｗｉｄｔｈ ＡＢＣ", "Ωmega Å ǖ café", "👩\u200d💻 ٱلعربية\u200c", "Ⅻ ① ㎏"]
+
+
+@pytest.mark.parametrize("line", KEPT_BY_NFC)
+def test_nmt_nfc_gives_back_every_nfc_text_exactly(nfc, unigram, line):
+    """What NFKC rewrites (ellipsis, superscripts, fractions, ligatures, full-width forms,
+    no-break spaces) comes back as it went in, where the NFKC model rewrites it."""
+    import unicodedata
+
+    assert unicodedata.is_normalized("NFC", line)
+    assert nfc.decode(nfc.encode(line)) == line
+    assert nfc.normalize(line) == line
+    if unicodedata.normalize("NFKC", line) != line:
+        assert unigram.decode(unigram.encode(line)) != line
+
+
+def test_nmt_nfc_composes_collapses_spaces_and_drops_controls(nfc):
+    assert nfc.normalize("cafe\u0301 u\u0308\u0304 \u2126") == "café ǖ Ω"  # NFC, not NFKC
+    assert nfc.normalize("  a\tb\r\nc\u2028d  \u0007e\u200bf\ufeff ") == "a b c d ef"
+    assert nfc.decode(nfc.encode("tab\there")) == "tab here"
+    # the rule lives in the model file: a reloaded model normalises the same way
+    assert Tokenizer(nfc.model_bytes).normalize("Drucken…") == "Drucken…"
+
+
 def test_decode_stops_at_eos_and_drops_padding(unigram):
     ids = unigram.encode("the house", add_bos=True, add_eos=True)
     assert unigram.decode(ids + unigram.encode("tree") + [PAD_ID, PAD_ID]) == "the house"

@@ -7,17 +7,30 @@ the SentencePiece model(s) from :func:`prepare_tokenizers`, the encoded ids from
 training data's :func:`nmt.data.sources.fingerprint` and the tokenizer settings, so a later run with
 the same data and settings re-uses them instead of training again. :func:`prepare_run_dir` is
 ``nmt prepare`` and the recipes' stage 1: :func:`prepare`, then the run's ``config.yaml``.
+
+Fine-tuning (``training.init_from``): :func:`adopt_base_model` checks the base model
+directory and takes its tokenizer settings into the config, and the tokenizer stage copies the
+base's SentencePiece model(s) instead of training new ones; the trainer loads its weights.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmt.config import Config, TokenizerConfig, save_config, to_dict
+from nmt.config import (
+    Config,
+    TokenizerConfig,
+    load_config,
+    save_config,
+    shape_differences,
+    to_dict,
+)
 from nmt.data.id_cache import CACHE_VERSION, EncodedSplit, SplitStats, cache_dir, encode_split
 from nmt.data.sources import SPLITS, fingerprint, load_splits
 from nmt.data.tokenizer import (
@@ -63,6 +76,8 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
     """
     out, cfg = config.out, config.tokenizer
     run = RunDir(out)
+    if config.training.init_from:
+        return _base_tokenizers(run, Path(config.training.init_from))
     pretrained = load_pretrained(cfg)
     if pretrained:
         _write_tokenizers(run, pretrained, {"key": "pretrained", "tokenizer": to_dict(cfg)})
@@ -99,6 +114,58 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
     _write_tokenizers(run, tokenizers, {"key": key, "settings": settings})
     log.info("tokenizer: trained %s in %.1f s", ", ".join(names), time.perf_counter() - start)
     return tokenizers
+
+
+def _base_tokenizers(run: RunDir, base: Path) -> tuple[Tokenizer, Tokenizer]:
+    """A fine-tuning run's tokenizer: the base model's, copied into the run directory (once
+    training has started, the copy is used, so a resumed run needs the base no longer)."""
+    marker = _read_marker(run)
+    if run.trainer_state.is_file() and marker and marker.get("key") == "init_from":
+        return load_from_dir(run.root)
+    tokenizers = load_from_dir(base)
+    _write_tokenizers(run, tokenizers, {"key": "init_from", "base": str(base)})
+    log.info("tokenizer: the base model's, copied from %s", base)
+    return tokenizers
+
+
+def adopt_base_model(config: Config) -> Config | None:
+    """Fine-tuning: check ``training.init_from`` and take its tokenizer settings into ``config``.
+
+    Returns the base model's config (None without ``init_from``). The base must be a trained
+    model directory whose model section has the shapes of ``config``'s
+    (:data:`nmt.config.MODEL_SHAPE_KEYS`); ``config.tokenizer`` becomes the base's, keeping its
+    own subword-sampling keys, so the run's ``config.yaml`` describes the tokenizer it uses.
+    A resumed run whose base is gone keeps the settings it has.
+    """
+    where = config.training.init_from
+    if not where:
+        return None
+    cfg = config.tokenizer
+    if cfg.model or cfg.src_model or cfg.tgt_model:
+        raise ConfigError("training.init_from takes the base model's SentencePiece model: drop "
+                          "tokenizer.model / tokenizer.src_model / tokenizer.tgt_model")
+    base = RunDir(Path(where))
+    if not base.model.is_file() and RunDir(config.out).trainer_state.is_file():
+        return None  # resuming: the weights and tokenizer were taken when the run started
+    if base.is_onnx_export():
+        raise ConfigError(f"training.init_from={where} is an ONNX export: fine-tuning needs the "
+                          f"model directory it was exported from (with {base.model.name})")
+    if not base.config.is_file() or not base.model.is_file():
+        raise ConfigError(f"training.init_from={where} is not a trained model directory (it "
+                          f"needs {base.config.name} and {base.model.name}): give the "
+                          "output_dir of nmt train or of a recipe")
+    base_config = load_config(base.config)
+    differ = shape_differences(config.model, base_config.model)
+    if differ:
+        listed = ", ".join(f"{k} {mine} (base {theirs})" for k, (mine, theirs) in differ.items())
+        fix = " ".join(f"model.{k}={str(theirs).lower() if isinstance(theirs, bool) else theirs}"
+                       for k, (_, theirs) in differ.items())
+        raise ConfigError(f"training.init_from={where}: the config's model differs from the "
+                          f"base model's in {listed}; fine-tuning keeps its shapes: set {fix}")
+    config.tokenizer = dataclasses.replace(base_config.tokenizer, model=None, src_model=None,
+                                           tgt_model=None, sample_alpha=cfg.sample_alpha,
+                                           sample_nbest=cfg.sample_nbest)
+    return base_config
 
 
 def _read_marker(run: RunDir) -> dict[str, Any] | None:
@@ -152,7 +219,9 @@ class Prepared:
 
 
 def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
-    """Load, clean and tokenise the corpus of a run (training the tokenizer if needed)."""
+    """Load, clean and tokenise the corpus of a run (training the tokenizer if needed; with
+    ``training.init_from``, taking the base model's: see :func:`adopt_base_model`)."""
+    adopt_base_model(config)
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
     cache = cache_dir(config)

@@ -7,6 +7,7 @@ Every source becomes a ``datasets.Dataset`` with two string columns, ``src`` and
   never shift the alignment. Different line counts are an error naming both counts.
 - ``tsv``: ``source<TAB>target`` a line.
 - ``jsonl``: a JSON object a line, nested (``{"translation": {"en": .., "de": ..}}``) or flat.
+- ``tmx``, ``xliff``, ``po``: translation memories, read by :mod:`nmt.data.memories`.
 - ``hub``: ``datasets.load_dataset(name, config, split=...)``; nested or flat schema as declared.
 - ``disk``: a ``DatasetDict`` saved with ``save_to_disk``; nested or flat schema as declared.
 
@@ -157,6 +158,22 @@ def load_tsv(path: str, cache_dir: Path) -> datasets.Dataset:
     """A ``source<TAB>target`` file as a (src, tgt) Dataset."""
     file = _require_file(Path(path), "TSV file")
     return _from_generator(_gen_tsv, {"path": str(file), "signature": _signature(file)}, cache_dir)
+
+
+def _gen_memory(kind: str, path: str, signature: str, src_lang: str,
+                tgt_lang: str) -> Iterator[dict[str, str]]:
+    from nmt.data.memories import read_memory
+
+    yield from read_memory(kind, path, src_lang, tgt_lang)
+
+
+def load_memory(path: str, cfg: DataConfig, cache_dir: Path) -> datasets.Dataset:
+    """A TMX, XLIFF or PO file (``cfg.format``) as a (src, tgt) Dataset."""
+    file = _require_file(Path(path), f"{cfg.format.upper()} file")
+    return _from_generator(_gen_memory, {"kind": cfg.format, "path": str(file),
+                                         "signature": _signature(file),
+                                         "src_lang": cfg.src_lang, "tgt_lang": cfg.tgt_lang},
+                           cache_dir)
 
 
 def load_jsonl(path: str, cfg: DataConfig, cache_dir: Path) -> datasets.Dataset:
@@ -359,8 +376,10 @@ def load_splits(cfg: DataConfig, cache_dir: Path,
             out[split] = load_text_files(location, cfg.src_lang, cfg.tgt_lang, cache_dir)
         elif cfg.format == "tsv":
             out[split] = load_tsv(location, cache_dir)
-        else:
+        elif cfg.format == "jsonl":
             out[split] = load_jsonl(location, cfg, cache_dir)
+        else:
+            out[split] = load_memory(location, cfg, cache_dir)
     return out
 
 

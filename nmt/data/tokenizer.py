@@ -5,15 +5,27 @@ The special ids are fixed for the whole toolkit and every model trained here car
 agree, and :class:`Tokenizer` reads them from the model itself.
 
 With ``byte_fallback`` (the default), characters outside the vocabulary are spelled as UTF-8
-byte pieces, so ``decode(encode(x)) == normalize(x)`` for any text, CJK and emoji included;
-``normalize`` applies SentencePiece's normalisation (NFKC by default, spaces collapsed).
+byte pieces, so ``decode(encode(x)) == normalize(x)`` for any text, CJK and emoji included.
+``normalize`` applies the model's normalisation rule, which is stored in the model file:
+
+- ``nmt_nfc`` (the default, ours): Unicode NFC (canonical composition only), control characters
+  removed, tabs and line breaks made spaces, runs of spaces collapsed. It keeps every character
+  NFKC rewrites ("…", "²", "½", "ﬁ", full-width forms, no-break spaces), so the output can
+  reproduce them: ``decode(encode(x)) == x`` for NFC text without control characters or
+  extra spaces. Built by :func:`nfc_rules` as a SentencePiece rule table.
+- SentencePiece's own ``nmt_nfkc`` (its default), ``nfkc``, their case-folding variants, and
+  ``identity``. ``nmt_nfkc`` maps "…" to "..." and "²" to "2": a model trained with it can
+  never emit them.
 """
 
 from __future__ import annotations
 
+import functools
 import io
 import os
 import random
+import tempfile
+import unicodedata
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
@@ -26,6 +38,9 @@ from nmt.fileio import sha256_file, write_bytes_atomic
 PAD_ID, UNK_ID, BOS_ID, EOS_ID = 0, 1, 2, 3
 PAD, UNK, BOS, EOS = "<pad>", "<unk>", "<s>", "</s>"
 SPECIAL_IDS = {"pad": PAD_ID, "unk": UNK_ID, "bos": BOS_ID, "eos": EOS_ID}
+
+#: Our normalisation rule (see the module docstring); the other names are SentencePiece's.
+NFC_RULE = "nmt_nfc"
 
 JOINT_MODEL = "spm.model"
 SRC_MODEL = "src.spm.model"
@@ -138,6 +153,17 @@ def train_sentencepiece(sentences: Iterable[str], cfg: TokenizerConfig) -> Token
     stays bounded on large corpora.
     """
     spm.set_random_generator_seed(cfg.seed)
+    with tempfile.TemporaryDirectory(prefix="nmt-spm-") as tmp:
+        rule: dict[str, str] = {"normalization_rule_name": cfg.normalization}
+        if cfg.normalization == NFC_RULE:
+            table = Path(tmp) / "nmt_nfc.tsv"
+            table.write_text(nfc_rules(), encoding="utf-8")
+            rule = {"normalization_rule_tsv": str(table)}
+        return _train(sentences, cfg, rule)
+
+
+def _train(sentences: Iterable[str], cfg: TokenizerConfig, rule: dict[str, str]) -> Tokenizer:
+    """SentencePiece training proper, with the normalisation given as ``rule`` (name or table)."""
     buffer = io.BytesIO()
     count = 0
 
@@ -155,7 +181,7 @@ def train_sentencepiece(sentences: Iterable[str], cfg: TokenizerConfig) -> Token
             vocab_size=cfg.vocab_size,
             character_coverage=cfg.character_coverage,
             byte_fallback=cfg.byte_fallback,
-            normalization_rule_name=cfg.normalization,
+            **rule,
             hard_vocab_limit=cfg.hard_vocab_limit,
             input_sentence_size=cfg.max_sentences,
             shuffle_input_sentence=True,
@@ -183,6 +209,50 @@ def train_sentencepiece(sentences: Iterable[str], cfg: TokenizerConfig) -> Token
     if count == 0:
         raise NMTError("SentencePiece training got no sentences: the training corpus is empty")
     return Tokenizer(buffer.getvalue())
+
+
+#: Characters made spaces by ``nmt_nfc``: tab, line feed, vertical tab, form feed, carriage
+#: return, next line, the line and paragraph separators, and SentencePiece's own space mark.
+_SPACE_LIKE = (0x09, 0x0A, 0x0B, 0x0C, 0x0D, 0x85, 0x2028, 0x2029, 0x2581)
+#: Characters removed: the other C0 and C1 controls, zero-width space and byte-order mark.
+#: (Zero-width joiners and direction marks stay: scripts and emoji sequences need them.)
+_REMOVED = tuple(c for c in [*range(0x01, 0x20), *range(0x7F, 0xA0), 0x200B, 0xFEFF]
+                 if c not in _SPACE_LIKE)
+
+
+@functools.cache
+def nfc_rules() -> str:
+    """The ``nmt_nfc`` rule table in SentencePiece's TSV form (source code points TAB target).
+
+    NFC as rewrites: each character NFC replaces (singletons such as the Ohm sign) maps to its
+    NFC form, and each composed character's canonical decompositions (full and one step)
+    map to it, so "e" + combining acute becomes "é". Then the space and control rules above.
+    SentencePiece matches the longest source sequence, and stores the table in the model.
+    """
+    rules: dict[str, str] = {}
+    for code in range(0x110000):
+        if 0xD800 <= code <= 0xDFFF:
+            continue
+        char = chr(code)
+        composed = unicodedata.normalize("NFC", char)
+        if composed != char:
+            rules[char] = composed
+            continue
+        full = unicodedata.normalize("NFD", char)
+        if full != char:
+            rules.setdefault(full, char)
+            step = unicodedata.decomposition(char)
+            if step and not step.startswith("<"):
+                one = "".join(chr(int(h, 16)) for h in step.split())
+                if unicodedata.normalize("NFC", one) == char:
+                    rules.setdefault(one, char)
+    rules.update({chr(c): " " for c in _SPACE_LIKE})
+    rules.update({chr(c): "" for c in _REMOVED})
+
+    def hexes(text: str) -> str:
+        return " ".join(f"{ord(c):X}" for c in text)
+
+    return "".join(f"{hexes(src)}\t{hexes(dst)}\n" for src, dst in sorted(rules.items()))
 
 
 def sample_lines(lines: Sequence[str], cap: int, seed: int) -> list[int]:

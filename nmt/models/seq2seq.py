@@ -127,11 +127,38 @@ def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:
                       cfg.dropout, word_dropout=cfg.word_dropout,
                       copy_attention=cfg.copy_attention)
     model = Seq2Seq(encoder, bridge, decoder)
+    initialize(model, cfg.init)
     log.info("model: %s parameters (%s attention, %s bridge, input feeding %s%s)",
              f"{count_parameters(model):,}", cfg.attention, cfg.bridge,
              "on" if cfg.input_feeding else "off", ", copy attention" if cfg.copy_attention
              else "")
     return model
+
+
+def initialize(model: nn.Module, scheme: str) -> None:
+    """Initialise ``model``'s weights in place by ``scheme`` (``model.init``).
+
+    ``torch``: PyTorch's own (embeddings N(0, 1), everything else uniform in +-1/sqrt(fan)).
+    ``scaled``: embeddings N(0, 1/embed_size), so that a tied output layer starts with logits
+    of unit scale rather than sqrt(embed_size) times that (the padding row stays zero), and
+    every LSTM's forget-gate bias at 1 (Jozefowicz et al. 2015), so the cell keeps its
+    memory from the first update; the rest as PyTorch's.
+    """
+    if scheme == "torch":
+        return
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, 0.0, module.embedding_dim ** -0.5)
+                if module.padding_idx is not None:
+                    module.weight[module.padding_idx].zero_()
+            elif isinstance(module, nn.LSTM):
+                size = module.hidden_size  # gates are stacked (input, forget, cell, output)
+                for name, param in module.named_parameters():
+                    if name.startswith("bias_ih"):
+                        param[size:2 * size].fill_(1.0)
+                    elif name.startswith("bias_hh"):
+                        param[size:2 * size].zero_()
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -202,6 +202,9 @@ def _stage_train(job: Job) -> str:
             "target_tokens_per_s": _mean_speed(progress.history)}
     if progress.averaged is not None:
         info["averaged"] = progress.averaged
+    base = _read_json(run.base_model)
+    if base is not None:  # fine-tuned: the model it started from
+        info["base_model"] = base
     write_text_atomic(run.training, json.dumps(info, indent=2) + "\n")
     best = (f"best validation BLEU {progress.best_score:.2f} at update {progress.best_step}"
             if progress.validated else f"no validation set (kept the weights of update "

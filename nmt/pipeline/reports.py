@@ -72,6 +72,7 @@ def shareable_config(config: Config, base: Path) -> dict[str, Any]:
     share("data", "cache_dir")
     for key in ("model", "src_model", "tgt_model"):
         share("tokenizer", key)
+    share("training", "init_from")
     return raw
 
 
@@ -117,11 +118,20 @@ def results(recipe_name: str, config: Config, scores: Scores, beam: int,
                  "beam_size": beam, "bleu_signature": scores.bleu_signature,
                  "chrf_signature": scores.chrf_signature},
         "training": training,
+        "base_model": _shared_base(training.get("base_model"), config, base),
         "translation": translation,
         "stage_seconds": {k: round(v["seconds"], 1) for k, v in stages.items()},
         "hardware": hardware(),
         "config": shareable_config(config, base),
     }
+
+
+def _shared_base(record: dict[str, Any] | None, config: Config,
+                 base: Path) -> dict[str, Any] | None:
+    """A fine-tuned run's base model (path made shareable), or None."""
+    if not record:
+        return None
+    return {**record, "path": shareable_path(record["path"], config.out, base)}
 
 
 # --------------------------------------------------------------------------- the model card
@@ -186,6 +196,10 @@ def model_card(recipe: RecipeInfo, config: Config, results: dict[str, Any], base
         f"{training.get('seconds', 0) / 60:.1f} minutes, "
         f"{training.get('target_tokens_per_s') or '?'} target tokens/s, "
         f"{training.get('precision', '?')} on {training.get('device', '?')}",
+        *([f"- fine-tuned from `{results['base_model']['name']}` "
+           f"(`{results['base_model']['path']}`, weights sha256 "
+           f"`{results['base_model']['weights_sha256']}`), with a fresh optimizer and schedule"]
+          if results.get("base_model") else []),
         f"- hardware: {hw['cpu']}, {hw['cores']} cores"
         f"{', ' + hw['gpu'] if hw.get('gpu') else ''}; torch {hw['torch']}",
         "",

@@ -24,11 +24,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import logging
 import math
 import os
 import signal
 from dataclasses import dataclass, field
+from pathlib import Path
 
 # oneDNN keeps a compiled kernel per LSTM shape (batch x length) it meets, 1,024 by default;
 # with token-budget batches nearly every batch is a new shape and memory grows by hundreds of
@@ -39,7 +41,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 import numpy as np
 import torch
 
-from nmt.config import Config, save_config
+from nmt.config import Config, load_config, save_config
 from nmt.data.batching import Corpus, TokenBatchSampler, updates
 from nmt.data.prepare import Prepared, prepare
 from nmt.data.subword_sampling import SampledBatches, SampledEpochs
@@ -53,9 +55,10 @@ from nmt.device import (
     resolve_precision,
 )
 from nmt.errors import ConfigError, NMTError, TrainingInterrupted
+from nmt.fileio import sha256_file, write_text_atomic
 from nmt.layout import RunDir
 from nmt.models.seq2seq import build_model, count_parameters
-from nmt.models.weights import average_weights, load_tensors, save_weights
+from nmt.models.weights import average_weights, load_tensors, load_weights, save_weights
 from nmt.training import distributed
 from nmt.training.checkpoints import check_run_dir, load_checkpoint, save_checkpoint
 from nmt.training.ema import WeightEMA
@@ -116,6 +119,7 @@ class Trainer:
             torch.cuda.set_device(self.device)
         self.prepared = prepared or distributed.rank0_first(self.dist, lambda: prepare(config))
         self.precision_note = ""
+        self.base_record: dict | None = None  # fine-tuning: the model this run started from
         if self.tcfg.precision == "auto":  # may time a probe: rank 0 measures, all follow
             chosen = precision_name(resolve_precision("auto", self.device)) \
                 if self.dist.main else None
@@ -125,6 +129,8 @@ class Trainer:
         self.src_tok, self.tgt_tok = self.prepared.src_tok, self.prepared.tgt_tok
         self.model = build_model(config.model, self.src_tok.vocab_size,
                                  self.tgt_tok.vocab_size).to(self.device)
+        if self.tcfg.init_from and not resume:  # on resume the checkpoint has the weights
+            self._start_from_base(Path(self.tcfg.init_from))
         self.params = count_parameters(self.model)
         if self.dist.rank:
             torch.manual_seed(self.tcfg.seed + self.dist.rank)  # own dropout masks per rank
@@ -193,6 +199,10 @@ class Trainer:
                          self.precision_note, f"{self.params:,}",
                          len(self.train_corpus), p.epoch_batches,
                          f", {self.dist.world} processes" if self.dist.enabled else "")
+        if self.base_record is not None:
+            self.report.info("fine-tuning from %s (%s, weights sha256 %s...) with a fresh "
+                             "optimizer and schedule", self.base_record["path"],
+                             self.base_record["name"], self.base_record["weights_sha256"][:16])
         self.budget.resume(p.elapsed)
         window, validated_at = Window(), p.step
         with distributed.catch_signals() as self.caught, contextlib.closing(self.report), \
@@ -311,6 +321,17 @@ class Trainer:
         p.history.append({k: float(v) for k, v in row.items()})
         self.report.validation(p.step, metrics, improved, p.history)
         self._save()
+
+    def _start_from_base(self, base: Path) -> None:
+        """Fine-tuning: load the base model's weights (before the optimizer and EMA see the
+        model) and record which model that was in ``base_model.json``."""
+        base_run = RunDir(base)
+        load_weights(self.model, base_run.model)
+        record = {"path": str(base), "name": load_config(base_run.config).name,
+                  "weights_sha256": sha256_file(base_run.model)}
+        if self.dist.main:
+            write_text_atomic(self.run.base_model, json.dumps(record, indent=2) + "\n")
+        self.base_record = record
 
     def _keep_precision(self, recorded: str) -> None:
         """On resume with precision ``auto``, train on in the precision the run started with
