@@ -196,6 +196,11 @@ class TrainingConfig:
     max_minutes: float | None = _f(None, "Stop after this much wall-clock time (null: no limit).",
                                    min=0.0, min_exclusive=True)
     valid_every: int = _f(1000, "Validate every N updates.", min=1)
+    valid_after: float = _f(0.0, "Skip the validations before this share of the budget "
+                            "(max_steps / max_epochs / max_minutes, whichever is furthest "
+                            "along) is spent; a checkpoint is still written every valid_every "
+                            "updates and training always ends with a validation. 0: validate "
+                            "from the first valid_every.", min=0.0, max=1.0)
     patience: int = _f(10, "Stop after N validations without BLEU improvement (0: never).", min=0)
     teacher_forcing_ratio: float = _f(1.0, "Share of decoder inputs taken from the gold target "
                                       "(< 1: scheduled sampling).", min=0.0, max=1.0)

@@ -55,7 +55,7 @@ def test_config_typo_is_one_line_with_the_closest_key(tmp_path):
         "nmt prepare: error: unknown config key 'model.hiden_size'; did you mean "
         "'hidden_size'? (valid keys here: embed_size, hidden_size, encoder_layers, "
         "decoder_hidden_size, decoder_layers, attention, bridge, input_feeding, tie_embeddings, "
-        "copy_attention, dropout, word_dropout)")
+        "copy_attention, dropout, init, word_dropout)")
 
 
 @pytest.mark.parametrize("argv, expected", [

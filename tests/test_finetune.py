@@ -35,7 +35,7 @@ def test_a_fine_tuning_run_starts_from_the_base_weights_and_tokenizer(tmp_path, 
     # the config asks for another tokenizer: the base's replaces it (sampling keys stay)
     config = finetune_config(tmp_path / "ft", trained_reverse, copy_task,
                              "tokenizer.vocab_size=40", "tokenizer.sample_alpha=0.3",
-                             "training.max_steps=10")
+                             "training.max_steps=10", "training.log_every=5")
     trainer = Trainer(config, quiet=True)
     base = read_weights(trained_reverse / "model.safetensors")
     state = trainer.model.state_dict()
@@ -50,7 +50,11 @@ def test_a_fine_tuning_run_starts_from_the_base_weights_and_tokenizer(tmp_path, 
     record = json.loads((tmp_path / "ft" / "base_model.json").read_text(encoding="utf-8"))
     assert record["weights_sha256"] == sha256_file(trained_reverse / "model.safetensors")
     assert record["path"] == str(trained_reverse)
-    assert "fine-tuning from" in (tmp_path / "ft" / "train.log").read_text(encoding="utf-8")
+    log = (tmp_path / "ft" / "train.log").read_text(encoding="utf-8")
+    assert "fine-tuning from" in log
+    assert ("budget: at most 20 epochs (training.max_epochs) or 10 updates (training.max_steps), "
+            "whichever comes first") in log
+    assert "training ends in about 0 minutes (training.max_steps), after about 10 updates" in log
     saved = load_config(tmp_path / "ft" / "config.yaml")
     assert saved.tokenizer.vocab_size == config.tokenizer.vocab_size
 

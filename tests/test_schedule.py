@@ -86,3 +86,23 @@ def test_budget_stops_and_measures_the_furthest_limit():
     assert not timed.exhausted(0, 0, 0)
     timed.resume(600.0)
     assert timed.exhausted(0, 0, 0) and math.isclose(timed.spent(0, 0.0), 1.0, abs_tol=0.01)
+
+
+def test_the_budget_is_told_in_words_and_its_end_estimated_from_the_rate():
+    from nmt.training.schedule import describe_budget
+
+    cfg = TrainingConfig(max_minutes=30.0, max_epochs=30, max_steps=None, patience=8)
+    assert describe_budget(cfg) == ("at most 30 minutes (training.max_minutes) or 30 epochs "
+                                    "(training.max_epochs), whichever comes first; early stop "
+                                    "after 8 validations without a better BLEU")
+    assert describe_budget(TrainingConfig(max_epochs=None, patience=0)) == \
+        "no step, epoch or time limit"
+    budget = Budget(cfg, Dist(), torch.device("cpu"))
+    # 100 updates, half an epoch in 60 s: 30 epochs would take 60 minutes, so time ends it
+    assert budget.estimate(100, 0.5, 60.0) == (1800.0, "training.max_minutes")
+    # two epochs a minute: 30 epochs take 15 minutes
+    assert budget.estimate(100, 2.0, 60.0) == (900.0, "training.max_epochs")
+    steps = Budget(TrainingConfig(max_steps=1000, max_epochs=None), Dist(), torch.device("cpu"))
+    assert steps.estimate(100, 0.1, 30.0) == (300.0, "training.max_steps")
+    none = Budget(TrainingConfig(max_epochs=None), Dist(), torch.device("cpu"))
+    assert math.isinf(none.estimate(100, 0.1, 30.0)[0])

@@ -390,3 +390,26 @@ def test_sigint_and_sigterm_save_a_checkpoint_and_resume(tmp_path, reverse, sign
     config = load_config(None, [*reverse_overrides(out, reverse), "training.valid_every=1000",
                                 "training.log_every=5", f"training.max_steps={step + 3}"])
     assert Trainer(config, resume=True, quiet=True).fit().step == step + 3
+
+
+def test_validations_before_valid_after_are_skipped_but_checkpoints_kept(tmp_path, reverse):
+    """valid_after 0.5 of 40 updates: validations at 20, 30 and 40 only; the checkpoint of
+    update 10 is still written, and a run resumed from it ends as the uninterrupted one."""
+    def run(out, steps, resume=False):
+        config = load_config(None, [*reverse_overrides(out, reverse), "training.max_steps=40",
+                                    "training.valid_every=10", "training.valid_after=0.5",
+                                    "training.precision=fp32", "training.keep_last=5"])
+        trainer = Trainer(config, resume=resume, quiet=True)
+        if steps < 40:  # stop right after the checkpoint of update `steps`
+            trainer.budget.exhausted = lambda step, *_: step >= steps
+        trainer.fit()
+        return trainer
+
+    straight = run(tmp_path / "a", 40)
+    assert [int(h["step"]) for h in straight.progress.history] == [20, 30, 40]
+    assert (tmp_path / "a" / "checkpoints" / "step-00000010.safetensors").is_file()
+    run(tmp_path / "b", 10)
+    resumed = run(tmp_path / "b", 40, resume=True)
+    assert [int(h["step"]) for h in resumed.progress.history] == [10, 20, 30, 40]
+    for name, value in straight.model.state_dict().items():
+        assert torch.equal(value, resumed.model.state_dict()[name]), name

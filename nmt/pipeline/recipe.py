@@ -142,6 +142,11 @@ def run(recipe: Recipe, config: Config, first: int = 0, last: int = len(STAGES) 
     job = Job(recipe, config, quiet, args or argparse.Namespace())
     out = config.out
     out.mkdir(parents=True, exist_ok=True)
+    if first <= STAGES.index("train") <= last and _read_json(RunDir(out).training) is None:
+        from nmt.training.schedule import describe_budget
+
+        print(f"== training: {describe_budget(config.training)}; an estimate of when it "
+              f"ends follows its first {config.training.log_every} updates", flush=True)
     for index in range(first, last + 1):
         name = STAGES[index]
         print(f"== stage {index} {name}", flush=True)

@@ -107,6 +107,20 @@ class Schedule:
         self.bad = int(state.get("bad", self.bad))
 
 
+def describe_budget(c: TrainingConfig) -> str:
+    """A training budget in words: its limits, whichever ends first, and early stopping."""
+    parts = [f"{c.max_minutes:g} minutes (training.max_minutes)" if c.max_minutes else "",
+             f"{c.max_epochs} epochs (training.max_epochs)" if c.max_epochs else "",
+             f"{c.max_steps:,} updates (training.max_steps)" if c.max_steps else ""]
+    parts = [p for p in parts if p]
+    stop = f"; early stop after {c.patience} validations without a better BLEU" \
+        if c.patience else ""
+    if not parts:
+        return f"no step, epoch or time limit{stop}"
+    return "at most " + " or ".join(parts) + \
+        (", whichever comes first" if len(parts) > 1 else "") + stop
+
+
 class Budget:
     """The training budget: the stopping rules, and the share of the budget spent.
 
@@ -137,6 +151,23 @@ class Budget:
             minutes = distributed.mean(self.dist, self.elapsed() / 60, self.device)
             shares.append(minutes / c.max_minutes)
         return max(shares)
+
+    def limits(self) -> str:
+        """The budget in words (:func:`describe_budget`)."""
+        return describe_budget(self.cfg)
+
+    def estimate(self, step: int, epochs: float, seconds: float) -> tuple[float, str]:
+        """Expected seconds of the whole training at the rate so far (``step`` updates and
+        ``epochs`` epochs in ``seconds``), and the limit that ends it (``inf`` without one)."""
+        c = self.cfg
+        ends = []
+        if c.max_minutes:
+            ends.append((c.max_minutes * 60, "training.max_minutes"))
+        if c.max_epochs and epochs > 0:
+            ends.append((seconds * c.max_epochs / epochs, "training.max_epochs"))
+        if c.max_steps and step > 0:
+            ends.append((seconds * c.max_steps / step, "training.max_steps"))
+        return min(ends) if ends else (math.inf, "no limit")
 
     def exhausted(self, step: int, epoch: int, bad_validations: int) -> bool:
         """Whether a stopping rule fires (on any process)."""

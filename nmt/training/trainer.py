@@ -203,8 +203,9 @@ class Trainer:
             self.report.info("fine-tuning from %s (%s, weights sha256 %s...) with a fresh "
                              "optimizer and schedule", self.base_record["path"],
                              self.base_record["name"], self.base_record["weights_sha256"][:16])
+        self.report.info("budget: %s", self.budget.limits())
         self.budget.resume(p.elapsed)
-        window, validated_at = Window(), p.step
+        window, validated_at, first_step = Window(), p.step, p.step
         with distributed.catch_signals() as self.caught, contextlib.closing(self.report), \
                 distributed.joined(self.dist), contextlib.closing(self.batches):
             for batches in updates(self.batches, p, t.accumulate, self.dist.world, self.dist.rank,
@@ -228,7 +229,14 @@ class Trainer:
                 self.report.update(p.step, result.loss, self.lr, window.rate)
                 if p.step % t.log_every == 0:
                     self.report.training(p.step, p.epoch + 1, window.loss, self.lr, window.rate)
+                    if p.step - first_step <= t.log_every:  # the first log: the rate is known
+                        self._announce_end(p.step)
                 if p.step % t.valid_every == 0:
+                    if t.valid_after and self.budget.spent(
+                            p.step, p.epoch + p.batch_in_epoch / p.epoch_batches) < t.valid_after:
+                        p.elapsed = self.budget.elapsed()
+                        self._save()  # too early to validate: a checkpoint only
+                        continue
                     self._validate_and_save(window.loss, window.rate)
                     window, validated_at = Window(), p.step
             if p.step != validated_at:
@@ -332,6 +340,20 @@ class Trainer:
         if self.dist.main:
             write_text_atomic(self.run.base_model, json.dumps(record, indent=2) + "\n")
         self.base_record = record
+
+    def _announce_end(self, step: int) -> None:
+        """Log when training will end at the rate so far, and which limit ends it."""
+        p = self.progress
+        seconds = self.budget.elapsed()
+        total, limit = self.budget.estimate(step, p.epoch + p.batch_in_epoch / p.epoch_batches,
+                                            seconds)
+        if math.isinf(total):
+            self.report.info("no step, epoch or time limit: training runs until early stopping "
+                             "(training.patience)")
+            return
+        self.report.info("at this rate training ends in about %.0f minutes (%s), after about "
+                         "%s updates", max(total - seconds, 0) / 60, limit,
+                         f"{round(step * total / max(seconds, 1e-9)):,}")
 
     def _keep_precision(self, recorded: str) -> None:
         """On resume with precision ``auto``, train on in the precision the run started with
