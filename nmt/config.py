@@ -75,9 +75,12 @@ class DataConfig:
     dataset_config: str | None = _f(None, "Hub dataset configuration (`de-en`, "
                                     "`iwslt2017-de-en`); null when it has none.")
     revision: str | None = _f(None, "Hub dataset revision (branch, tag or commit); null: latest.")
-    train: str | None = _f(None, "Training split: a split name for `hub`/`disk` (default "
-                           "`train`), else a file path (`tsv`, `jsonl`, `tmx`, `xliff`, `po`) "
-                           "or prefix (`text`).")
+    train: str | list[str] | None = _f(None, "Training split: a split name for `hub`/`disk` "
+                                       "(default `train`), else a file path (`tsv`, `jsonl`, "
+                                       "`tmx`, `xliff`, `po`) or prefix (`text`); a list of "
+                                       "files or prefixes is read as one corpus, in order "
+                                       "(for example your data and a base model's, to keep "
+                                       "what it knew when fine-tuning).")
     valid: str | None = _f(None, "Validation split, as `train` (default split name `validation`).")
     test: str | None = _f(None, "Test split, as `train` (default split name `test`).")
     translation_field: str | None = _f(None, "Nested schema: the column holding "
@@ -366,7 +369,13 @@ def _check_value(path: str, value: Any, hint: Any, meta: Mapping[str, Any]) -> A
         args = [a for a in typing.get_args(hint) if a is not type(None)]
         if value is None:
             return None
-        (hint,) = args  # only Optional[X] is used in these dataclasses
+        listed = next((a for a in args if typing.get_origin(a) is list), None)
+        if listed is not None and isinstance(value, list):  # X | list[X]: each item an X
+            (item,) = typing.get_args(listed)
+            if not value:
+                raise ConfigError(f"{path}: an empty list; give at least one value or null")
+            return [_check_value(f"{path}[{i}]", v, item, meta) for i, v in enumerate(value)]
+        (hint,) = [a for a in args if a is not listed]  # Optional[X], or X | list[X]
     if hint is bool:
         if not isinstance(value, bool):
             raise ConfigError(f"{path}: expected true or false, got {_show(value)}")

@@ -15,7 +15,9 @@ them as KEY=VALUE.
 
 Fine-tuning a trained model on your data: ``--init-from runs/lohelp_en_de`` starts from that
 model's weights and SentencePiece model (a fresh optimizer and schedule) and takes its model
-section, so only the training settings come from ``from_files.yaml`` and KEY=VALUE.
+section, so only the training settings come from ``from_files.yaml`` and KEY=VALUE. To keep
+more of what the base model knew, train on your data and some of its own:
+``--train mine/train --train base/train``.
 """
 
 import argparse
@@ -29,9 +31,10 @@ HERE = Path(__file__).resolve().parent
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The corpus: three locations and two language codes."""
-    parser.add_argument("--train", required=True, metavar="PREFIX|FILE",
+    parser.add_argument("--train", required=True, action="append", metavar="PREFIX|FILE",
                         help="training data: a prefix of two files PREFIX.SRC/PREFIX.TGT, or "
-                             "a .tsv / .jsonl / .tmx / .xlf / .po file")
+                             "a .tsv / .jsonl / .tmx / .xlf / .po file; given again (files of "
+                             "one kind), the sources are read as one corpus")
     parser.add_argument("--valid", metavar="PREFIX|FILE", help="validation data (as --train)")
     parser.add_argument("--test", metavar="PREFIX|FILE", help="test data (as --train)")
     parser.add_argument("--src-lang", required=True, metavar="LANG", help="source language")
@@ -43,13 +46,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def values(args: argparse.Namespace) -> dict:
     """The data section from the flags; the format follows the training path's suffix."""
-    suffix = Path(args.train).suffix
+    suffix = Path(args.train[0]).suffix
     fmt = {".tsv": "tsv", ".jsonl": "jsonl", ".tmx": "tmx", ".xlf": "xliff", ".xliff": "xliff",
            ".po": "po"}.get(suffix.lower(), "text")
     data = {"format": fmt, "src_lang": args.src_lang, "tgt_lang": args.tgt_lang}
-    for split in ("train", "valid", "test"):
+    for split in ("valid", "test"):
         if getattr(args, split):
             data[split] = str(Path(getattr(args, split)).resolve())
+    paths = [str(Path(p).resolve()) for p in args.train]
+    data["train"] = paths[0] if len(paths) == 1 else paths
     values = {"name": f"{args.src_lang}_{args.tgt_lang}", "data": data}
     if args.init_from:
         values["training"] = {"init_from": str(Path(args.init_from).resolve())}

@@ -165,3 +165,17 @@ def test_the_reference_pages_follow_the_config_and_the_parser():
         for name in getattr(action, "choices", None) or {}:
             assert f"## nmt {name}" in cli
     assert "--word-reward R" in cli and "--stop-stage M" in cli
+
+
+def test_data_train_takes_a_list_of_sources_checked_item_by_item():
+    from nmt.config import from_dict
+
+    config = from_dict({"data": {"train": ["mine/train", "base/train"]}})
+    assert config.data.train == ["mine/train", "base/train"]
+    assert from_dict({"data": {"train": "one"}}).data.train == "one"
+    with pytest.raises(ConfigError, match=r"data.train\[1\]: expected a string, got 3"):
+        from_dict({"data": {"train": ["a", 3]}})
+    with pytest.raises(ConfigError, match="data.train: an empty list"):
+        from_dict({"data": {"train": []}})
+    with pytest.raises(ConfigError, match="data.valid: expected a string"):
+        from_dict({"data": {"valid": ["a", "b"]}})

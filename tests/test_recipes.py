@@ -102,6 +102,38 @@ def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
     assert stages["train"]["seconds"] > 0.5  # the skipped re-run kept the real timing
 
 
+def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(tmp_path):
+    """--init-from takes the base's model section (from_files.yaml's differs) and tokenizer;
+    --train twice reads both sources as one corpus; the reports name the base by its hash."""
+    corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
+              for split, n, seed in (("train", 300, 0), ("more", 100, 3), ("valid", 30, 1),
+                                     ("test", 40, 2))}
+    base = tmp_path / "base"
+    common = ["--valid", corpus["valid"], "--test", corpus["test"], "--src-lang", "en",
+              "--tgt-lang", "de", "-q"]
+    proc = recipe("from_files", "--train", corpus["train"], *common, "--out", base, *TINY,
+                  "model.tie_embeddings=true", "model.embed_size=64")
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "ft"
+    proc = recipe("from_files", "--train", corpus["more"], "--train", corpus["train"], *common,
+                  "--out", out, "--init-from", base, "training.max_steps=10",
+                  "training.valid_every=5", *precision_overrides())
+    assert proc.returncode == 0, proc.stderr
+    assert "budget: at most" not in proc.stdout and "== training: at most" in proc.stdout
+    results = json.loads((out / "results.json").read_text())
+    from nmt.fileio import sha256_file
+
+    assert results["base_model"]["weights_sha256"] == sha256_file(base / "model.safetensors")
+    assert results["base_model"]["path"] == "../base"
+    assert results["config"]["data"]["train"] == ["../corpus/more", "../corpus/train"]
+    assert results["config"]["model"]["decoder_hidden_size"] == 64  # the base's, not 512
+    assert "400/400 pairs kept" in results["data"]["pairs"]  # both sources, one corpus
+    card = (out / "README.md").read_text(encoding="utf-8")
+    assert f"fine-tuned from `en_de` (`../base`, weights sha256 " \
+        f"`{results['base_model']['weights_sha256']}`)" in card
+    assert (out / "spm.model").read_bytes() == (base / "spm.model").read_bytes()
+
+
 def test_recipe_resumes_an_interrupted_training(tmp_path):
     corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
               for split, n, seed in (("train", 300, 0), ("test", 20, 2))}

@@ -201,3 +201,20 @@ def test_fingerprint_of_in_memory_datasets_follows_rows_and_order():
     assert fingerprint(ds.select([2, 0])) == fingerprint(make(["c", "a"]))
     assert fingerprint(ds.select([2, 0])) != fingerprint(ds.select([0, 2]))
     assert fingerprint(make([])) == fingerprint(make([]))
+
+
+def test_several_training_sources_are_one_corpus_in_order(tmp_path):
+    first = write_text_corpus(tmp_path / "a" / "train", make_pairs(5, 0))
+    second = write_text_corpus(tmp_path / "b" / "train", make_pairs(3, 1))
+    cfg = load_config(None, values={"data": {"train": [str(first), str(second)]}}).data
+    train = load_splits(cfg, tmp_path / "cache", ("train",))["train"]
+    assert list(zip(train["src"], train["tgt"], strict=True)) == make_pairs(5, 0) + make_pairs(3, 1)
+    again = load_splits(cfg, tmp_path / "cache", ("train",))["train"]
+    assert fingerprint(train) == fingerprint(again)
+    one = load_config(None, values={"data": {"train": [str(first)]}}).data
+    assert fingerprint(load_splits(one, tmp_path / "cache", ("train",))["train"]) != \
+        fingerprint(train)
+    hub = load_config(None, values={"data": {"format": "hub", "dataset": "x",
+                                             "train": ["a", "b"]}}).data
+    with pytest.raises(DataError, match="a list is for local files"):
+        load_splits(hub, tmp_path / "cache", ("train",))

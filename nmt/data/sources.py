@@ -29,7 +29,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from nmt.config import DataConfig
+from nmt.config import DATASET_FORMATS, FILE_FORMATS, DataConfig
 from nmt.errors import DataError, HubUnreachableError, NMTError
 from nmt.fileio import sha256_text
 
@@ -360,6 +360,9 @@ def load_splits(cfg: DataConfig, cache_dir: Path,
     (``train``, ``validation``, ``test``).
     """
     given = {s: getattr(cfg, s) for s in splits}
+    if isinstance(given.get("train"), list) and cfg.format in DATASET_FORMATS:
+        raise DataError(f"data.train lists {len(given['train'])} sources: a list is for "
+                        f"local files (data.format {', '.join(FILE_FORMATS)}), not {cfg.format}")
     if cfg.format in ("hub", "disk"):
         names = {s: given[s] or DEFAULT_SPLIT_NAMES[s] for s in splits}
         if cfg.format == "hub":
@@ -372,15 +375,25 @@ def load_splits(cfg: DataConfig, cache_dir: Path,
     for split, location in given.items():
         if not location:
             continue
-        if cfg.format == "text":
-            out[split] = load_text_files(location, cfg.src_lang, cfg.tgt_lang, cache_dir)
-        elif cfg.format == "tsv":
-            out[split] = load_tsv(location, cache_dir)
-        elif cfg.format == "jsonl":
-            out[split] = load_jsonl(location, cfg, cache_dir)
-        else:
-            out[split] = load_memory(location, cfg, cache_dir)
+        if isinstance(location, list):  # several sources read as one corpus, in order
+            import datasets
+
+            parts = [_load_file(one, cfg, cache_dir) for one in location]
+            out[split] = parts[0] if len(parts) == 1 else datasets.concatenate_datasets(parts)
+            continue
+        out[split] = _load_file(location, cfg, cache_dir)
     return out
+
+
+def _load_file(location: str, cfg: DataConfig, cache_dir: Path) -> datasets.Dataset:
+    """One local source of a file format as a (src, tgt) Dataset."""
+    if cfg.format == "text":
+        return load_text_files(location, cfg.src_lang, cfg.tgt_lang, cache_dir)
+    if cfg.format == "tsv":
+        return load_tsv(location, cache_dir)
+    if cfg.format == "jsonl":
+        return load_jsonl(location, cfg, cache_dir)
+    return load_memory(location, cfg, cache_dir)
 
 
 # --------------------------------------------------------------------------- fingerprints

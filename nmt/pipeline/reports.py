@@ -52,6 +52,8 @@ def corpus_name(config: Config, base: Path) -> str:
     if data.format == "hub":
         return str(data.dataset)
     where = data.dataset if data.format == "disk" else data.train
+    if isinstance(where, list):  # several training sources read as one corpus
+        return " + ".join(shareable_path(w, config.out, base) for w in where)
     return shareable_path(where, config.out, base) if where else "?"
 
 
@@ -61,8 +63,11 @@ def shareable_config(config: Config, base: Path) -> dict[str, Any]:
     raw["output_dir"] = model_dir_name(config.out, base)
 
     def share(section: str, key: str) -> None:
-        if raw[section].get(key):
-            raw[section][key] = shareable_path(raw[section][key], config.out, base)
+        value = raw[section].get(key)
+        if isinstance(value, list):
+            raw[section][key] = [shareable_path(v, config.out, base) for v in value]
+        elif value:
+            raw[section][key] = shareable_path(value, config.out, base)
 
     if config.data.format in FILE_FORMATS:
         for split in ("train", "valid", "test"):
