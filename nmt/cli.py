@@ -477,7 +477,11 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    config = _load(args, {"training": {"init_from": args.init_from}} if args.init_from else None)
+    from pathlib import Path
+
+    base = {"training": {"init_from": str(Path(args.init_from).resolve())}} \
+        if args.init_from else None
+    config = _load(args, base)
     if args.resume and args.config:
         from pathlib import Path
 

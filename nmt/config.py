@@ -462,6 +462,10 @@ def _check_cross_fields(config: Config) -> None:
         raise ConfigError("model.copy_attention copies through the attention weights: set "
                           "model.attention (general, dot or mlp) or turn copy_attention off")
     train = config.training
+    if train.valid_after and train.max_steps is None and train.max_epochs is None \
+            and train.max_minutes is None:
+        raise ConfigError("training.valid_after is a share of the budget, and this run has none: "
+                          "set training.max_steps, max_epochs or max_minutes, or valid_after: 0")
     if train.max_steps is None and train.max_epochs is None and train.max_minutes is None \
             and train.patience == 0:
         raise ConfigError("training has no stopping rule: set training.max_steps, max_epochs, "

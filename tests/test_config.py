@@ -179,3 +179,11 @@ def test_data_train_takes_a_list_of_sources_checked_item_by_item():
         from_dict({"data": {"train": []}})
     with pytest.raises(ConfigError, match="data.valid: expected a string"):
         from_dict({"data": {"valid": ["a", "b"]}})
+
+
+def test_valid_after_needs_a_budget_to_be_a_share_of():
+    from nmt.config import from_dict
+
+    with pytest.raises(ConfigError, match="training.valid_after is a share of the budget"):
+        from_dict({"training": {"valid_after": 0.5, "max_epochs": None, "patience": 3}})
+    assert from_dict({"training": {"valid_after": 0.5}}).training.valid_after == 0.5

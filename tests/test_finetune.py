@@ -12,7 +12,7 @@ import torch
 from conftest import exact_match, reverse_overrides, write_reverse_task
 
 from nmt.config import load_config
-from nmt.errors import ConfigError
+from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file
 from nmt.models.weights import read_weights
 from nmt.training.trainer import Trainer
@@ -78,9 +78,11 @@ def test_a_fine_tuning_run_resumes_exactly_without_its_base(tmp_path, trained_re
     shutil.copytree(trained_reverse, base)
 
     def run(out, steps, resume=False):
+        # the config's own tokenizer section differs from the base's: the base's is taken,
+        # from the base when the run starts and from the run's config.yaml when it resumes
         config = finetune_config(out, base, copy_task, f"training.max_steps={steps}",
                                  "training.precision=fp32", "model.dropout=0.2",
-                                 "tokenizer.sample_alpha=0.3")
+                                 "tokenizer.sample_alpha=0.3", "tokenizer.vocab_size=40")
         trainer = Trainer(config, resume=resume, quiet=True)
         trainer.fit()
         return trainer
@@ -92,6 +94,14 @@ def test_a_fine_tuning_run_resumes_exactly_without_its_base(tmp_path, trained_re
     assert resumed.progress.step == 30
     for name, value in straight.model.state_dict().items():
         assert torch.equal(value, resumed.model.state_dict()[name]), name
+    # a run from scratch cannot be resumed as a fine-tuning run (nor the other way round)
+    scratch = load_config(None, [*reverse_overrides(tmp_path / "s", copy_task),
+                                 "training.max_steps=5"])
+    Trainer(scratch, quiet=True).fit()
+    with pytest.raises(NMTError, match="was trained from scratch"):
+        Trainer(finetune_config(tmp_path / "s", trained_reverse, copy_task), resume=True,
+                quiet=True)
+    assert (tmp_path / "s" / "tokenizer.json").read_text(encoding="utf-8").find("init_from") < 0
 
 
 def test_other_shapes_are_refused_with_the_keys_to_set(tmp_path, trained_reverse, copy_task):

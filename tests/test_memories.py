@@ -110,6 +110,8 @@ def test_language_codes_match_by_primary_subtag():
     assert language_matches("de-DE", "de") and language_matches("de_DE", "DE")
     assert language_matches("de", "de-AT") and not language_matches("de-AT", "de-DE")
     assert not language_matches("dsb", "de") and not language_matches(None, "de")
+    assert language_matches("zh-Hans-CN", "zh-CN") and language_matches("sr-Latn", "sr-RS")
+    assert not language_matches("zh-Hant-TW", "zh-CN")
 
 
 def test_tmx_units_pick_their_languages_and_strip_inline_codes(tmp_path, caplog):
@@ -173,12 +175,33 @@ def test_a_malformed_file_names_the_file_and_the_position(tmp_path, kind, text, 
     assert f"corpus.{kind}" in str(caught.value) and where in str(caught.value)
 
 
-def test_entities_and_dtds_are_refused(tmp_path):
+def test_entities_are_refused_and_a_plain_doctype_is_read(tmp_path):
     bomb = ('<?xml version="1.0"?><!DOCTYPE tmx [<!ENTITY a "aaaaaaaaaa">]>'
             '<tmx version="1.4"><body><tu><tuv xml:lang="en"><seg>&a;</seg></tuv></tu></body>'
             '</tmx>')
-    with pytest.raises(DataError, match="may not declare DTDs"):
+    with pytest.raises(DataError, match="may not declare entities"):
         read("tmx", bomb, tmp_path)
+    omegat = TMX.replace('<tmx version="1.4">', '<!DOCTYPE tmx SYSTEM "tmx14.dtd">\n'
+                         '<tmx version="1.4">')
+    assert len(read("tmx", omegat, tmp_path, name="omegat.tmx")) == 2
+
+
+def test_units_are_dropped_from_the_tree_once_read(tmp_path):
+    """The tree keeps no unit once it is read, so memory stays flat on a large TMX."""
+    from nmt.data.memories import _elements
+
+    units = "".join(f'<tu><tuv xml:lang="en"><seg>s{i}</seg></tuv>'
+                    f'<tuv xml:lang="de"><seg>z{i}</seg></tuv></tu>' for i in range(3000))
+    path = tmp_path / "big.tmx"
+    path.write_text(f'<tmx version="1.4"><header/><body>{units}</body></tmx>', encoding="utf-8")
+    root, most = None, 0
+    for event, element in _elements(str(path), ("tu",)):
+        root = root if root is not None else element
+        body = root.find("body")
+        most = max(most, len(body) if body is not None else 0)
+    # the parser reads 64 KiB at a time: the tree holds that chunk's units at most, never
+    # the 230 KB file's 3,000
+    assert most < 1000 and len(root.find("body")) == 0
 
 
 def test_memories_load_as_splits_and_the_cli_reports_a_bad_file(tmp_path):

@@ -17,8 +17,9 @@ keeps a :class:`Tally` of what it did, logged once the file is read:
   of gettext's, not a translation) and obsolete ones.
 - **A malformed file** is a :class:`~nmt.errors.DataError` with the file and position.
 
-XML goes through defusedxml (no entity expansion, no external entities or DTDs from a file a
-user received), read incrementally, so a large TMX stays out of memory; PO through polib.
+XML goes through defusedxml (no entity declarations or external references from a file a user
+received; a plain ``<!DOCTYPE>`` line is fine), read incrementally with each unit dropped once
+read, so a large TMX stays out of memory; PO through polib.
 """
 
 from __future__ import annotations
@@ -71,15 +72,21 @@ class Tally:
         return f"{self.path}: " + "; ".join(parts)
 
 
+def _subtags(code: str) -> tuple[str, str | None]:
+    """(language, region) of a code such as ``de``, ``de_DE``, ``zh-Hans-CN`` (a four-letter
+    script subtag is passed over)."""
+    parts = code.strip().replace("_", "-").lower().split("-")
+    region = next((p for p in parts[1:] if len(p) != 4), None)
+    return parts[0], region
+
+
 def language_matches(code: str | None, wanted: str) -> bool:
     """Whether a file's language code names the configured language (by primary subtag;
     two regions must agree when both are given)."""
     if not code:
         return False
-    have, want = (c.strip().replace("_", "-").lower().split("-") for c in (code, wanted))
-    if have[0] != want[0]:
-        return False
-    return len(have) == 1 or len(want) == 1 or have[1] == want[1]
+    (have, have_region), (want, want_region) = _subtags(code), _subtags(wanted)
+    return have == want and (not have_region or not want_region or have_region == want_region)
 
 
 def _clean(text: str) -> str:
@@ -102,7 +109,7 @@ def inline_text(element: Any, kind: str, tally: Tally) -> str:
         for child in node:
             name = _local(child.tag)
             if name == "cp" and child.get("hex"):  # XLIFF 2.0: a code point XML cannot hold
-                parts.append(chr(int(child.get("hex"), 16)))
+                parts.append(_code_point(child.get("hex"), tally.path))
             elif name in code:
                 tags += 1
             elif name in keep:
@@ -121,15 +128,42 @@ def inline_text(element: Any, kind: str, tally: Tally) -> str:
     return _clean(text)
 
 
+def _code_point(text: str, path: str) -> str:
+    try:
+        return chr(int(text, 16))
+    except (ValueError, OverflowError):
+        raise DataError(f"{path}: <cp hex=\"{text}\"> is not a code point") from None
+
+
+def _elements(path: str, units: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
+    """``(event, element)`` of an incremental parse (``start`` and ``end``); each unit named
+    in ``units`` is detached from its parent once the caller has read it, so the tree never
+    holds more than one unit however large the file."""
+    stack: list[Any] = []
+    for event, element in _iterparse(path, ("start", "end")):
+        if event == "start":
+            stack.append(element)
+            yield event, element
+            continue
+        stack.pop()
+        yield event, element
+        if stack and _local(element.tag) in units:
+            stack[-1].remove(element)
+
+
 def _iterparse(path: str, events: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
-    """defusedxml's incremental parse, with malformed XML turned into a one-line error."""
+    """defusedxml's incremental parse, with malformed XML turned into a one-line error.
+
+    A document type declaration is allowed (TMX tools write ``<!DOCTYPE tmx SYSTEM
+    "tmx14.dtd">``), but entity declarations and external references are refused."""
     from xml.etree.ElementTree import ParseError
 
     from defusedxml import DefusedXmlException
     from defusedxml.ElementTree import iterparse
 
     try:
-        yield from iterparse(path, events=events, forbid_dtd=True)
+        yield from iterparse(path, events=events, forbid_dtd=False, forbid_entities=True,
+                             forbid_external=True)
     except ParseError as exc:
         line, column = getattr(exc, "position", (0, 0))
         reason = str(exc).split(":")[0]
@@ -137,7 +171,7 @@ def _iterparse(path: str, events: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
                         f"({reason}); fix the file or export it again") from None
     except DefusedXmlException as exc:
         raise DataError(f"{path}: refused ({type(exc).__name__}: {exc}); translation memories "
-                        "may not declare DTDs or entities") from None
+                        "may not declare entities or refer to external ones") from None
 
 
 # --------------------------------------------------------------------------- TMX
@@ -146,8 +180,8 @@ def _iterparse(path: str, events: tuple[str, ...]) -> Iterator[tuple[str, Any]]:
 def read_tmx(path: str, src_lang: str, tgt_lang: str, tally: Tally) -> Iterator[dict[str, str]]:
     """The (src, tgt) pairs of a TMX file's translation units (``tu``)."""
     seen: set[str] = set()
-    for _, element in _iterparse(path, ("end",)):
-        if _local(element.tag) != "tu":
+    for event, element in _elements(path, ("tu",)):
+        if event != "end" or _local(element.tag) != "tu":
             continue
         tally.units += 1
         sides: dict[str, str] = {}
@@ -161,7 +195,6 @@ def read_tmx(path: str, src_lang: str, tgt_lang: str, tally: Tally) -> Iterator[
             seg = next((child for child in tuv if _local(child.tag) == "seg"), None)
             if side and seg is not None and side not in sides:
                 sides[side] = inline_text(seg, "tmx", tally)
-        element.clear()
         if not sides.get("src") or not sides.get("tgt"):
             tally.skip("a language missing or empty")
             continue
@@ -195,7 +228,7 @@ def read_xliff(path: str, src_lang: str, tgt_lang: str,
     """The (src, tgt) pairs of an XLIFF 1.2 file (``trans-unit``) or 2.0 file (``unit``, its
     segments joined in order)."""
     swap = False
-    for event, element in _iterparse(path, ("start", "end")):
+    for event, element in _elements(path, ("trans-unit", "unit")):
         name = _local(element.tag)
         if event == "start":
             if name == "xliff" and element.get("srcLang"):  # 2.0: languages on the root
@@ -215,7 +248,6 @@ def read_xliff(path: str, src_lang: str, tgt_lang: str,
                     for x in (source, target)]
         else:
             pair = _unit_20(element, tally)
-        element.clear()
         if swap:
             pair.reverse()
         if not pair[0] or not pair[1]:
@@ -296,5 +328,8 @@ def read_memory(kind: str, path: str, src_lang: str, tgt_lang: str) -> Iterator[
     if not Path(path).is_file():
         raise DataError(f"{kind.upper()} file not found: {path}")
     tally = Tally(path)
-    yield from READERS[kind](path, src_lang, tgt_lang, tally)
+    try:
+        yield from READERS[kind](path, src_lang, tgt_lang, tally)
+    except OSError as exc:
+        raise DataError(f"{path}: cannot read it ({exc.strerror or exc})") from None
     log.info("data: %s", tally.describe())

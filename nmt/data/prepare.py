@@ -117,12 +117,24 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
 
 
 def _base_tokenizers(run: RunDir, base: Path) -> tuple[Tokenizer, Tokenizer]:
-    """A fine-tuning run's tokenizer: the base model's, copied into the run directory (once
-    training has started, the copy is used, so a resumed run needs the base no longer)."""
+    """A fine-tuning run's tokenizer: the base model's, copied into the run directory once.
+
+    Once training has started the copy is used (a resumed run needs the base no longer); a
+    copy of the same bytes is kept as it is (every torchrun process prepares); a directory
+    holding a run trained with another tokenizer is refused."""
     marker = _read_marker(run)
-    if run.trainer_state.is_file() and marker and marker.get("key") == "init_from":
+    copied = bool(marker) and marker.get("key") == "init_from"
+    if run.trainer_state.is_file():
+        if not copied:
+            raise DataError(f"{run.root} holds a run not started from a base model; a "
+                            "fine-tuning run (training.init_from) needs a new output_dir")
         return load_from_dir(run.root)
     tokenizers = load_from_dir(base)
+    names = model_files(tokenizers[0] is tokenizers[1])
+    if copied and all((run.root / n).is_file() for n in names):
+        here = load_from_dir(run.root)
+        if [t.model_bytes for t in here] == [t.model_bytes for t in tokenizers]:
+            return here
     _write_tokenizers(run, tokenizers, {"key": "init_from", "base": str(base)})
     log.info("tokenizer: the base model's, copied from %s", base)
     return tokenizers
@@ -131,11 +143,12 @@ def _base_tokenizers(run: RunDir, base: Path) -> tuple[Tokenizer, Tokenizer]:
 def adopt_base_model(config: Config) -> Config | None:
     """Fine-tuning: check ``training.init_from`` and take its tokenizer settings into ``config``.
 
-    Returns the base model's config (None without ``init_from``). The base must be a trained
-    model directory whose model section has the shapes of ``config``'s
-    (:data:`nmt.config.MODEL_SHAPE_KEYS`); ``config.tokenizer`` becomes the base's, keeping its
-    own subword-sampling keys, so the run's ``config.yaml`` describes the tokenizer it uses.
-    A resumed run whose base is gone keeps the settings it has.
+    Returns the config the settings came from (None without ``init_from``): the base model's,
+    or, once training has started, the run's own ``config.yaml`` (so a resumed run needs the
+    base no longer). The base must be a trained model directory whose model section has the
+    shapes of ``config``'s (:data:`nmt.config.MODEL_SHAPE_KEYS`); ``config.tokenizer`` becomes
+    the base's, keeping its own subword-sampling keys, so the run's ``config.yaml`` describes
+    the tokenizer it uses. Idempotent.
     """
     where = config.training.init_from
     if not where:
@@ -144,28 +157,36 @@ def adopt_base_model(config: Config) -> Config | None:
     if cfg.model or cfg.src_model or cfg.tgt_model:
         raise ConfigError("training.init_from takes the base model's SentencePiece model: drop "
                           "tokenizer.model / tokenizer.src_model / tokenizer.tgt_model")
-    base = RunDir(Path(where))
-    if not base.model.is_file() and RunDir(config.out).trainer_state.is_file():
-        return None  # resuming: the weights and tokenizer were taken when the run started
-    if base.is_onnx_export():
-        raise ConfigError(f"training.init_from={where} is an ONNX export: fine-tuning needs the "
-                          f"model directory it was exported from (with {base.model.name})")
-    if not base.config.is_file() or not base.model.is_file():
-        raise ConfigError(f"training.init_from={where} is not a trained model directory (it "
-                          f"needs {base.config.name} and {base.model.name}): give the "
-                          "output_dir of nmt train or of a recipe")
-    base_config = load_config(base.config)
-    differ = shape_differences(config.model, base_config.model)
+    run, base = RunDir(config.out), RunDir(Path(where))
+    if run.trainer_state.is_file() and run.config.is_file():
+        source, what = load_config(run.config), f"the run in {run.root}"
+        if not source.training.init_from:
+            return None  # a run from scratch: resuming it with init_from is refused later
+    else:
+        if base.is_onnx_export():
+            raise ConfigError(f"training.init_from={where} is an ONNX export: fine-tuning needs "
+                              f"the model directory it was exported from (with "
+                              f"{base.model.name})")
+        if not base.config.is_file() or not base.model.is_file():
+            raise ConfigError(f"training.init_from={where} is not a trained model directory "
+                              f"(it needs {base.config.name} and {base.model.name}): give the "
+                              "output_dir of nmt train or of a recipe")
+        source, what = load_config(base.config), "the base model's"
+        pair = (source.data.src_lang, source.data.tgt_lang)
+        if pair != (config.data.src_lang, config.data.tgt_lang):
+            log.warning("fine-tuning a %s->%s model as %s->%s: check data.src_lang and "
+                        "data.tgt_lang", *pair, config.data.src_lang, config.data.tgt_lang)
+    differ = shape_differences(config.model, source.model)
     if differ:
         listed = ", ".join(f"{k} {mine} (base {theirs})" for k, (mine, theirs) in differ.items())
         fix = " ".join(f"model.{k}={str(theirs).lower() if isinstance(theirs, bool) else theirs}"
                        for k, (_, theirs) in differ.items())
-        raise ConfigError(f"training.init_from={where}: the config's model differs from the "
-                          f"base model's in {listed}; fine-tuning keeps its shapes: set {fix}")
-    config.tokenizer = dataclasses.replace(base_config.tokenizer, model=None, src_model=None,
+        raise ConfigError(f"training.init_from={where}: the config's model differs from "
+                          f"{what} in {listed}; fine-tuning keeps its shapes: set {fix}")
+    config.tokenizer = dataclasses.replace(source.tokenizer, model=None, src_model=None,
                                            tgt_model=None, sample_alpha=cfg.sample_alpha,
                                            sample_nbest=cfg.sample_nbest)
-    return base_config
+    return source
 
 
 def _read_marker(run: RunDir) -> dict[str, Any] | None:

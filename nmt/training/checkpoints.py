@@ -149,6 +149,11 @@ def check_run_dir(config: Config, resume: bool) -> None:
     if not resume or not run.config.exists():
         return
     saved = load_config(run.config)
+    if bool(saved.training.init_from) != bool(config.training.init_from):
+        was = f"fine-tuned from {saved.training.init_from}" if saved.training.init_from \
+            else "trained from scratch"
+        raise NMTError(f"cannot resume: the run in {run.root} was {was}; resume it with "
+                       f"training.init_from as it started (the config's {run.config.name})")
     for section in ("model", "data", "tokenizer"):
         if to_dict(getattr(saved, section)) != to_dict(getattr(config, section)):
             raise NMTError(f"cannot resume: the {section} settings differ from those in "

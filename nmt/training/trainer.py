@@ -43,7 +43,7 @@ import torch
 
 from nmt.config import Config, load_config, save_config
 from nmt.data.batching import Corpus, TokenBatchSampler, updates
-from nmt.data.prepare import Prepared, prepare
+from nmt.data.prepare import Prepared, adopt_base_model, prepare
 from nmt.data.subword_sampling import SampledBatches, SampledEpochs
 from nmt.device import (
     autocast,
@@ -108,6 +108,7 @@ class Trainer:
                  prepared: Prepared | None = None) -> None:
         self.config, self.quiet, self.tcfg = config, quiet, config.training
         self.run = RunDir(config.out)
+        adopt_base_model(config)  # fine-tuning: the base's tokenizer settings, before comparing
         check_run_dir(config, resume)
         torch.manual_seed(self.tcfg.seed)
         self.device = resolve_device(self.tcfg.device)
@@ -236,6 +237,7 @@ class Trainer:
                             p.step, p.epoch + p.batch_in_epoch / p.epoch_batches) < t.valid_after:
                         p.elapsed = self.budget.elapsed()
                         self._save()  # too early to validate: a checkpoint only
+                        window = Window()  # as a resumed run's window starts here
                         continue
                     self._validate_and_save(window.loss, window.rate)
                     window, validated_at = Window(), p.step
