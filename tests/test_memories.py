@@ -195,7 +195,7 @@ def test_units_are_dropped_from_the_tree_once_read(tmp_path):
     path = tmp_path / "big.tmx"
     path.write_text(f'<tmx version="1.4"><header/><body>{units}</body></tmx>', encoding="utf-8")
     root, most = None, 0
-    for event, element in _elements(str(path), ("tu",)):
+    for _event, element in _elements(str(path), ("tu",)):
         root = root if root is not None else element
         body = root.find("body")
         most = max(most, len(body) if body is not None else 0)
