@@ -171,6 +171,38 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.set_defaults(handler=_cmd_encode)
 
+    p = sub.add_parser("score", help="log-probability of given translations (forced decoding)",
+                       description="Score each line of --hyp as a translation of the same line "
+                       "of --src: the model's log-probability of its pieces and EOS, the steps "
+                       "beam search takes (equal to the search's score for the same output "
+                       "with length penalty 0 and no word reward). One line out per pair.",
+                       epilog="examples:\n  nmt score -m runs/lohelp_en_de --src test.en --hyp "
+                              "test.hyp -o test.scores\n  nmt score -m runs/lohelp_en_de --src "
+                              "test.en --hyp test.de --normalize --token-scores",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", metavar="DIR", required=True, action="append",
+                   help="model directory (or ONNX export); repeat it for an ensemble")
+    p.add_argument("--src", metavar="FILE", required=True, help="source lines")
+    p.add_argument("--hyp", metavar="FILE", required=True,
+                   help="translations to score, one per source line")
+    p.add_argument("-o", "--output", metavar="FILE",
+                   help="scores, written atomically (default: stdout)")
+    p.add_argument("--normalize", action="store_true",
+                   help="divide each total by its number of target pieces (EOS included)")
+    p.add_argument("--token-scores", action="store_true",
+                   help="after the total, a tab and each piece's log-probability "
+                        "(piece=value, space-separated, EOS last)")
+    p.add_argument("--errors", choices=("strict", "replace"), default="strict",
+                   help="invalid UTF-8 input: stop with the line number (strict) or replace")
+    p.add_argument("--batch-tokens", type=int, metavar="N", help="source tokens per batch")
+    p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                   help="auto (default): as nmt translate; fp32 for exact comparisons")
+    p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
+                   help="torch (model directory) or onnx (an export); auto picks by -m")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(handler=_cmd_score)
+
     p = sub.add_parser("average", help="average checkpoints into a new model directory",
                        description="Average the weights of a run's last N checkpoints (or of "
                        "the checkpoint files given) into a new model directory with the run's "
@@ -397,6 +429,33 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                          f"{' (int8 weights)' if args.quantize else ''} on {translator.device} "
                          f"({translator.backend} backend); "
                          f"written to {args.output}\n")
+    return 0
+
+
+def _cmd_score(args: argparse.Namespace) -> int:
+    if args.batch_tokens is not None and args.batch_tokens < 1:
+        raise ConfigError(f"--batch-tokens must be at least 1, got {args.batch_tokens}")
+    sources, hypotheses = _read_input(args.src, args.errors), _read_input(args.hyp, args.errors)
+    if len(sources) != len(hypotheses):
+        raise DataError(f"{args.src} has {len(sources)} lines but {args.hyp} has "
+                        f"{len(hypotheses)}: give one translation per source line")
+    from nmt.inference.translator import Translator
+
+    translator = Translator.load_ensemble(args.model, args.device, args.precision, None,
+                                          args.backend)
+    out = []
+    for scored in translator.score(sources, hypotheses, args.batch_tokens):
+        total = scored.log_prob / len(scored.pieces) if args.normalize else scored.log_prob
+        line = f"{total:.6f}"
+        if args.token_scores:
+            line += "\t" + " ".join(f"{piece}={value:.6f}" for piece, value
+                                    in zip(scored.pieces, scored.token_log_probs, strict=True))
+        out.append(line)
+    _write_lines(args.output, out)
+    for cut in translator.truncated:
+        sys.stderr.write(f"nmt score: line {cut.index + 1}: source cut to its first {cut.kept} "
+                         f"of {cut.pieces} pieces (the model's data.max_len), as search cuts "
+                         "it\n")
     return 0
 
 

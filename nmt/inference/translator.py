@@ -35,7 +35,7 @@ from nmt.data.tokenizer import Tokenizer, load_from_dir
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
 from nmt.layout import RunDir
-from nmt.models.search import decode_all
+from nmt.models.search import decode_all, score_all
 from nmt.models.seq2seq import Ensemble, Seq2Seq
 from nmt.models.weights import load_model_dir
 from nmt.onnx.runtime import OnnxModel
@@ -102,6 +102,16 @@ class Truncation:
     index: int
     pieces: int
     kept: int
+
+
+@dataclass
+class Scored:
+    """A hypothesis scored by forced decoding: its total log-probability, its target pieces
+    (EOS last) and each piece's log-probability."""
+
+    log_prob: float
+    pieces: list[str]
+    token_log_probs: list[float]
 
 
 class Translator:
@@ -296,6 +306,34 @@ class Translator:
         :meth:`translate_nbest`; one hypothesis is searched for, whatever ``n_best`` says)."""
         options = (options or self.config.decoding).updated(overrides, n_best=1)
         return [hyps[0][0] for hyps in self.translate_nbest(lines, options, progress)]
+
+    def score(self, lines: Sequence[str], hypotheses: Sequence[str],
+              batch_tokens: int | None = None) -> list[Scored]:
+        """The model's log-probability of each hypothesis given its source line (forced
+        decoding), with each target piece's share; EOS is scored as the last piece.
+
+        The steps are the search's own (:func:`nmt.models.search.force_decode`), so a
+        translation's total equals the log-probability beam search found for it (its score
+        with length penalty 0 and no word reward). A source longer than ``data.max_len`` pieces
+        is cut as the search cuts it (recorded in :attr:`truncated`); an empty source line is
+        scored as EOS alone.
+        """
+        if len(lines) != len(hypotheses):
+            raise ConfigError(f"{len(lines)} source lines but {len(hypotheses)} hypotheses: "
+                              "score needs one hypothesis per source line")
+        self.truncated = []
+        sources = []
+        for index, line in enumerate(lines):
+            ids, pieces = self.source_ids(line)
+            if pieces > self.config.data.max_len:
+                self.truncated.append(Truncation(index, pieces, self.config.data.max_len))
+            sources.append(ids)
+        targets = [self.tgt_tok.encode(hyp.strip(), add_eos=True) for hyp in hypotheses]
+        scores = score_all(self.model, sources, targets,
+                           batch_tokens or self.config.decoding.batch_tokens, self.device,
+                           self.dtype)
+        return [Scored(sum(row), [self.tgt_tok.id_to_piece(i) for i in ids], row)
+                for ids, row in zip(targets, scores, strict=True)]
 
     @torch.no_grad()
     def attention(self, lines: Sequence[str],

@@ -225,6 +225,57 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
     return torch.tensor(done, device=scores.device)
 
 
+# --------------------------------------------------------------------------- forced decoding
+
+
+@torch.no_grad()
+def force_decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+                 tgt: torch.Tensor, tgt_lengths: torch.Tensor) -> torch.Tensor:
+    """The log-probability of each given target token, fed step by step as search feeds it.
+
+    Args:
+        src: (B, S) source ids; src_lengths: (B,).
+        tgt: (B, T) target ids ending in EOS (no BOS), padded; tgt_lengths: (B,) with EOS.
+    Returns:
+        (B, T) float32 log-probabilities, 0 past each target's end. The steps are the search's
+        own (``init_state``, ``step`` with the previous gold token, PAD and BOS ruled out as
+        search rules them out), so a hypothesis's sum equals the log-probability beam search
+        gave it.
+    """
+    state = model.init_state(model.encode(src, src_lengths))
+    batch, steps = tgt.shape
+    tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
+    out = torch.zeros(batch, steps, device=src.device)
+    for t in range(steps):
+        log_probs, state = model.step(tokens, state)  # (B, V)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        out[:, t] = log_probs.gather(1, tgt[:, t:t + 1].clamp(min=0)).squeeze(1).float()
+        tokens = tgt[:, t]
+    return out.masked_fill(torch.arange(steps, device=src.device)[None, :]
+                           >= tgt_lengths[:, None], 0.0)
+
+
+@torch.no_grad()
+def score_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
+              targets: Sequence[Sequence[int]], batch_tokens: int, device: torch.device,
+              dtype: torch.dtype | None) -> list[list[float]]:
+    """Per-token log-probabilities of each (source, target) pair of ids (both ending in EOS),
+    in input order; batched by source length as :func:`decode_all` batches."""
+    model.eval()
+    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
+    budget = max(batch_tokens, int(lengths.max(initial=1)))
+    out: list[list[float]] = [[] for _ in sources]
+    for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
+        batch = collate([sources[i] for i in rows], [targets[i] for i in rows], rows).to(device)
+        with autocast(device, dtype):
+            scores = force_decode(model, batch.src, batch.src_lengths, batch.tgt,
+                                  batch.tgt_lengths)
+        for row, index in enumerate(rows.tolist()):
+            out[index] = scores[row, :len(targets[index])].tolist()
+    return out
+
+
 # --------------------------------------------------------------------------- the one decoding path
 
 
