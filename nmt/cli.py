@@ -96,6 +96,13 @@ def build_parser() -> argparse.ArgumentParser:
     _add_decoding_args(p)
     p.add_argument("--n-best", type=int, default=1, metavar="N",
                    help="write N lines per input: hypothesis<TAB>score")
+    p.add_argument("--alignment", action="store_true",
+                   help="after each translation, a tab and its word alignment to the source in "
+                        "Moses format (i-j: source word i, target word j, from 0), from the "
+                        "attention (torch backend, one model)")
+    p.add_argument("--scores", action="store_true",
+                   help="after each translation (and alignment), a tab and each target piece's "
+                        "log-probability (piece=value, EOS last)")
     p.add_argument("--attention-dir", metavar="DIR",
                    help="write one attention heat map (PNG) per non-empty line into DIR")
     p.add_argument("-q", "--quiet", action="store_true",
@@ -389,14 +396,21 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     overrides = _decoding_options(args, n_best=args.n_best)
     if args.attention_dir and len(args.model) > 1:
         raise ConfigError("--attention-dir shows one model's attention: give a single -m")
+    if args.alignment and len(args.model) > 1:
+        raise ConfigError("--alignment comes from one model's attention: give a single -m")
+    if (args.alignment or args.scores) and args.n_best != 1:
+        raise ConfigError("--alignment and --scores describe one translation a line: use them "
+                          "without --n-best")
     from nmt.inference.translator import Translator
 
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
-    if args.attention_dir and translator.backend == "onnx":
-        raise ConfigError("--attention-dir needs the torch backend: give the model directory, "
-                          "not its ONNX export")
+    for flag, wanted in (("--attention-dir", args.attention_dir),
+                         ("--alignment", args.alignment)):
+        if wanted and translator.backend == "onnx":
+            raise ConfigError(f"{flag} needs the torch backend: give the model directory, "
+                              "not its ONNX export")
     options = translator.options(overrides, _flag)
     lines = _read_input(args.input, args.errors)
     results = _translate_lines(translator, lines, options,
@@ -418,6 +432,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                                weights)
     if options.n_best == 1:
         out = [hyps[0][0] for hyps in results]
+        if args.alignment or args.scores:
+            out = _annotate(translator, lines, out, args.alignment, args.scores)
     else:
         out = [f"{text}\t{score:.4f}" for hyps in results for text, score in hyps]
     _write_lines(args.output, out)
@@ -430,6 +446,25 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                          f"({translator.backend} backend); "
                          f"written to {args.output}\n")
     return 0
+
+
+def _annotate(translator: Translator, lines: list[str], out: list[str], alignment: bool,
+              scores: bool) -> list[str]:
+    """Translations with their word alignment and per-piece log-probabilities appended."""
+    from nmt.inference.translator import word_alignment
+
+    fields: list[list[str]] = [[text] for text in out]
+    if alignment:
+        for row, (src, tgt, weights) in zip(fields, translator.attention(lines, out),
+                                            strict=True):
+            row.append(" ".join(f"{i}-{j}" for i, j in word_alignment(src, tgt, weights)))
+    if scores:
+        scored = translator.score(lines, out)
+        for index, (row, one) in enumerate(zip(fields, scored, strict=True)):
+            row.append("" if not lines[index].strip() else " ".join(
+                f"{piece}={value:.4f}" for piece, value
+                in zip(one.pieces, one.token_log_probs, strict=True)))
+    return ["\t".join(row) for row in fields]
 
 
 def _cmd_score(args: argparse.Namespace) -> int:

@@ -58,3 +58,45 @@ def test_nmt_score_writes_one_line_per_pair(tmp_path, trained_reverse, reverse_t
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "has 5 lines but" in proc.stderr
     assert proc.stderr.count("\n") == 1
+
+
+def test_word_alignment_links_words_through_their_pieces():
+    import numpy as np
+
+    from nmt.inference.translator import word_alignment
+
+    src = ["▁Open", "▁the", "▁file", "s", "</s>"]  # words: Open the files
+    tgt = ["▁Datei", "en", "▁öffnen", "</s>"]  # words: Dateien öffnen
+    weights = np.zeros((4, 5))
+    weights[0, 2] = weights[2, 0] = weights[3, 4] = 1.0
+    weights[1, 1], weights[1, 3] = 0.6, 0.4  # "en" looks at "the", but "Datei"+"en" at files
+    assert word_alignment(src, tgt, weights) == [(0, 1), (2, 0)]
+    assert word_alignment(["</s>"], tgt, weights[:, :1]) == []
+
+
+def test_nmt_translate_alignment_reverses_on_the_reverse_task(tmp_path, trained_reverse,
+                                                              reverse_task):
+    sources = lines_of(reverse_task["test"], "src", 30)
+    (tmp_path / "src").write_text("\n".join(sources) + "\n\n", encoding="utf-8")
+    precision = ["--precision", PRECISION] if PRECISION else []
+    proc = subprocess.run([sys.executable, "-m", "nmt", "translate", "-m", str(trained_reverse),
+                           "-i", str(tmp_path / "src"), "--alignment", "--scores", "-q",
+                           "--beam-size", "1", *precision],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rows = proc.stdout.split("\n")
+    assert len(rows) == 32 and rows[30] == "\t\t" and rows[31] == ""  # the empty line
+    same = total = 0
+    for src, row in zip(sources, rows, strict=False):
+        text, links, scores = row.split("\t")
+        words, out = src.split(), text.split()
+        pairs = [tuple(map(int, link.split("-"))) for link in links.split()]
+        assert all(0 <= i < len(words) and 0 <= j < len(out) for i, j in pairs)
+        assert {j for _, j in pairs} == set(range(len(out)))  # every target word is linked
+        # a reversed word is the same symbol: the link should join equal words (a symbol
+        # that occurs twice may link to either occurrence)
+        same += sum(words[i] == out[j] for i, j in pairs)
+        total += len(pairs)
+        assert scores.split(" ")[-1].startswith("</s>=")
+    # measured on a Zen 4 EPYC: 170 of 171 links join equal symbols (fp32 and bf16, greedy)
+    assert same / total >= 0.9

@@ -389,6 +389,29 @@ class Translator:
         return out
 
 
+def word_alignment(src_pieces: Sequence[str], tgt_pieces: Sequence[str],
+                   weights: np.ndarray) -> list[tuple[int, int]]:
+    """Moses-style word alignment ``(source word, target word)`` pairs from attention.
+
+    ``src_pieces`` and ``tgt_pieces`` are SentencePiece pieces with EOS last (as
+    :meth:`Translator.attention` gives them), ``weights`` (T, S) their attention. Pieces are
+    grouped into words (a piece starting with "▁" starts one), the attention summed over each
+    source word's pieces and averaged over each target word's, and each target word is linked
+    to the source word it attends to most (EOS left out on both sides). Sorted pairs.
+    """
+    def words(pieces: Sequence[str]) -> np.ndarray:
+        starts = [number == 0 or piece.startswith("\u2581") for number, piece in enumerate(pieces)]
+        return np.cumsum(starts) - 1
+
+    src_n, tgt_n = len(src_pieces) - 1, len(tgt_pieces) - 1  # EOS last on both sides
+    if src_n <= 0 or tgt_n <= 0:
+        return []
+    src_words, tgt_words = words(src_pieces[:src_n]), words(tgt_pieces[:tgt_n])
+    by_word = np.zeros((int(tgt_words[-1]) + 1, int(src_words[-1]) + 1))
+    np.add.at(by_word, (tgt_words[:, None], src_words[None, :]), weights[:tgt_n, :src_n])
+    return sorted((int(i), j) for j, i in enumerate(by_word.argmax(axis=1)))
+
+
 def _pieces(tok: Tokenizer) -> list[str]:
     return [tok.sp.id_to_piece(i) for i in range(tok.vocab_size)]
 
