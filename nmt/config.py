@@ -112,7 +112,7 @@ class TokenizerConfig:
                                    "(0.9995 for CJK-heavy text).", min=0.5, max=1.0)
     byte_fallback: bool = _f(True, "Spell characters outside the vocabulary as UTF-8 bytes "
                              "instead of <unk>, so any text round-trips. Needs vocab_size > 260.")
-    normalization: str = _f("nmt_nfkc", "Normalisation rule, stored in the model: `nmt_nfc` "
+    normalization: str = _f("nmt_nfc", "Normalisation rule, stored in the model: `nmt_nfc` "
                             "(ours: NFC, controls removed, spaces collapsed; keeps \"…\", "
                             "\"²\", no-break spaces and every other character NFKC rewrites, "
                             "so the output can reproduce them) or one of SentencePiece's "

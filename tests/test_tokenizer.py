@@ -25,7 +25,9 @@ def corpus() -> list[str]:
 
 @pytest.fixture(scope="module")
 def unigram() -> Tokenizer:
-    return train_sentencepiece(corpus(), TokenizerConfig(vocab_size=400, hard_vocab_limit=False))
+    """A model with SentencePiece's own rule, NFKC (ours, nmt_nfc, is the default)."""
+    return train_sentencepiece(corpus(), TokenizerConfig(vocab_size=400, hard_vocab_limit=False,
+                                                         normalization="nmt_nfkc"))
 
 
 def test_special_ids_are_fixed_and_taken_from_the_model(unigram):
@@ -101,10 +103,12 @@ def test_bpe_and_saving(tmp_path):
     assert src.decode(src.encode(line)) == tok.normalize(line)
 
 
-def test_training_is_deterministic():
-    cfg = TokenizerConfig(vocab_size=400, hard_vocab_limit=False, threads=1)
-    assert train_sentencepiece(corpus(), cfg).model_bytes == \
-        train_sentencepiece(corpus(), cfg).model_bytes
+@pytest.mark.parametrize("rule", ["nmt_nfc", "nmt_nfkc"])
+def test_training_is_deterministic(rule):
+    cfg = TokenizerConfig(vocab_size=400, hard_vocab_limit=False, threads=1, normalization=rule)
+    first = train_sentencepiece(corpus(), cfg)
+    assert first.model_bytes == train_sentencepiece(corpus(), cfg).model_bytes
+    assert first.normalize("Drucken…") == ("Drucken…" if rule == "nmt_nfc" else "Drucken...")
 
 
 def test_vocab_too_large_is_a_clear_error():

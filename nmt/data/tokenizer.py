@@ -12,7 +12,9 @@ byte pieces, so ``decode(encode(x)) == normalize(x)`` for any text, CJK and emoj
   removed, tabs and line breaks made spaces, runs of spaces collapsed. It keeps every character
   NFKC rewrites ("…", "²", "½", "ﬁ", full-width forms, no-break spaces), so the output can
   reproduce them: ``decode(encode(x)) == x`` for NFC text without control characters or
-  extra spaces. Built by :func:`nfc_rules` as a SentencePiece rule table.
+  extra spaces. Built by :func:`nfc_rules` as a SentencePiece rule table (composition, not
+  the reordering of stacked combining marks that full NFC also does: text already in NFC, as
+  nearly all text is, stays exactly as it is).
 - SentencePiece's own ``nmt_nfkc`` (its default), ``nfkc``, their case-folding variants, and
   ``identity``. ``nmt_nfkc`` maps "…" to "..." and "²" to "2": a model trained with it can
   never emit them.
@@ -159,7 +161,22 @@ def train_sentencepiece(sentences: Iterable[str], cfg: TokenizerConfig) -> Token
             table = Path(tmp) / "nmt_nfc.tsv"
             table.write_text(nfc_rules(), encoding="utf-8")
             rule = {"normalization_rule_tsv": str(table)}
-        return _train(sentences, cfg, rule)
+        tokenizer = _train(sentences, cfg, rule)
+    if cfg.normalization == NFC_RULE:  # the model keeps the rule, not the table's path
+        tokenizer = Tokenizer(_named_rule(tokenizer.model_bytes, NFC_RULE))
+    return tokenizer
+
+
+def _named_rule(model: bytes, name: str) -> bytes:
+    """A model trained from a rule table, with the table's (temporary) path replaced by the
+    rule's name, so that equal training gives equal bytes (caches are keyed by them)."""
+    from sentencepiece import sentencepiece_model_pb2
+
+    proto = sentencepiece_model_pb2.ModelProto()
+    proto.ParseFromString(model)
+    proto.normalizer_spec.normalization_rule_tsv = ""
+    proto.normalizer_spec.name = name
+    return proto.SerializeToString(deterministic=True)
 
 
 def _train(sentences: Iterable[str], cfg: TokenizerConfig, rule: dict[str, str]) -> Tokenizer:
