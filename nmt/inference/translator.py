@@ -30,12 +30,12 @@ import numpy as np
 import torch
 
 from nmt.config import Config, DecodingConfig, load_config
-from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.batching import collate
 from nmt.data.tokenizer import Tokenizer, load_from_dir
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
 from nmt.layout import RunDir
-from nmt.models.search import decode_all, score_all
+from nmt.models.search import decode_all, length_batches, score_all
 from nmt.models.seq2seq import Ensemble, Seq2Seq
 from nmt.models.weights import load_model_dir
 from nmt.onnx.runtime import OnnxModel
@@ -379,9 +379,7 @@ class Translator:
         out = np.zeros((len(lines), self.model.encoder.output_size), dtype=np.float32)
         if not ids:
             return out
-        lengths = np.array([len(x) for x in ids], dtype=np.int64)
-        budget = max(batch_tokens or self.config.decoding.batch_tokens, int(lengths.max()))
-        for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
+        for rows in length_batches(ids, batch_tokens or self.config.decoding.batch_tokens):
             batch = collate([ids[i] for i in rows], None, rows).to(self.device)
             with autocast(self.device, self.dtype):
                 vectors = self.model.encode_sentences(batch.src, batch.src_lengths)

@@ -225,6 +225,14 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
     return torch.tensor(done, device=scores.device)
 
 
+def length_batches(sources: Sequence[Sequence[int]], batch_tokens: int) -> list[np.ndarray]:
+    """Row indices of ``sources`` sorted by length into batches of at most ``batch_tokens``
+    source tokens (a longer source gets a batch of its own)."""
+    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
+    budget = max(batch_tokens, int(lengths.max(initial=1)))
+    return TokenBatchSampler(lengths, None, budget, shuffle=False).batches()
+
+
 # --------------------------------------------------------------------------- forced decoding
 
 
@@ -263,10 +271,8 @@ def score_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
     """Per-token log-probabilities of each (source, target) pair of ids (both ending in EOS),
     in input order; batched by source length as :func:`decode_all` batches."""
     model.eval()
-    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
-    budget = max(batch_tokens, int(lengths.max(initial=1)))
     out: list[list[float]] = [[] for _ in sources]
-    for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
+    for rows in length_batches(sources, batch_tokens):
         batch = collate([sources[i] for i in rows], [targets[i] for i in rows], rows).to(device)
         with autocast(device, dtype):
             scores = force_decode(model, batch.src, batch.src_lengths, batch.tgt,
@@ -312,10 +318,8 @@ def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
     ``progress(n)`` is called after each batch of n sentences.
     """
     model.eval()
-    lengths = np.fromiter((len(s) for s in sources), dtype=np.int64, count=len(sources))
-    budget = max(options.batch_tokens, int(lengths.max(initial=1)))
     out: list[list[Hypothesis]] = [[] for _ in sources]
-    for rows in TokenBatchSampler(lengths, None, budget, shuffle=False).batches():
+    for rows in length_batches(sources, options.batch_tokens):
         batch = collate([sources[i] for i in rows], None, rows).to(device)
         with autocast(device, dtype):
             hypotheses = decode(model, batch.src, batch.src_lengths, options)

@@ -152,10 +152,6 @@ class Budget:
             shares.append(minutes / c.max_minutes)
         return max(shares)
 
-    def limits(self) -> str:
-        """The budget in words (:func:`describe_budget`)."""
-        return describe_budget(self.cfg)
-
     def estimate(self, step: int, epochs: float, seconds: float) -> tuple[float, str]:
         """Expected seconds of the whole training at the rate so far (``step`` updates and
         ``epochs`` epochs in ``seconds``), and the limit that ends it (``inf`` without one)."""

@@ -41,7 +41,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "64")
 import numpy as np
 import torch
 
-from nmt.config import Config, load_config, save_config
+from nmt.config import Config, save_config
 from nmt.data.batching import Corpus, TokenBatchSampler, updates
 from nmt.data.prepare import Prepared, adopt_base_model, prepare
 from nmt.data.subword_sampling import SampledBatches, SampledEpochs
@@ -64,7 +64,7 @@ from nmt.training.checkpoints import check_run_dir, load_checkpoint, save_checkp
 from nmt.training.ema import WeightEMA
 from nmt.training.loss import TrainingLoss
 from nmt.training.run_log import Reporter, Window
-from nmt.training.schedule import Budget, Schedule
+from nmt.training.schedule import Budget, Schedule, describe_budget
 from nmt.training.validation import validate
 
 
@@ -84,6 +84,11 @@ class Progress:
     precision: str = ""  # the resolved training precision (fp32, bfloat16, float16)
     history: list[dict[str, float]] = field(default_factory=list)
     averaged: dict | None = None  # training.average_last's outcome (set after training)
+
+    @property
+    def epochs(self) -> float:
+        """Epochs done, the current one in part."""
+        return self.epoch + self.batch_in_epoch / self.epoch_batches
 
     @property
     def validated(self) -> bool:
@@ -108,7 +113,8 @@ class Trainer:
                  prepared: Prepared | None = None) -> None:
         self.config, self.quiet, self.tcfg = config, quiet, config.training
         self.run = RunDir(config.out)
-        adopt_base_model(config)  # fine-tuning: the base's tokenizer settings, before comparing
+        # fine-tuning: the base's tokenizer settings, before comparing with a run to resume
+        self.base_config = adopt_base_model(config)
         check_run_dir(config, resume)
         torch.manual_seed(self.tcfg.seed)
         self.device = resolve_device(self.tcfg.device)
@@ -131,7 +137,7 @@ class Trainer:
         self.model = build_model(config.model, self.src_tok.vocab_size,
                                  self.tgt_tok.vocab_size).to(self.device)
         if self.tcfg.init_from and not resume:  # on resume the checkpoint has the weights
-            self._start_from_base(Path(self.tcfg.init_from))
+            self._start_from_base(Path(self.tcfg.init_from), self.base_config)
         self.params = count_parameters(self.model)
         if self.dist.rank:
             torch.manual_seed(self.tcfg.seed + self.dist.rank)  # own dropout masks per rank
@@ -204,7 +210,7 @@ class Trainer:
             self.report.info("fine-tuning from %s (%s, weights sha256 %s...) with a fresh "
                              "optimizer and schedule", self.base_record["path"],
                              self.base_record["name"], self.base_record["weights_sha256"][:16])
-        self.report.info("budget: %s", self.budget.limits())
+        self.report.info("budget: %s", describe_budget(t))
         self.budget.resume(p.elapsed)
         window, validated_at, first_step = Window(), p.step, p.step
         with distributed.catch_signals() as self.caught, contextlib.closing(self.report), \
@@ -212,7 +218,7 @@ class Trainer:
             for batches in updates(self.batches, p, t.accumulate, self.dist.world, self.dist.rank,
                                    stop=lambda: self.budget.exhausted(p.step, p.epoch,
                                                                       p.bad_validations)):
-                spent = self.budget.spent(p.step, p.epoch + p.batch_in_epoch / p.epoch_batches) \
+                spent = self.budget.spent(p.step, p.epochs) \
                     if self.schedule.follows_budget else 0.0
                 for group in self.optimizer.param_groups:
                     group["lr"] = self.schedule.rate(p.step, spent)
@@ -234,7 +240,7 @@ class Trainer:
                         self._announce_end(p.step)
                 if p.step % t.valid_every == 0:
                     if t.valid_after and self.budget.spent(
-                            p.step, p.epoch + p.batch_in_epoch / p.epoch_batches) < t.valid_after:
+                            p.step, p.epochs) < t.valid_after:
                         p.elapsed = self.budget.elapsed()
                         self._save()  # too early to validate: a checkpoint only
                         window = Window()  # as a resumed run's window starts here
@@ -320,7 +326,7 @@ class Trainer:
             improved = score_ > p.best_score
             if improved and self.dist.main:
                 save_weights(self.model, self.run.model)
-        row = {"step": p.step, "epoch": round(p.epoch + p.batch_in_epoch / p.epoch_batches, 3),
+        row = {"step": p.step, "epoch": round(p.epochs, 3),
                "train_loss": train_loss, "lr": self.lr, "tokens_per_s": tokens_per_s,
                "elapsed_s": p.elapsed, **metrics}
         if improved:
@@ -332,12 +338,12 @@ class Trainer:
         self.report.validation(p.step, metrics, improved, p.history)
         self._save()
 
-    def _start_from_base(self, base: Path) -> None:
+    def _start_from_base(self, base: Path, base_config: Config) -> None:
         """Fine-tuning: load the base model's weights (before the optimizer and EMA see the
         model) and record which model that was in ``base_model.json``."""
         base_run = RunDir(base)
         load_weights(self.model, base_run.model)
-        record = {"path": str(base), "name": load_config(base_run.config).name,
+        record = {"path": str(base), "name": base_config.name,
                   "weights_sha256": sha256_file(base_run.model)}
         if self.dist.main:
             write_text_atomic(self.run.base_model, json.dumps(record, indent=2) + "\n")
@@ -347,8 +353,7 @@ class Trainer:
         """Log when training will end at the rate so far, and which limit ends it."""
         p = self.progress
         seconds = self.budget.elapsed()
-        total, limit = self.budget.estimate(step, p.epoch + p.batch_in_epoch / p.epoch_batches,
-                                            seconds)
+        total, limit = self.budget.estimate(step, p.epochs, seconds)
         if math.isinf(total):
             self.report.info("no step, epoch or time limit: training runs until early stopping "
                              "(training.patience)")
