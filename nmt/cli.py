@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from nmt import __version__
 from nmt.config import DATA_FORMATS, LONG_LINES, DecodingConfig
 from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
+from nmt.documents import FORMATS
 from nmt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
@@ -90,7 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("translate", help="translate text with a trained model",
                        description="Translate lines of text with a trained model directory: one "
                        "output line per input line, in order (an empty line gives an empty "
-                       "line). Settings not given come from the model's decoding config.")
+                       "line). A document (PO, XLIFF, HTML, Markdown, SRT, WebVTT; by its "
+                       "suffix or --format) comes back with its structure kept. Settings not "
+                       "given come from the model's decoding config.")
     _add_model_io_args(p, output_help="output text, written atomically (default: stdout)",
                        ensemble=True)
     _add_decoding_args(p)
@@ -105,6 +108,19 @@ def build_parser() -> argparse.ArgumentParser:
                         "log-probability (piece=value, EOS last)")
     p.add_argument("--attention-dir", metavar="DIR",
                    help="write one attention heat map (PNG) per non-empty line into DIR")
+    p.add_argument("--format", choices=FORMATS,
+                   help="text: lines (the default for other suffixes and stdin); po, xliff, "
+                        "html, md, srt, vtt: a document, translated with its structure kept "
+                        "(default: from the input's suffix: .po .pot .xlf .xliff .html .htm .md "
+                        ".srt .vtt)")
+    p.add_argument("--retranslate", action="store_true",
+                   help="po, xliff: translate entries that have a translation too (default: "
+                        "fill only the empty ones)")
+    p.add_argument("--no-fuzzy", action="store_true",
+                   help="po: do not flag the entries the model filled as fuzzy")
+    p.add_argument("--no-sentence-split", action="store_true",
+                   help="documents: translate each paragraph as one line instead of sentence "
+                        "by sentence")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress bar, summary or info logs")
     p.set_defaults(handler=_cmd_translate)
@@ -401,11 +417,22 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     if (args.alignment or args.scores) and args.n_best != 1:
         raise ConfigError("--alignment and --scores describe one translation a line: use them "
                           "without --n-best")
+    from nmt.documents import format_of
+
+    fmt = format_of(args.input, args.format)
+    if fmt != "text":
+        for flag, given in (("--n-best", args.n_best != 1), ("--alignment", args.alignment),
+                            ("--scores", args.scores), ("--attention-dir", args.attention_dir)):
+            if given:
+                raise ConfigError(f"{flag} works on lines: translate a {fmt} document without "
+                                  "it (or give --format text)")
     from nmt.inference.translator import Translator
 
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
+    if fmt != "text":
+        return _translate_document(translator, translator.options(overrides, _flag), fmt, args)
     for flag, wanted in (("--attention-dir", args.attention_dir),
                          ("--alignment", args.alignment)):
         if wanted and translator.backend == "onnx":
@@ -445,6 +472,50 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                          f"{' (int8 weights)' if args.quantize else ''} on {translator.device} "
                          f"({translator.backend} backend); "
                          f"written to {args.output}\n")
+    return 0
+
+
+def _translate_document(translator: Translator, options: DecodingConfig, fmt: str,
+                        args: argparse.Namespace) -> int:
+    """``nmt translate`` on a document: its units translated, the file written back whole."""
+    from nmt.documents import read_document
+    from nmt.documents.units import translate_document
+
+    name = args.input or "stdin"
+    if args.input is None:
+        data = sys.stdin.buffer.read()
+    else:
+        try:
+            with open(args.input, "rb") as handle:
+                data = handle.read()
+        except OSError as exc:
+            raise DataError(f"cannot read {args.input}: {exc.strerror}") from None
+    extra = {"po": {"retranslate": args.retranslate, "fuzzy": not args.no_fuzzy},
+             "xliff": {"retranslate": args.retranslate}}.get(fmt, {})
+    document = read_document(data, fmt, name, **extra)
+    show = bool(args.output) and not args.quiet
+
+    def translate(lines: list[str]) -> list[str]:
+        return [hyps[0][0] for hyps in _translate_lines(translator, lines, options, show)]
+
+    translations, report = translate_document(document, translate,
+                                              translator.config.data.src_lang,
+                                              sentences=not args.no_sentence_split)
+    out = document.render(translations)
+    for problem in report.placeholder_errors:
+        sys.stderr.write(f"nmt: {name}: {problem}: placeholders changed, left untranslated\n")
+    for note in document.notes:
+        sys.stderr.write(f"nmt: {name}: {note}\n")
+    if args.output is None:
+        sys.stdout.buffer.write(out)
+        sys.stdout.flush()
+    else:
+        from nmt.fileio import write_bytes_atomic
+
+        write_bytes_atomic(args.output, out)
+    if args.output and not args.quiet:
+        sys.stderr.write(f"nmt translate: {name} ({fmt}): {report.summary()}; written to "
+                         f"{args.output}\n")
     return 0
 
 

@@ -1,10 +1,11 @@
 """The floor plan: every module in its room, imports pointing down the layers, no cycles.
 
 The layers, from the bottom (``docs/architecture.md``): the shared modules at the top of
-``nmt/`` < ``data`` < ``models`` < ``training``, ``onnx`` < ``inference`` < ``serve``,
-``pipeline`` < ``cli``. A module may import its own room and the layers below; never a layer
-above, never a room beside it on its own layer, and translating never imports training. Every
-import counts, those inside functions too, since a lazy import is still a dependency.
+``nmt/`` < ``data`` < ``models`` < ``training``, ``onnx`` < ``inference``, ``documents`` <
+``serve``, ``pipeline`` < ``cli``. A module may import its own room and the layers below;
+never a layer above, never a room beside it on its own layer, and translating never imports
+training. Every import counts, those inside functions too, since a lazy import is still a
+dependency.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "nmt"
 SHARED = {"nmt", "nmt.errors", "nmt.fileio", "nmt.layout", "nmt.config", "nmt.device",
           "nmt.scoring", "nmt.console"}
 LAYERS = {"shared": 0, "data": 1, "models": 2, "training": 3, "onnx": 3, "inference": 4,
+          "documents": 4,
           "serve": 5, "pipeline": 5, "cli": 6}
 #: Rooms that may not import a room even where the layers would allow it: a model loaded to
 #: translate, export or serve never pulls in the trainer.

@@ -27,11 +27,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from nmt.config import load_config
+from nmt.documents.html import HtmlDocuments, split_html
 from nmt.inference.translator import Translator, split_long_line
 from nmt.layout import RunDir
 from nmt.serve.app import Limits, ServedModel, create_app
 from nmt.serve.batcher import Batcher
-from nmt.serve.htmltext import HtmlDocuments, split_html
 from nmt.serve.server import uvicorn_config
 
 # --------------------------------------------------------------------------- serving helpers

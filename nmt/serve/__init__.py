@@ -4,6 +4,5 @@
 - :mod:`nmt.serve.batcher`: one worker thread per model merging concurrent requests into one
   batched search;
 - :mod:`nmt.serve.detect`: offline language identification (``/detect``, ``source: auto``);
-- :mod:`nmt.serve.htmltext`: ``format: html``, text nodes translated, markup kept;
 - :mod:`nmt.serve.server`: loading the models and running uvicorn.
 """

@@ -48,9 +48,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nmt.documents.html import HtmlDocuments
 from nmt.serve.batcher import Batcher, QueueFull
 from nmt.serve.detect import LanguageDetector
-from nmt.serve.htmltext import HtmlDocuments
 
 log = logging.getLogger("nmt.serve")
 

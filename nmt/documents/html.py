@@ -1,4 +1,7 @@
-"""``format: html``: translate the text between tags, keep the tags, attributes and comments.
+"""HTML: translate the text between tags, keep the tags, attributes and comments.
+
+Shared by ``nmt translate`` (:class:`HtmlDocument`, a file) and the server's ``format: html``
+(:class:`HtmlDocuments`, the texts of a request).
 
 The document is split by the standard library's :class:`html.parser.HTMLParser` into markup
 (start tags with their attributes exactly as written, end tags by their lowercased name,
@@ -17,6 +20,9 @@ from __future__ import annotations
 import html
 from collections.abc import Sequence
 from html.parser import HTMLParser
+
+from nmt.documents.units import Document, Unit
+from nmt.errors import DataError
 
 KEEP_CONTENT = frozenset({"script", "style", "code", "pre", "textarea"})
 VOID = frozenset({"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta",
@@ -96,8 +102,9 @@ class HtmlDocuments:
         self.runs = [" ".join(decoded.split()) for parts in self.parts
                      for kind, _, decoded in parts if kind == "text" and decoded.strip()]
 
-    def rebuild(self, translations: Sequence[str]) -> list[str]:
-        """The documents with run ``i`` replaced by ``translations[i]`` (escaped)."""
+    def rebuild(self, translations: Sequence[str | None]) -> list[str]:
+        """The documents with run ``i`` replaced by ``translations[i]`` (escaped; ``None``
+        keeps the run as it was written)."""
         if len(translations) != len(self.runs):
             raise ValueError(f"{len(self.runs)} runs, {len(translations)} translations")
         translated = iter(translations)
@@ -108,8 +115,36 @@ class HtmlDocuments:
                 if kind != "text" or not decoded.strip():
                     pieces.append(raw)
                     continue
+                translation = next(translated)
+                if translation is None:
+                    pieces.append(raw)
+                    continue
                 lead = decoded[:len(decoded) - len(decoded.lstrip())]
                 trail = decoded[len(decoded.rstrip()):]
-                pieces.append(lead + html.escape(next(translated), quote=False) + trail)
+                pieces.append(lead + html.escape(translation, quote=False) + trail)
             out.append("".join(pieces))
         return out
+
+
+class HtmlDocument(Document):
+    """An HTML file (UTF-8): its text runs are the units, located by run number."""
+
+    def __init__(self, data: bytes, name: str) -> None:
+        self.name = name
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(f"{name}: not UTF-8 (byte {exc.start})") from None
+        try:
+            self._doc = HtmlDocuments([text])
+        except ValueError as exc:
+            raise DataError(f"{name}: {exc}") from None
+        self._text = text
+        self.units = [Unit(run, f"text run {i + 1}") for i, run in enumerate(self._doc.runs)]
+
+    def render(self, translations: Sequence[str | None]) -> bytes:
+        """The document with each translated run in place (``None``: the run as it was)."""
+        self._check(translations)
+        if all(t is None for t in translations):
+            return self._text.encode("utf-8")
+        return self._doc.rebuild(translations).pop().encode("utf-8")
