@@ -151,6 +151,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default 4096)")
     p.add_argument("--body-limit", type=int, default=1 << 20, metavar="BYTES",
                    help="bytes of a request body (default 1 MiB); larger bodies get 413")
+    p.add_argument("--file-limit", type=int, default=4 << 20, metavar="BYTES",
+                   help="bytes of a POST /translate_file request, the file included (default "
+                        "4 MiB); larger uploads get 413")
     p.add_argument("--req-limit", type=int, default=0, metavar="N",
                    help="requests per minute per API key or client address, then 429 "
                         "(default 0: no limit)")
@@ -582,7 +585,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     check_port(args.host, args.port)
     limits = Limits(args.char_limit, args.batch_limit, args.body_limit, args.req_limit,
-                    args.timeout, read_api_keys(args.api_keys) if args.api_keys else None)
+                    args.timeout, read_api_keys(args.api_keys) if args.api_keys else None,
+                    args.file_limit)
     models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
                          decoding=options)

@@ -747,3 +747,73 @@ def test_an_abandoned_request_is_dropped_from_the_queue(trained_reverse, referen
         assert call(base, "/translate", json_body={"q": "d e", "source": "src",
                                                    "target": "tgt"})[0] == 200
     assert "h g f e" not in recorder.seen and "d e" in recorder.seen
+
+
+# --------------------------------------------------------------------------- documents
+
+
+def multipart(fields: dict[str, str], filename: str | None, data: bytes) -> tuple[bytes, str]:
+    """A multipart/form-data body (as browsers and LibreTranslate's clients send it)."""
+    boundary = "----nmt-test-boundary"
+    parts = [f'--{boundary}\r\nContent-Disposition: form-data; name="{k}"\r\n\r\n{v}\r\n'
+             .encode() for k, v in fields.items()]
+    if filename is not None:
+        parts.append(f'--{boundary}\r\nContent-Disposition: form-data; name="file"; '
+                     f'filename="{filename}"\r\nContent-Type: application/octet-stream\r\n\r\n'
+                     .encode() + data + b"\r\n")
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), \
+        f"multipart/form-data; boundary={boundary}"
+
+
+def upload(url: str, filename: str | None, data: bytes, **fields: str) -> tuple[int, object]:
+    body, kind = multipart({"source": "src", "target": "tgt", **fields}, filename, data)
+    return call(url, "/translate_file", raw=body, content_type=kind)
+
+
+def download(link: str) -> tuple[bytes, str]:
+    with urllib.request.urlopen(link, timeout=30) as reply:
+        return reply.read(), reply.headers["content-disposition"]
+
+
+def test_translate_file_and_download_keep_the_document(url):
+    """LibreTranslate's /translate_file: a PO file and a text file come back translated with
+    their structure; the link is absolute and the download named as the upload."""
+    po = (b'msgid ""\nmsgstr ""\n"Content-Type: text/plain; charset=UTF-8\\n"\n\n'
+          b'#: x.c:1\nmsgid "a b c"\nmsgstr ""\n\nmsgid "h g"\nmsgstr "done"\n')
+    status, reply = upload(url, "../../etc/ui strings.po", po)
+    assert status == 200, reply
+    link = reply["translatedFileUrl"]
+    assert link.startswith(url + "/download_file/") and link.endswith(".ui_strings.po")
+    data, disposition = download(link)
+    assert disposition == 'attachment; filename="ui_strings.po"'
+    assert data == po.replace(b'#: x.c:1\nmsgid "a b c"\nmsgstr ""',
+                              b'#: x.c:1\n#, fuzzy\nmsgid "a b c"\nmsgstr "c b a"')
+    status, reply = upload(url, "notes.txt", b"a b c\r\n\nh g f\n")
+    assert status == 200, reply
+    assert download(reply["translatedFileUrl"])[0] == b"c b a\r\n\nf g h\n"
+    status, frontend = call(url, "/frontend/settings")
+    assert frontend["filesTranslation"] is True and ".po" in frontend["supportedFilesFormat"]
+
+
+def test_translate_file_errors_say_what_is_wrong(url):
+    assert upload(url, None, b"") == (400, {"error": "Invalid request: missing file parameter"})
+    status, reply = upload(url, "x.docx", b"PK")
+    assert status == 400 and "file format not supported" in reply["error"]
+    status, reply = upload(url, "x.xlf", b"<xliff version='1.2'><file>")
+    assert status == 400 and "not well-formed" in reply["error"]
+    status, reply = upload(url, "x.po", b"msgid \"a\"\nmsgstr \"\"\n", target="nope")
+    assert status == 400 and "nope is not supported" in reply["error"]
+    status, reply = call(url, "/translate_file", form={"source": "src", "target": "tgt"})
+    assert status == 400 and "multipart/form-data" in reply["error"]
+    status, reply = call(url, "/download_file/00000000-0000-0000-0000-000000000000.x.po")
+    assert status == 404 and "no such translated file" in reply["error"]
+    status, _ = call(url, "/download_file/..%2F..%2Fetc%2Fpasswd")
+    assert status == 404
+
+
+def test_translate_file_body_limit(trained_reverse):
+    with running([served(trained_reverse)], Limits(file_limit=1000)) as base:
+        status, reply = upload(base, "big.txt", b"a b c\n" * 400)
+        assert status == 413 and "exceeds the limit (1,000 bytes)" in reply["error"]
+        status, reply = upload(base, "small.txt", b"a b c\n" * 10)
+        assert status == 200, reply

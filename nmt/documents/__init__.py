@@ -14,7 +14,8 @@ untranslated, counted in the report.
 - :mod:`~nmt.documents.xliff`: XLIFF 1.2 and 2.0: ``<target>`` written, inline codes kept;
 - :mod:`~nmt.documents.html`: HTML (the server's ``format: html`` uses the same module);
 - :mod:`~nmt.documents.markdown`: Markdown (markdown-it-py): code, URLs and link targets kept;
-- :mod:`~nmt.documents.subtitles`: SubRip and WebVTT: timings kept, sentences across cues.
+- :mod:`~nmt.documents.subtitles`: SubRip and WebVTT: timings kept, sentences across cues;
+- :mod:`~nmt.documents.text`: plain text, line by line (the server's ``.txt`` uploads).
 
 Imports the shared modules only; the inference, serve and cli rooms use it.
 """
@@ -31,8 +32,9 @@ if TYPE_CHECKING:
 
 #: ``--format`` values, and the file suffixes that select them.
 FORMATS = ("text", "po", "xliff", "html", "md", "srt", "vtt")
-SUFFIXES = {".po": "po", ".pot": "po", ".xlf": "xliff", ".xliff": "xliff", ".html": "html",
-            ".htm": "html", ".md": "md", ".markdown": "md", ".srt": "srt", ".vtt": "vtt"}
+SUFFIXES = {".txt": "text", ".po": "po", ".pot": "po", ".xlf": "xliff", ".xliff": "xliff",
+            ".html": "html", ".htm": "html", ".md": "md", ".markdown": "md", ".srt": "srt",
+            ".vtt": "vtt"}
 
 
 def format_of(path: str | Path | None, given: str | None = None) -> str:
@@ -48,10 +50,12 @@ def format_of(path: str | Path | None, given: str | None = None) -> str:
 
 
 def read_document(data: bytes, fmt: str, name: str = "input", **options: bool) -> Document:
-    """The :class:`~nmt.documents.units.Document` of a file's bytes in format ``fmt``
-    (not ``text``); a file the format's parser cannot read raises DataError naming ``name``.
+    """The :class:`~nmt.documents.units.Document` of a file's bytes in format ``fmt``; a file
+    the format's parser cannot read raises DataError naming ``name``.
     ``options``: ``retranslate`` (po, xliff) and ``fuzzy`` (po)."""
-    if fmt == "po":
+    if fmt == "text":
+        from nmt.documents.text import TextDocument as cls
+    elif fmt == "po":
         from nmt.documents.po import PoDocument as cls
     elif fmt == "xliff":
         from nmt.documents.xliff import XliffDocument as cls

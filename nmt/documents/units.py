@@ -127,6 +127,41 @@ def _shape(piece: str) -> tuple[str, str, str]:
     return lead, " ".join(core.split()), trail
 
 
+class Plan:
+    """A document's sentences to translate (:attr:`lines`, distinct, in one list) and how
+    their translations become the units' (:meth:`finish`): the two halves of
+    :func:`translate_document`, for a caller that translates in between on its own terms (the
+    server awaits its batcher)."""
+
+    def __init__(self, document: Document, language: str | None = None,
+                 sentences: bool = True) -> None:
+        split = SentenceSplitter(language) if sentences else (lambda text: [text])
+        self.document = document
+        self.shaped = [[_shape(piece) for piece in split(unit.text)] for unit in document.units]
+        self.lines = sorted({core for pieces in self.shaped for _, core, _ in pieces if core})
+
+    def finish(self, translations: Sequence[str]) -> tuple[list[str | None], Report]:
+        """Each unit's translation (``None``: left as it was) from those of :attr:`lines`."""
+        translated = dict(zip(self.lines, translations, strict=True))
+        report = Report(units=len(self.document.units))
+        out: list[str | None] = []
+        for unit, pieces in zip(self.document.units, self.shaped, strict=True):
+            text = "".join(lead + (translated[core] if core else "") + trail
+                           for lead, core, trail in pieces)
+            want, got = placeholders(unit.text), placeholders(text)
+            if want != got:
+                missing = ", ".join(sorted((want - got).elements()))
+                extra = ", ".join(sorted((got - want).elements()))
+                what = "; ".join(x for x in (f"missing {missing}" if missing else "",
+                                              f"added {extra}" if extra else "") if x)
+                report.placeholder_errors.append(f"{unit.where}: {what}")
+                out.append(None)
+            else:
+                report.translated += 1
+                out.append(text)
+        return out, report
+
+
 def translate_document(document: Document, translate: Translate, language: str | None = None,
                        sentences: bool = True) -> tuple[list[str | None], Report]:
     """Translations of the document's units (``None``: left as it was) and the report.
@@ -135,24 +170,5 @@ def translate_document(document: Document, translate: Translate, language: str |
     model's source language) picks the sentence rules; ``sentences=False`` translates each
     unit as one line.
     """
-    split = SentenceSplitter(language) if sentences else (lambda text: [text])
-    shaped = [[_shape(piece) for piece in split(unit.text)] for unit in document.units]
-    lines = sorted({core for pieces in shaped for _, core, _ in pieces if core})
-    translated = dict(zip(lines, translate(lines), strict=True))
-    report = Report(units=len(document.units))
-    out: list[str | None] = []
-    for unit, pieces in zip(document.units, shaped, strict=True):
-        text = "".join(lead + (translated[core] if core else "") + trail
-                       for lead, core, trail in pieces)
-        want, got = placeholders(unit.text), placeholders(text)
-        if want != got:
-            missing = ", ".join(sorted((want - got).elements()))
-            extra = ", ".join(sorted((got - want).elements()))
-            what = "; ".join(x for x in (f"missing {missing}" if missing else "",
-                                          f"added {extra}" if extra else "") if x)
-            report.placeholder_errors.append(f"{unit.where}: {what}")
-            out.append(None)
-        else:
-            report.translated += 1
-            out.append(text)
-    return out, report
+    plan = Plan(document, language, sentences)
+    return plan.finish(translate(plan.lines) if plan.lines else [])

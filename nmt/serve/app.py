@@ -12,6 +12,11 @@ work unchanged):
   (:mod:`nmt.serve.detect`). With ``source: auto``, ``/translate`` detects each text's
   language among those that translate into the target and answers ``detectedLanguage`` per
   text.
+- ``POST /translate_file``: a multipart form (``file``, ``source``, ``target``, ``api_key``);
+  the file (``.txt``, ``.po``, ``.xlf``, ``.html``, ``.md``, ``.srt``, ``.vtt`` ...) is
+  translated with its structure kept (:mod:`nmt.documents`) and answered
+  ``{"translatedFileUrl"}``, to fetch from ``GET /download_file/NAME``
+  (:mod:`nmt.serve.files`).
 - ``GET /languages``: ``[{"code", "name", "targets"}]``; ``GET /health``: ``{"status": "ok"}``;
   ``GET /frontend/settings``: the fields of LibreTranslate's that apply; ``GET /``: the page.
 
@@ -48,9 +53,13 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from nmt.documents import SUFFIXES, read_document
 from nmt.documents.html import HtmlDocuments
+from nmt.documents.units import Plan
+from nmt.errors import DataError
 from nmt.serve.batcher import Batcher, QueueFull
 from nmt.serve.detect import LanguageDetector
+from nmt.serve.files import EXTENSIONS, TranslatedFiles
 
 log = logging.getLogger("nmt.serve")
 
@@ -86,6 +95,7 @@ class Limits:
     req_limit: int = 0  # requests per minute per API key or client address
     timeout: float = 60.0  # seconds a request waits for its translation
     api_keys: frozenset[str] | None = None  # keys required when given
+    file_limit: int = 4 << 20  # bytes of a /translate_file request body
 
 
 @dataclass
@@ -156,14 +166,7 @@ async def _fields(request: Request, limit: int) -> dict:
             raise ApiError(400, "Invalid JSON format: the body must be a JSON object")
         return {**fields, **data}
     if kind == "multipart/form-data":
-        async def replay() -> dict:
-            return {"type": "http.request", "body": body, "more_body": False}
-
-        try:
-            form = await Request(request.scope, replay).form()
-        except Exception as exc:  # noqa: BLE001 - python-multipart's errors vary by version
-            raise ApiError(400, f"Invalid form data: {exc}") from None
-        fields.update({k: v for k, v in form.items() if isinstance(v, str)})
+        fields.update((await _form(request, body))[0])
         return fields
     try:
         text = body.decode("utf-8")
@@ -171,6 +174,22 @@ async def _fields(request: Request, limit: int) -> dict:
         raise ApiError(400, "Invalid request: the body is not UTF-8") from None
     fields.update(parse_qsl(text, keep_blank_values=True))
     return fields
+
+
+async def _form(request: Request, body: bytes) -> tuple[dict, tuple[str, bytes] | None]:
+    """A multipart body's text fields, and its ``file`` part (name, bytes) if it has one."""
+    async def replay() -> dict:
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form()
+    except Exception as exc:  # noqa: BLE001 - python-multipart's errors vary by version
+        raise ApiError(400, f"Invalid form data: {exc}") from None
+    upload = form.get("file")
+    file = None
+    if upload is not None and not isinstance(upload, str):
+        file = (upload.filename or "", await upload.read())
+    return {k: v for k, v in form.items() if isinstance(v, str)}, file
 
 
 def _texts(fields: dict) -> tuple[list[str], bool]:
@@ -220,6 +239,7 @@ class Service:
         self.limits = limits
         self.rate = _RateLimiter(limits.req_limit)
         self.detector = LanguageDetector()
+        self.files = TranslatedFiles()
 
     # ------------------------------------------------------------- languages and settings
 
@@ -233,7 +253,7 @@ class Service:
         return {"charLimit": self.limits.char_limit or -1, "frontendTimeout": 500,
                 "apiKeys": self.limits.api_keys is not None,
                 "keyRequired": self.limits.api_keys is not None, "suggestions": False,
-                "filesTranslation": False, "supportedFilesFormat": [],
+                "filesTranslation": True, "supportedFilesFormat": list(EXTENSIONS),
                 "language": {"source": {"code": src, "name": language_name(src)},
                              "target": {"code": tgt, "name": language_name(tgt)}}}
 
@@ -379,6 +399,48 @@ class Service:
             reply["detectedLanguage"] = found if as_list else found[0]
         return reply, len(texts), sum(len(text) for text in texts)
 
+    async def translate_file(self, fields: dict, upload: tuple[str, bytes] | None,
+                             client: str, link: Any) -> tuple[dict, int, int]:
+        """The reply to a ``/translate_file`` request (``link(name)`` is the download URL of
+        a kept file), its number of units and characters."""
+        self.check_access(fields, client)
+        if upload is None:
+            raise ApiError(400, "Invalid request: missing file parameter")
+        filename, data = upload
+        if filename == "":
+            raise ApiError(400, "Invalid request: empty file")
+        source, target = _code(fields, "source"), _code(fields, "target")
+        suffix = "." + filename.rpartition(".")[2].lower() if "." in filename else ""
+        if suffix not in EXTENSIONS:
+            raise ApiError(400, "Invalid request: file format not supported (send one of "
+                                f"{', '.join(EXTENSIONS)})")
+        try:
+            document = await asyncio.to_thread(read_document, data, SUFFIXES[suffix], filename)
+        except DataError as exc:
+            raise ApiError(400, f"Invalid request: {exc}") from None
+        texts = [unit.text for unit in document.units]
+        for text in texts:
+            if self.limits.char_limit and len(text) > self.limits.char_limit:
+                raise ApiError(400, f"Invalid request: request ({len(text)}) exceeds text "
+                                    f"limit ({self.limits.char_limit})")
+        if source == "auto":
+            candidates = self.sources_into(target)
+            source = (await self.detect_each([" ".join(texts)[:5000]], candidates))[0][0]
+        model = self.pair(source, target)
+        plan = await asyncio.to_thread(Plan, document, model.src)
+        lines: list[str] = []
+        step = max(1, model.batcher.queue_limit // 2)
+        for start in range(0, len(plan.lines), step):  # a file may hold more than the queue
+            chunk = plan.lines[start:start + step]
+            lines += [hyps[0] for hyps in await self.translate_lines(model, chunk, 1)]
+        translations, report = plan.finish(lines)
+        for problem in report.placeholder_errors:
+            log.info("translate_file %s: %s: placeholders changed, left untranslated",
+                     filename, problem)
+        out = await asyncio.to_thread(document.render, translations)
+        name = self.files.add(filename, out)
+        return {"translatedFileUrl": link(name)}, len(texts), sum(len(t) for t in texts)
+
     async def translate_group(self, model: ServedModel, texts: list[str], kind: str,
                               alternatives: int) -> tuple[list[str], list[list[str]]]:
         """Texts of one model: their translations and alternatives (none for HTML)."""
@@ -470,6 +532,34 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
     async def detect(request: Request) -> Response:
         return await answer(request, service.detect)
 
+    async def translate_file(request: Request) -> Response:
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "multipart/form-data":
+            raise ApiError(400, "Invalid request: send the file as multipart/form-data")
+        fields, upload = await _form(request, await _body(request, limits.file_limit))
+        fields = {**dict(request.query_params), **fields}
+        client = request.client.host if request.client else "unknown"
+
+        def link(name: str) -> str:
+            return str(request.url_for("download_file", name=name))
+
+        result = await _unless_disconnected(
+            request, service.translate_file(fields, upload, client, link))
+        if isinstance(result, Response):
+            return result
+        reply, items, chars = result
+        request.scope["nmt.size"] = (items, chars)
+        return _json(reply)
+
+    async def download_file(request: Request) -> Response:
+        found = service.files.get(request.path_params["name"])
+        if found is None:
+            raise ApiError(404, "Not found: no such translated file (they are kept for 30 "
+                                "minutes)")
+        filename, data = found
+        return Response(data, media_type="application/octet-stream",
+                        headers={"Content-Disposition": f'attachment; filename="{filename}"'})
+
     async def languages(request: Request) -> Response:
         return _json(service.languages())
 
@@ -509,6 +599,8 @@ def create_app(models: Sequence[ServedModel], limits: Limits) -> Starlette:
     return Starlette(
         routes=[Route("/", index), Route("/translate", translate, methods=["POST"]),
                 Route("/detect", detect, methods=["POST"]),
+                Route("/translate_file", translate_file, methods=["POST"]),
+                Route("/download_file/{name:str}", download_file, name="download_file"),
                 Route("/languages", languages), Route("/health", health),
                 Route("/frontend/settings", settings)],
         middleware=[Middleware(AccessLog), Middleware(Cors)],
