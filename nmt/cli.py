@@ -21,6 +21,7 @@ from nmt.documents import FORMATS
 from nmt.errors import ConfigError, DataError
 
 if TYPE_CHECKING:
+    from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
 
 #: The decoding settings that translate, serve and evaluate take as flags (--beam-size ...).
@@ -108,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "log-probability (piece=value, EOS last)")
     p.add_argument("--attention-dir", metavar="DIR",
                    help="write one attention heat map (PNG) per non-empty line into DIR")
+    _add_glossary_args(p)
     p.add_argument("--format", choices=FORMATS,
                    help="text: lines (the default for other suffixes and stdin); po, xliff, "
                         "html, md, srt, vtt: a document, translated with its structure kept "
@@ -138,6 +140,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
     _add_decoding_args(p)
+    _add_glossary_args(p, strict=False)
     p.add_argument("--max-batch-wait", type=float, default=5.0, metavar="MS",
                    help="milliseconds a model's worker waits for more requests to batch "
                         "(default 5; 0: one request per search, no batching across requests)")
@@ -262,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: MODEL_DIR/SRC_NAME.beamK.hyp); a .json beside them names the "
                    "model's hash, the decoding settings, device and precision")
     _add_decoding_args(p)
+    _add_glossary_args(p)
     p.add_argument("--ref", metavar="FILE", action="append", default=[],
                    help="references, one per line (repeat for several references)")
     p.add_argument("--json", action="store_true", help="print the scores as JSON")
@@ -315,6 +319,18 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                         "for an export, else torch")
 
 
+def _add_glossary_args(p: argparse.ArgumentParser, strict: bool = True) -> None:
+    p.add_argument("--glossary", metavar="TSV",
+                   help="source term<TAB>target term per line: where a line holds a source term "
+                        "(whole words, case kept), its translation must hold the target term "
+                        "(constrained beam search); a term that could not be placed is "
+                        "reported with its line")
+    if strict:
+        p.add_argument("--glossary-strict", action="store_true",
+                       help="exit 1 when a glossary term could not be placed (the output is "
+                            "written all the same)")
+
+
 def _flag(key: str) -> str:
     """The command-line flag of a decoding setting: beam_size -> --beam-size."""
     return "--" + key.replace("_", "-")
@@ -357,7 +373,8 @@ def _write_lines(path: str | None, lines: list[str]) -> None:
 
 
 def _translate_lines(translator: Translator, lines: list[str], options: DecodingConfig,
-                     show_progress: bool) -> list[list[tuple[str, float]]]:
+                     show_progress: bool, glossary: Glossary | None = None,
+                     ) -> list[list[tuple[str, float]]]:
     bar = None
     if show_progress:
         from tqdm import tqdm
@@ -366,12 +383,23 @@ def _translate_lines(translator: Translator, lines: list[str], options: Decoding
                    dynamic_ncols=True, leave=False)
     try:
         results = translator.translate_nbest(lines, options,
-                                             progress=bar.update if bar else None)
+                                             progress=bar.update if bar else None,
+                                             glossary=glossary)
     finally:
         if bar is not None:
             bar.close()
     _report_truncations(translator.truncated)
     return results
+
+
+def _report_unplaced(unplaced: list, lines: Sequence[str] | None = None) -> None:
+    """One stderr line per glossary term an output does not hold: by line number, or (for a
+    document's sentences) with the sentence's start."""
+    for miss in unplaced:
+        where = (f"line {miss.index + 1}" if lines is None
+                 else f"sentence {lines[miss.index][:50]!r}")
+        sys.stderr.write(f"nmt: {where}: glossary term {miss.source!r} -> {miss.target!r} "
+                         "could not be placed\n")
 
 
 def _report_truncations(truncated: list) -> None:
@@ -429,13 +457,16 @@ def _cmd_translate(args: argparse.Namespace) -> int:
             if given:
                 raise ConfigError(f"{flag} works on lines: translate a {fmt} document without "
                                   "it (or give --format text)")
+    from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
 
+    glossary = Glossary.read(args.glossary) if args.glossary else None
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
     if fmt != "text":
-        return _translate_document(translator, translator.options(overrides, _flag), fmt, args)
+        return _translate_document(translator, translator.options(overrides, _flag), fmt, args,
+                                   glossary)
     for flag, wanted in (("--attention-dir", args.attention_dir),
                          ("--alignment", args.alignment)):
         if wanted and translator.backend == "onnx":
@@ -444,7 +475,10 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     options = translator.options(overrides, _flag)
     lines = _read_input(args.input, args.errors)
     results = _translate_lines(translator, lines, options,
-                               show_progress=bool(args.output) and not args.quiet)
+                               show_progress=bool(args.output) and not args.quiet,
+                               glossary=glossary)
+    unplaced = list(translator.unplaced)
+    _report_unplaced(unplaced)
     if args.attention_dir:
         from pathlib import Path
 
@@ -475,11 +509,11 @@ def _cmd_translate(args: argparse.Namespace) -> int:
                          f"{' (int8 weights)' if args.quantize else ''} on {translator.device} "
                          f"({translator.backend} backend); "
                          f"written to {args.output}\n")
-    return 0
+    return 1 if args.glossary_strict and unplaced else 0
 
 
 def _translate_document(translator: Translator, options: DecodingConfig, fmt: str,
-                        args: argparse.Namespace) -> int:
+                        args: argparse.Namespace, glossary: Glossary | None = None) -> int:
     """``nmt translate`` on a document: its units translated, the file written back whole."""
     from nmt.documents import read_document
     from nmt.documents.units import translate_document
@@ -498,8 +532,15 @@ def _translate_document(translator: Translator, options: DecodingConfig, fmt: st
     document = read_document(data, fmt, name, **extra)
     show = bool(args.output) and not args.quiet
 
+    unplaced = 0
+
     def translate(lines: list[str]) -> list[str]:
-        return [hyps[0][0] for hyps in _translate_lines(translator, lines, options, show)]
+        nonlocal unplaced
+        out = [hyps[0][0] for hyps in _translate_lines(translator, lines, options, show,
+                                                       glossary)]
+        _report_unplaced(translator.unplaced, lines)
+        unplaced += len(translator.unplaced)
+        return out
 
     translations, report = translate_document(document, translate,
                                               translator.config.data.src_lang,
@@ -519,7 +560,7 @@ def _translate_document(translator: Translator, options: DecodingConfig, fmt: st
     if args.output and not args.quiet:
         sys.stderr.write(f"nmt translate: {name} ({fmt}): {report.summary()}; written to "
                          f"{args.output}\n")
-    return 0
+    return 1 if args.glossary_strict and unplaced else 0
 
 
 def _annotate(translator: Translator, lines: list[str], out: list[str], alignment: bool,
@@ -589,7 +630,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     args.file_limit)
     models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
-                         decoding=options)
+                         decoding=options, glossary=args.glossary)
     return run(models, limits, args.host, args.port)
 
 
@@ -696,8 +737,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 hyp_out=args.hyp_out, decoding=_decoding_options(args),
                                 device=args.device, precision=args.precision,
                                 quantize=args.quantize, backend=args.backend,
-                                tokenize=args.tokenize, lang=args.lang)
+                                tokenize=args.tokenize, lang=args.lang, glossary=args.glossary)
         _report_truncations(result.truncated)
+        _report_unplaced(result.unplaced)
         sys.stderr.write(f"nmt evaluate: hypotheses written to {result.hypotheses} (precision "
                          f"{result.precision}; settings in {result.meta.name})\n")
         scores = result.scores
@@ -707,7 +749,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     else:
         scores = evaluate_files(args.hyp, args.ref, tokenize=args.tokenize, lang=args.lang)
     print(format_scores(scores, as_json=args.json))
-    return 0
+    return 1 if args.glossary_strict and args.model and result.unplaced else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:

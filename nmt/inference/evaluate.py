@@ -16,6 +16,7 @@ from nmt.config import Config, DecodingConfig, to_dict
 from nmt.device import precision_name
 from nmt.errors import ConfigError, DataError
 from nmt.fileio import sha256_file, sha256_text, write_text_atomic
+from nmt.inference.glossary import Glossary, Unplaced
 from nmt.inference.translator import Translator, Truncation
 from nmt.layout import RunDir
 from nmt.scoring import Scores, bleu_tokenizer, read_lines, score
@@ -31,6 +32,7 @@ class ModelEvaluation:
     meta: Path
     precision: str
     truncated: list[Truncation] = field(default_factory=list)
+    unplaced: list[Unplaced] = field(default_factory=list)
 
 
 def meta_path(hyp_path: str | Path) -> Path:
@@ -43,14 +45,15 @@ def meta_path(hyp_path: str | Path) -> Path:
 
 def translate_to_file(translator: Translator, src: Sequence[str], hyp_path: str | Path,
                       meta: str | Path, key: dict[str, Any] | None = None,
-                      options: DecodingConfig | None = None) -> dict[str, Any]:
+                      options: DecodingConfig | None = None,
+                      glossary: Glossary | None = None) -> dict[str, Any]:
     """Translate ``src`` with ``options`` (default: the model's ``decoding`` config; one best
     hypothesis a line) and write the hypotheses, then ``meta``: ``key`` plus the beam size,
     sentences, seconds, speed, device and precision. Returns what was written to ``meta``."""
     options = options or translator.config.decoding
     src = list(src)
     start = time.perf_counter()
-    hyps = translator.translate(src, options)
+    hyps = translator.translate(src, options, glossary=glossary)
     seconds = time.perf_counter() - start
     write_text_atomic(hyp_path, "".join(h.replace("\n", " ") + "\n" for h in hyps))
     info = {**(key or {}), "beam_size": options.beam_size,
@@ -67,7 +70,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
                    decoding: Mapping[str, Any] | None = None,
                    device: str = "auto", precision: str = "auto", quantize: str | None = None,
                    tokenize: str | None = None, lang: str | None = None,
-                   backend: str = "auto") -> ModelEvaluation:
+                   backend: str = "auto",
+                   glossary: str | Path | None = None) -> ModelEvaluation:
     """Translate a source file (``src`` with reference files ``refs``) or a split of the model's
     config (``split``: valid or test, which brings its references), then score.
 
@@ -78,6 +82,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     BLEU tokenizer is ``tokenize``, else the one for ``lang``, else the one for the model's
     target language.
     ``model_dir`` may be an ONNX export (``backend``: see :meth:`Translator.load`).
+    ``glossary``: a TSV glossary whose terms the translations must hold (see
+    :mod:`nmt.inference.glossary`); its hash goes into the ``.json``.
     """
     if (src is None) == (split is None):
         raise ConfigError("give a source file with its references, or a split (valid, test)")
@@ -85,6 +91,7 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
         raise ConfigError(f"the {split} split brings its own references: give no reference file")
     if src is not None and not refs:
         raise ConfigError(f"give the reference file(s) of {src}")
+    terms = Glossary.read(glossary) if glossary else None
     run = RunDir(model_dir)
     translator = Translator.load(run.root, device, precision, quantize, backend)
     config = translator.config
@@ -106,12 +113,14 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     key = {"model_sha256": sha256_file(weights), "source": name,
            "source_sha256": sha256_text(*lines), "decoding": to_dict(options),
            "quantize": quantize, "backend": translator.backend}
-    info = translate_to_file(translator, lines, hyp_path, meta, key, options)
+    if glossary:
+        key["glossary_sha256"] = sha256_file(glossary)
+    info = translate_to_file(translator, lines, hyp_path, meta, key, options, terms)
     hyps = read_lines(hyp_path)
     scores = score(hyps, references, hyp_name=str(hyp_path), ref_names=ref_names,
                    tokenize=tokenize or bleu_tokenizer(lang or config.data.tgt_lang))
     return ModelEvaluation(scores, hyp_path, meta, info["precision"],
-                           list(translator.truncated))
+                           list(translator.truncated), list(translator.unplaced))
 
 
 def _split_pairs(config: Config, split: str) -> tuple[list[str], list[list[str]]]:

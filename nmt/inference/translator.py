@@ -34,6 +34,7 @@ from nmt.data.batching import collate
 from nmt.data.tokenizer import Tokenizer, load_from_dir
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
+from nmt.inference.glossary import Glossary, Unplaced
 from nmt.layout import RunDir
 from nmt.models.search import decode_all, length_batches, score_all
 from nmt.models.seq2seq import Ensemble, Seq2Seq
@@ -124,6 +125,7 @@ class Translator:
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.device, self.dtype = device, dtype
         self.truncated: list[Truncation] = []
+        self.unplaced: list[Unplaced] = []
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "auto",
@@ -242,6 +244,7 @@ class Translator:
 
     def translate_nbest(self, lines: Sequence[str], options: DecodingConfig | None = None,
                         progress: Callable[[int], None] | None = None,
+                        glossary: Glossary | None = None,
                         **overrides: Any) -> list[list[tuple[str, float]]]:
         """Up to ``n_best`` (translation, score) pairs per line, best first, in input order.
 
@@ -252,6 +255,9 @@ class Translator:
         gets ``n_best`` empty translations. A line split in parts (``long_lines="split"``) gets
         the parts' k-th translations joined, scored with the mean of their scores (a part with
         fewer than k gives its last). ``progress`` receives the number of non-empty lines done.
+        ``glossary``: the target terms of the source terms a line (or part) holds must appear in
+        its translation (constrained beam search); a term the output does not hold is recorded
+        in :attr:`unplaced`. Lines without a term are searched as without a glossary.
         """
         if not isinstance(options, DecodingConfig | None):
             raise TypeError(f"options must be a DecodingConfig (from Translator.options), got "
@@ -268,9 +274,11 @@ class Translator:
         if progress is not None and len(flat) > len(lines):
             progress = _parts_to_lines(progress, sum(1 for x in flat if x.strip()),
                                        sum(1 for x in lines if x.strip()))
-        hyps = self._translate_parts(flat, options, progress)
+        hyps = self._translate_parts(flat, options, progress, glossary)
         self.truncated = [Truncation(owner[cut.index], cut.pieces, cut.kept)
                           for cut in self.truncated]
+        self.unplaced = [Unplaced(owner[miss.index], miss.source, miss.target)
+                         for miss in self.unplaced]
         results, start = [], 0
         for parts in chunks:
             mine, start = hyps[start:start + len(parts)], start + len(parts)
@@ -290,22 +298,37 @@ class Translator:
                                self.config.data.max_len)
 
     def _translate_parts(self, lines: list[str], options: DecodingConfig,
-                         progress: Callable[[int], None] | None) -> list[list[tuple[str, float]]]:
+                         progress: Callable[[int], None] | None,
+                         glossary: Glossary | None = None) -> list[list[tuple[str, float]]]:
         """translate_nbest's search over lines that are each translated whole (or cut)."""
         results: list[list[tuple[str, float]]] = [[("", 0.0)] * options.n_best
                                                   for _ in lines]
         indices, ids = self._encode(lines)
-        hypotheses = decode_all(self.model, ids, options, self.device, self.dtype, progress)
-        for index, hyps in zip(indices, hypotheses, strict=True):
+        self.unplaced = []
+        terms = [glossary.find(lines[i]) if glossary else [] for i in indices]
+        constraints = None
+        if any(terms):
+            constraints = [[self.tgt_tok.encode(target, add_eos=False) for _, target in found]
+                           for found in terms]
+        hypotheses = decode_all(self.model, ids, options, self.device, self.dtype, progress,
+                                constraints)
+        for row, (index, hyps) in enumerate(zip(indices, hypotheses, strict=True)):
             results[index] = [(self.tgt_tok.decode(h.tokens), h.score) for h in hyps]
+            for (source, target), term in zip(terms[row], constraints[row] if constraints
+                                              else [], strict=True):
+                if not _holds(hyps[0].tokens if hyps else [], term):
+                    self.unplaced.append(Unplaced(index, source, target))
         return results
 
     def translate(self, lines: Sequence[str], options: DecodingConfig | None = None,
-                  progress: Callable[[int], None] | None = None, **overrides: Any) -> list[str]:
-        """The best translation of each line, in input order (options and ``progress`` as
-        :meth:`translate_nbest`; one hypothesis is searched for, whatever ``n_best`` says)."""
+                  progress: Callable[[int], None] | None = None,
+                  glossary: Glossary | None = None, **overrides: Any) -> list[str]:
+        """The best translation of each line, in input order (options, ``progress`` and
+        ``glossary`` as :meth:`translate_nbest`; one hypothesis is searched for, whatever
+        ``n_best`` says)."""
         options = (options or self.config.decoding).updated(overrides, n_best=1)
-        return [hyps[0][0] for hyps in self.translate_nbest(lines, options, progress)]
+        return [hyps[0][0] for hyps in self.translate_nbest(lines, options, progress,
+                                                            glossary)]
 
     def score(self, lines: Sequence[str], hypotheses: Sequence[str],
               batch_tokens: int | None = None) -> list[Scored]:
@@ -385,6 +408,12 @@ class Translator:
                 vectors = self.model.encode_sentences(batch.src, batch.src_lengths)
             out[rows] = vectors.float().cpu().numpy()
         return out
+
+
+def _holds(tokens: Sequence[int], term: Sequence[int]) -> bool:
+    """Whether ``term`` occurs in ``tokens`` as a contiguous run."""
+    n = len(term)
+    return any(list(tokens[i:i + n]) == list(term) for i in range(len(tokens) - n + 1))
 
 
 def word_alignment(src_pieces: Sequence[str], tgt_pieces: Sequence[str],

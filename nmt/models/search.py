@@ -19,6 +19,7 @@ from nmt.config import DecodingConfig
 from nmt.data.batching import TokenBatchSampler, collate
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.device import autocast
+from nmt.models.constraints import Progress, allocate
 
 
 def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
@@ -225,6 +226,124 @@ def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
     return torch.tensor(done, device=scores.device)
 
 
+@torch.no_grad()
+def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+                            constraints: Sequence[Sequence[Sequence[int]]], beam_size: int = 5,
+                            alpha: float = 1.0, max_len_a: float = 1.5, max_len_b: int = 10,
+                            min_len: int = 0, n_best: int = 1, no_repeat_ngram: int = 0,
+                            word_reward: float = 0.0) -> list[list[Hypothesis]]:
+    """Beam search whose outputs contain every constraint of their sentence.
+
+    Args:
+        src: (B, S) source ids; src_lengths: (B,).
+        constraints: for each of the B sentences, its constraints: non-empty lists of target
+            ids (no BOS, no EOS); a sentence may have none.
+        The rest as :func:`~nmt.models.search.beam_search`.
+    Returns:
+        For each sentence its ``n_best`` hypotheses, those that met every constraint first.
+    """
+    device = src.device
+    batch = src.size(0)
+    cons = [[list(ids) for ids in sentence if len(ids)] for sentence in constraints]
+    total = [sum(len(ids) for ids in c) for c in cons]
+    k = max(beam_size, max(total, default=0) + 1)
+    state = model.init_state(model.encode(src, src_lengths))
+    state = model.expand(state, k)
+    limits = max_lengths(src_lengths, max_len_a, max_len_b).to(device)
+    sentence = torch.arange(batch, device=device)
+    scores = torch.full((batch, k), float("-inf"), device=device)
+    scores[:, 0] = 0.0
+    progress = [Progress((False,) * len(cons[b])) for b in range(batch) for _ in range(k)]
+    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+    tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+    finished: list[list[tuple[bool, Hypothesis]]] = [[] for _ in range(batch)]
+    for t in range(int(limits.max())):
+        active = sentence.size(0)
+        log_probs, state = model.step(tokens, state)  # (A*K, V) float32
+        vocab = log_probs.size(-1)
+        log_probs[:, PAD_ID] = float("-inf")
+        log_probs[:, BOS_ID] = float("-inf")
+        if t < min_len:
+            log_probs[:, EOS_ID] = float("-inf")
+        unmet = torch.tensor([not all(p.met) for p in progress], device=device)
+        at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
+        log_probs[unmet & ~at_limit, EOS_ID] = float("-inf")  # no end before every term
+        if bool(at_limit.any()):
+            eos = log_probs[at_limit, EOS_ID].clone()
+            log_probs[at_limit] = float("-inf")
+            log_probs[at_limit, EOS_ID] = eos
+        _block_ngrams(history, log_probs, no_repeat_ngram)
+        total_scores = scores.view(-1, 1) + log_probs  # (A*K, V)
+        top_scores, top_index = total_scores.view(active, k * vocab).topk(2 * k, dim=1)
+        best_token = log_probs.argmax(-1).tolist()  # (A*K,)
+        flat = total_scores.cpu() if total_scores.device.type != "cpu" else total_scores
+        rows_out, tokens_out, scores_out, progress_out = [], [], [], []
+        for a in range(active):
+            b = int(sentence[a])
+            c = cons[b]
+            seen: set[tuple[int, int]] = set()
+            pairs = [(int(i) // vocab, int(i) % vocab) for i in top_index[a].tolist()]
+            for beam in range(k):
+                row = a * k + beam
+                if scores[a, beam] == float("-inf"):
+                    continue
+                pairs.append((beam, best_token[row]))
+                pairs += [(beam, token) for token in progress[row].next_tokens(c)]
+            candidates = []
+            for beam, token in pairs:
+                row = a * k + beam
+                score = float(flat[row, token])
+                if (beam, token) in seen or score == float("-inf"):
+                    continue
+                seen.add((beam, token))
+                if token == EOS_ID:
+                    candidates.append((score, beam, token, progress[row], -1))
+                    continue
+                new = progress[row].advance(token, c)
+                candidates.append((score, beam, token, new, new.tokens_met(c)))
+            # EOS among the K best by score finishes a hypothesis, as in beam search
+            for score, beam, token, prog, _ in sorted(candidates, key=lambda x: -x[0])[:k]:
+                if token == EOS_ID:
+                    row = a * k + beam
+                    length = history.size(1) + 1
+                    finished[b].append((all(prog.met), Hypothesis(
+                        history[row].tolist(), hypothesis_score(score, length, alpha,
+                                                                word_reward), score)))
+            going = [x for x in candidates if x[2] != EOS_ID]
+            chosen = allocate(going, k, total[b] + 1)
+            for slot in range(k):
+                if slot < len(chosen):
+                    score, beam, token, prog, _ = chosen[slot]
+                    rows_out.append(a * k + beam)
+                    tokens_out.append(token)
+                    scores_out.append(score)
+                    progress_out.append(prog)
+                else:  # fewer candidates than beams: a dead beam
+                    rows_out.append(a * k)
+                    tokens_out.append(PAD_ID)
+                    scores_out.append(float("-inf"))
+                    progress_out.append(Progress((False,) * len(c)))
+        rows = torch.tensor(rows_out, dtype=torch.long, device=device)
+        tokens = torch.tensor(tokens_out, dtype=torch.long, device=device)
+        scores = torch.tensor(scores_out, device=device).view(active, k)
+        progress = progress_out
+        history = torch.cat([history[rows], tokens[:, None]], dim=1)
+        state = model.reorder(state, rows)
+        plain = [[h for _, h in hyps] for hyps in finished]
+        done = _sentences_done(plain, sentence, scores, limits, t, k, alpha, word_reward)
+        if bool(done.all()):
+            break
+        if bool(done.any()):
+            still = (~done).nonzero(as_tuple=True)[0]
+            beam_rows = (still[:, None] * k + torch.arange(k, device=device)).view(-1)
+            sentence, limits, scores = sentence[still], limits[still], scores[still]
+            history, tokens = history[beam_rows], tokens[beam_rows]
+            progress = [progress[i] for i in beam_rows.tolist()]
+            state = model.reorder(state, beam_rows)
+    return [[h for _, h in sorted(hyps, key=lambda x: (x[0], x[1].score), reverse=True)][:n_best]
+            for hyps in finished]
+
+
 def length_batches(sources: Sequence[Sequence[int]], batch_tokens: int) -> list[np.ndarray]:
     """Row indices of ``sources`` sorted by length into batches of at most ``batch_tokens``
     source tokens (a longer source gets a batch of its own)."""
@@ -286,16 +405,25 @@ def score_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
 
 
 def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
-           options: DecodingConfig) -> list[list[Hypothesis]]:
+           options: DecodingConfig,
+           constraints: Sequence[Sequence[Sequence[int]]] | None = None) -> list[list[Hypothesis]]:
     """Up to ``options.n_best`` hypotheses per sentence of a batch, best first.
 
     ``beam_size=1`` with ``n_best=1`` runs :func:`greedy`, which honours ``min_len`` and
     ``no_repeat_ngram`` as beam search does (beam search with one beam gives the same tokens).
+    With ``constraints`` (target id sequences per sentence) it runs
+    :func:`constrained_beam_search`.
 
     Args:
         src: (B, S) source ids; src_lengths: (B,).
     """
     o = options
+    if constraints is not None:
+        return constrained_beam_search(
+            model, src, src_lengths, constraints, beam_size=o.beam_size,
+            alpha=o.length_penalty, max_len_a=o.max_len_a, max_len_b=o.max_len_b,
+            min_len=o.min_len, n_best=o.n_best, no_repeat_ngram=o.no_repeat_ngram,
+            word_reward=o.word_reward)
     if o.beam_size == 1 and o.n_best == 1:
         return [[Hypothesis(tokens, hypothesis_score(log_prob, len(tokens) + 1, o.length_penalty,
                                                      o.word_reward), log_prob)]
@@ -310,21 +438,35 @@ def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
 @torch.no_grad()
 def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
                options: DecodingConfig, device: torch.device, dtype: torch.dtype | None,
-               progress: Callable[[int], None] | None = None) -> list[list[Hypothesis]]:
+               progress: Callable[[int], None] | None = None,
+               constraints: Sequence[Sequence[Sequence[int]]] | None = None,
+               ) -> list[list[Hypothesis]]:
     """Hypotheses of every source (ids ending in EOS), in input order.
 
     Sources are sorted by length into batches of at most ``options.batch_tokens`` source tokens
     (a longer source gets a batch of its own) and decoded under the autocast ``dtype``;
-    ``progress(n)`` is called after each batch of n sentences.
+    ``progress(n)`` is called after each batch of n sentences. ``constraints``: target id
+    sequences each output must contain, per source; the sources without any are decoded by
+    the unconstrained search (as without ``constraints``), the others by
+    :func:`constrained_beam_search`, each group a batch of its own.
     """
     model.eval()
     out: list[list[Hypothesis]] = [[] for _ in sources]
     for rows in length_batches(sources, options.batch_tokens):
-        batch = collate([sources[i] for i in rows], None, rows).to(device)
-        with autocast(device, dtype):
-            hypotheses = decode(model, batch.src, batch.src_lengths, options)
-        for row, hyps in zip(rows.tolist(), hypotheses, strict=True):
-            out[row] = hyps
+        groups = [(rows, None)]
+        if constraints is not None:
+            bound = [i for i in rows.tolist() if constraints[i]]
+            free = [i for i in rows.tolist() if not constraints[i]]
+            groups = [(np.array(g), c) for g, c in ((free, None),
+                                                     (bound, [constraints[i] for i in bound]))
+                      if g]
+        for group, group_constraints in groups:
+            batch = collate([sources[i] for i in group], None, group).to(device)
+            with autocast(device, dtype):
+                hypotheses = decode(model, batch.src, batch.src_lengths, options,
+                                    group_constraints)
+            for row, hyps in zip(group.tolist(), hypotheses, strict=True):
+                out[row] = hyps
         if progress is not None:
             progress(len(rows))
     return out

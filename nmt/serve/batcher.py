@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from nmt.config import DecodingConfig
+    from nmt.inference.glossary import Glossary
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +67,8 @@ class Batcher:
     """
 
     def __init__(self, translator, gather_tokens: int, max_wait: float, queue_limit: int,
-                 options: DecodingConfig) -> None:
-        self.translator = translator
+                 options: DecodingConfig, glossary: Glossary | None = None) -> None:
+        self.translator, self.glossary = translator, glossary
         self.gather_tokens, self.max_wait, self.queue_limit = gather_tokens, max_wait, queue_limit
         self.options = options
         self._jobs: queue.Queue[Job | None] = queue.Queue()
@@ -168,7 +169,8 @@ class Batcher:
 
     def _translate_lines(self, lines: list[str], n_best: int) -> Result:
         """translate_nbest over the lines with the server's options and this n-best size."""
-        return self.translator.translate_nbest(lines, self.options.updated(n_best=n_best))
+        return self.translator.translate_nbest(lines, self.options.updated(n_best=n_best),
+                                               glossary=self.glossary)
 
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]

@@ -48,14 +48,18 @@ def language_pair(directory: str | Path) -> tuple[str, str]:
 
 def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
                 max_wait: float, queue_limit: int, backend: str = "auto",
-                decoding: Mapping[str, Any] | None = None) -> list[ServedModel]:
+                decoding: Mapping[str, Any] | None = None,
+                glossary: str | None = None) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
 
     ``decoding`` overrides some of each model's decoding settings (checked as the config is).
     A line longer than a model's ``data.max_len`` pieces is translated in parts, whatever the
-    model's ``decoding.long_lines`` says, unless ``decoding`` asks for ``truncate``."""
+    model's ``decoding.long_lines`` says, unless ``decoding`` asks for ``truncate``.
+    ``glossary``: a TSV glossary every model's translations must follow (its target terms are
+    encoded by each model's own target SentencePiece model)."""
+    from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
 
@@ -66,6 +70,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
             raise ConfigError(f"{directory} and {pairs[pair]} both translate "
                               f"{pair[0]} -> {pair[1]}: serve one model per language pair")
         pairs[pair] = directory
+    terms = Glossary.read(glossary) if glossary else None
     models = []
     for pair, directory in pairs.items():
         try:
@@ -75,7 +80,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         given = {k: v for k, v in (decoding or {}).items() if v is not None}
         # n_best: each request sets its own (alternatives); long lines split unless asked
         options = translator.options({"long_lines": "split", "n_best": 1, **given})
-        batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options)
+        batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
+                          terms)
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
         log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory,
                  options.beam_size, translator.backend)
