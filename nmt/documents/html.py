@@ -21,7 +21,7 @@ import html
 from collections.abc import Sequence
 from html.parser import HTMLParser
 
-from nmt.documents.units import Document, Unit
+from nmt.documents.units import Document, Unit, utf8
 from nmt.errors import DataError
 
 KEEP_CONTENT = frozenset({"script", "style", "code", "pre", "textarea"})
@@ -131,10 +131,7 @@ class HtmlDocument(Document):
 
     def __init__(self, data: bytes, name: str) -> None:
         self.name = name
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 (byte {exc.start})") from None
+        text = utf8(data, name)
         try:
             self._doc = HtmlDocuments([text])
         except ValueError as exc:

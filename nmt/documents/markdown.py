@@ -19,8 +19,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from nmt.documents.units import Document, Unit
-from nmt.errors import DataError
+from nmt.documents.units import Document, Unit, utf8
 
 #: Inline children that end a run (their own text is never translated).
 BREAKS = frozenset({"code_inline", "link_open", "link_close", "image", "html_inline",
@@ -46,10 +45,7 @@ class MarkdownDocument(Document):
         from markdown_it import MarkdownIt
 
         self.name = name
-        try:
-            self.text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 (byte {exc.start})") from None
+        self.text = utf8(data, name)
         starts = [0]
         for line in self.text.splitlines(keepends=True):
             starts.append(starts[-1] + len(line))

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 import polib
 
-from nmt.documents.units import Document, Unit
+from nmt.documents.units import Document, Unit, utf8
 from nmt.errors import DataError
 
 WRAP = 79  # gettext's msgmerge / msgcat width
@@ -38,11 +38,7 @@ class PoDocument(Document):
     def __init__(self, data: bytes, name: str, retranslate: bool = False,
                  fuzzy: bool = True) -> None:
         self.name, self.fuzzy = name, fuzzy
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 (byte {exc.start}); convert it first, for "
-                            "example msgconv -t UTF-8") from None
+        text = utf8(data, name, "; convert it first, for example msgconv -t UTF-8")
         try:
             self.po = polib.pofile(text, wrapwidth=WRAP)
             self.text = text

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from nmt.documents.units import Document, Unit
+from nmt.documents.units import Document, Unit, utf8
 from nmt.errors import DataError
 
 MAX_GROUP = 4
@@ -62,10 +62,7 @@ class SubtitleDocument(Document):
 
     def __init__(self, data: bytes, name: str, fmt: str) -> None:
         self.name = name
-        try:
-            self.text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 (byte {exc.start})") from None
+        self.text = utf8(data, name)
         cues = self._parse(fmt)
         # each cue's text: its span in the file, found after the cue's own timing line
         self.spans: list[tuple[int, int]] = []

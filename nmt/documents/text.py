@@ -8,8 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from nmt.documents.units import Document, Unit
-from nmt.errors import DataError
+from nmt.documents.units import Document, Unit, utf8
 
 
 class TextDocument(Document):
@@ -17,10 +16,7 @@ class TextDocument(Document):
 
     def __init__(self, data: bytes, name: str) -> None:
         self.name = name
-        try:
-            text = data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DataError(f"{name}: not UTF-8 (byte {exc.start})") from None
+        text = utf8(data, name)
         self.lines = text.split("\n")
         self.rows = [i for i, line in enumerate(self.lines) if line.strip()]
         self.units = [Unit(self.lines[i].rstrip("\r"), f"line {i + 1}") for i in self.rows]

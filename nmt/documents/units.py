@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from nmt.errors import DataError
+
 #: Sentence ends where pysbd has no rules for the language: after . ! ? … and their CJK forms,
 #: before whitespace.
 SENTENCE_END = re.compile(r"(?<=[.!?\u2026\u3002\uff01\uff1f])\s+")
@@ -43,6 +45,14 @@ PLACEHOLDER = re.compile(
     r"|\b(?:https?|ftp)://[^\s<>\"']*[^\s<>\"'.,;:!?)\]]")
 
 Translate = Callable[[list[str]], list[str]]
+
+
+def utf8(data: bytes, name: str, hint: str = "") -> str:
+    """A file's bytes as text; not UTF-8 is a DataError naming the file and the byte."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{name}: not UTF-8 (byte {exc.start}){hint}") from None
 
 
 def placeholders(text: str) -> Counter:

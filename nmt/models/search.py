@@ -117,6 +117,30 @@ def _block_ngrams(history: torch.Tensor, log_probs: torch.Tensor, n: int) -> Non
     log_probs[rows, windows[rows, cols, n - 1]] = float("-inf")
 
 
+def _rule_out(log_probs: torch.Tensor, t: int, min_len: int, limits: torch.Tensor, k: int,
+              history: torch.Tensor, no_repeat_ngram: int,
+              no_end: torch.Tensor | None = None) -> torch.Tensor:
+    """Rule out, in place, what beam search never emits at step ``t``: PAD and BOS; EOS before
+    ``min_len`` tokens and in the rows of ``no_end``; anything but EOS in a row at its length
+    limit; a repeated n-gram. Returns the (A*K,) rows at their limit.
+
+    log_probs: (A*K, V); limits: (A,) per sentence; history: (A*K, t); no_end: (A*K,) bool.
+    """
+    log_probs[:, PAD_ID] = float("-inf")
+    log_probs[:, BOS_ID] = float("-inf")
+    if t < min_len:
+        log_probs[:, EOS_ID] = float("-inf")
+    at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
+    if no_end is not None:
+        log_probs[no_end & ~at_limit, EOS_ID] = float("-inf")
+    if bool(at_limit.any()):
+        eos = log_probs[at_limit, EOS_ID].clone()
+        log_probs[at_limit] = float("-inf")
+        log_probs[at_limit, EOS_ID] = eos
+    _block_ngrams(history, log_probs, no_repeat_ngram)
+    return at_limit
+
+
 @torch.no_grad()
 def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
                 beam_size: int = 5, alpha: float = 1.0, max_len_a: float = 1.5,
@@ -156,16 +180,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
         active = sentence.size(0)
         log_probs, state = model.step(tokens, state)  # (A*K, V) float32
         vocab = log_probs.size(-1)
-        log_probs[:, PAD_ID] = float("-inf")
-        log_probs[:, BOS_ID] = float("-inf")
-        if t < min_len:
-            log_probs[:, EOS_ID] = float("-inf")
-        at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
-        if bool(at_limit.any()):
-            eos = log_probs[at_limit, EOS_ID].clone()
-            log_probs[at_limit] = float("-inf")
-            log_probs[at_limit, EOS_ID] = eos
-        _block_ngrams(history, log_probs, no_repeat_ngram)
+        at_limit = _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram)
         candidates = (scores.view(-1, 1) + log_probs).view(active, k * vocab)
         top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2K)
         origin, token = top_index // vocab, top_index % vocab  # beam within sentence, token id
@@ -261,18 +276,8 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
         active = sentence.size(0)
         log_probs, state = model.step(tokens, state)  # (A*K, V) float32
         vocab = log_probs.size(-1)
-        log_probs[:, PAD_ID] = float("-inf")
-        log_probs[:, BOS_ID] = float("-inf")
-        if t < min_len:
-            log_probs[:, EOS_ID] = float("-inf")
         unmet = torch.tensor([not all(p.met) for p in progress], device=device)
-        at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
-        log_probs[unmet & ~at_limit, EOS_ID] = float("-inf")  # no end before every term
-        if bool(at_limit.any()):
-            eos = log_probs[at_limit, EOS_ID].clone()
-            log_probs[at_limit] = float("-inf")
-            log_probs[at_limit, EOS_ID] = eos
-        _block_ngrams(history, log_probs, no_repeat_ngram)
+        _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram, no_end=unmet)
         total_scores = scores.view(-1, 1) + log_probs  # (A*K, V)
         top_scores, top_index = total_scores.view(active, k * vocab).topk(2 * k, dim=1)
         best_token = log_probs.argmax(-1).tolist()  # (A*K,)
