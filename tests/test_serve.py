@@ -817,3 +817,33 @@ def test_translate_file_body_limit(trained_reverse):
         assert status == 413 and "exceeds the limit (1,000 bytes)" in reply["error"]
         status, reply = upload(base, "small.txt", b"a b c\n" * 10)
         assert status == 200, reply
+
+
+def test_glossary_per_request_and_for_the_server(trained_reverse, url, reference):
+    """An extension of the API: a request's glossary (a JSON object, or a JSON string in a
+    form) makes its translations hold the terms; lines without a term are unchanged; the
+    server's --glossary applies to every request, a request's entries over it."""
+    from nmt.inference.glossary import Glossary
+
+    body = {"q": ["a b c", "b c e"], "source": "src", "target": "tgt",
+            "glossary": {"a": "h h"}}
+    status, reply = call(url, "/translate", json_body=body)
+    assert status == 200, reply
+    assert "h h" in reply["translatedText"][0]
+    assert reply["translatedText"][1] == ref(reference, ["b c e"])[0][0]
+    status, reply = call(url, "/translate", form={"q": "c a", "source": "src", "target": "tgt",
+                                                  "glossary": json.dumps({"a": "g g"})})
+    assert status == 200 and "g g" in reply["translatedText"], reply
+    for bad in ([["a", "b"]], {"a": ""}, "{not json", {"a": 3}):
+        status, reply = call(url, "/translate", json_body={**body, "glossary": bad})
+        assert status == 400 and "glossary must be a JSON object" in reply["error"], reply
+    translator = Translator.load(trained_reverse, precision="fp32")
+    options = load_config(RunDir(trained_reverse).config).decoding.updated(beam_size=2)
+    batcher = Batcher(translator, 2000, 0.005, 4096, options, Glossary([("b", "f f")]))
+    with running([ServedModel("src", "tgt", batcher, beam_size=2)], Limits()) as base:
+        status, reply = call(base, "/translate", json_body={"q": "a b c", "source": "src",
+                                                            "target": "tgt"})
+        assert status == 200 and "f f" in reply["translatedText"], reply
+        status, reply = call(base, "/translate", json_body={
+            "q": "a b c", "source": "src", "target": "tgt", "glossary": {"a": "h h"}})
+        assert "f f" in reply["translatedText"] and "h h" in reply["translatedText"], reply

@@ -6,7 +6,8 @@ work unchanged):
 - ``POST /translate``: JSON or form fields ``q`` (a string, or in JSON a list of strings),
   ``source`` (a code or ``auto``), ``target``, ``format`` (``text``/``html``), ``alternatives``
   (int) and ``api_key``; answers ``{"translatedText": ...}`` plus ``alternatives`` when asked
-  and ``detectedLanguage`` for ``auto``.
+  and ``detectedLanguage`` for ``auto``. An extension: ``glossary``, a JSON object of source
+  term -> target term that the translations must follow, over the server's ``--glossary``.
 - ``POST /detect``: ``q`` (a string or a list) and ``api_key``; answers up to three
   ``{"confidence", "language"}``, best first, over the languages the server translates from
   (:mod:`nmt.serve.detect`). With ``source: auto``, ``/translate`` detects each text's
@@ -57,6 +58,7 @@ from nmt.documents import SUFFIXES, read_document
 from nmt.documents.html import HtmlDocuments
 from nmt.documents.units import Plan
 from nmt.errors import DataError
+from nmt.inference.glossary import Glossary
 from nmt.serve.batcher import Batcher, QueueFull
 from nmt.serve.detect import LanguageDetector
 from nmt.serve.files import EXTENSIONS, TranslatedFiles
@@ -218,6 +220,32 @@ def _code(fields: dict, name: str) -> str:
     return value.strip().lower()
 
 
+GLOSSARY_LIMIT = 1000  # entries of a request's glossary
+
+
+def _glossary(fields: dict) -> dict[str, str] | None:
+    """A request's ``glossary`` (an extension of LibreTranslate's API): a JSON object of
+    source term -> target term (in a form, the object as a JSON string), checked."""
+    value = fields.get("glossary")
+    if value is None or value == "" or value == {}:
+        return None
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            raise ApiError(400, "Invalid request: glossary must be a JSON object of source "
+                                "term -> target term") from None
+    if not isinstance(value, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip()
+            for k, v in value.items()):
+        raise ApiError(400, "Invalid request: glossary must be a JSON object of source term -> "
+                            "target term (non-empty strings)")
+    if len(value) > GLOSSARY_LIMIT:
+        raise ApiError(400, f"Invalid request: the glossary has {len(value)} entries, more than "
+                            f"{GLOSSARY_LIMIT}")
+    return value
+
+
 def _alternatives(fields: dict) -> int:
     value = fields.get("alternatives", 0)
     if isinstance(value, bool) or not isinstance(value, (int, str)):
@@ -332,11 +360,16 @@ class Service:
 
     # ------------------------------------------------------------- translation
 
-    async def translate_lines(self, model: ServedModel, lines: list[str],
-                              n_best: int) -> list[list[str]]:
-        """Up to ``n_best`` translations of each line (the batcher's search, awaited)."""
+    async def translate_lines(self, model: ServedModel, lines: list[str], n_best: int,
+                              glossary: dict[str, str] | None = None) -> list[list[str]]:
+        """Up to ``n_best`` translations of each line (the batcher's search, awaited);
+        ``glossary``: the request's terms, over the server's."""
+        terms = None
+        if glossary:
+            base = model.batcher.glossary
+            terms = Glossary({**(base.entries if base else {}), **glossary}.items())
         try:
-            future = model.batcher.submit(lines, n_best)
+            future = model.batcher.submit(lines, n_best, terms)
         except QueueFull as exc:
             raise ApiError(503, f"The server is busy ({exc}); try again later") from None
         except ValueError as exc:
@@ -349,12 +382,12 @@ class Service:
                                 "try again later or send less text") from None
         return [[text for text, _ in hyps] for hyps in results]
 
-    async def translate_texts(self, model: ServedModel, texts: list[str],
-                              n_best: int) -> list[list[str]]:
+    async def translate_texts(self, model: ServedModel, texts: list[str], n_best: int,
+                              glossary: dict[str, str] | None = None) -> list[list[str]]:
         """Each text's ``n_best`` translations; a text is translated line by line."""
         split = [text.replace("\r\n", "\n").replace("\r", "\n").split("\n") for text in texts]
         flat = [line for lines in split for line in lines]
-        results = await self.translate_lines(model, flat, n_best) if flat else []
+        results = await self.translate_lines(model, flat, n_best, glossary) if flat else []
         out, start = [], 0
         for lines in split:
             hyps = results[start:start + len(lines)]
@@ -372,6 +405,7 @@ class Service:
         if kind not in ("text", "html"):
             raise ApiError(400, f"{kind} format is not supported")
         alternatives = _alternatives(fields)
+        glossary = _glossary(fields)
         detected: list[tuple[str, float]] = []
         if source == "auto":
             candidates = self.sources_into(target)
@@ -385,7 +419,8 @@ class Service:
         for index, model in enumerate(models):
             groups.setdefault(id(model), []).append(index)
         outputs = await asyncio.gather(*(
-            self.translate_group(models[rows[0]], [texts[i] for i in rows], kind, alternatives)
+            self.translate_group(models[rows[0]], [texts[i] for i in rows], kind, alternatives,
+                                 glossary)
             for rows in groups.values()))
         translated, alts = [""] * len(texts), [[] for _ in texts]
         for rows, (group_texts, group_alts) in zip(groups.values(), outputs, strict=True):
@@ -410,6 +445,7 @@ class Service:
         if filename == "":
             raise ApiError(400, "Invalid request: empty file")
         source, target = _code(fields, "source"), _code(fields, "target")
+        glossary = _glossary(fields)
         suffix = "." + filename.rpartition(".")[2].lower() if "." in filename else ""
         if suffix not in EXTENSIONS:
             raise ApiError(400, "Invalid request: file format not supported (send one of "
@@ -432,7 +468,7 @@ class Service:
         step = max(1, model.batcher.queue_limit // 2)
         for start in range(0, len(plan.lines), step):  # a file may hold more than the queue
             chunk = plan.lines[start:start + step]
-            lines += [hyps[0] for hyps in await self.translate_lines(model, chunk, 1)]
+            lines += [hyps[0] for hyps in await self.translate_lines(model, chunk, 1, glossary)]
         translations, report = plan.finish(lines)
         for problem in report.placeholder_errors:
             log.info("translate_file %s: %s: placeholders changed, left untranslated",
@@ -442,18 +478,20 @@ class Service:
         return {"translatedFileUrl": link(name)}, len(texts), sum(len(t) for t in texts)
 
     async def translate_group(self, model: ServedModel, texts: list[str], kind: str,
-                              alternatives: int) -> tuple[list[str], list[list[str]]]:
+                              alternatives: int, glossary: dict[str, str] | None = None,
+                              ) -> tuple[list[str], list[list[str]]]:
         """Texts of one model: their translations and alternatives (none for HTML)."""
         if kind == "html":
             try:
                 documents = HtmlDocuments(texts)
             except ValueError as exc:
                 raise ApiError(400, f"Invalid request: {exc}") from None
-            runs = await self.translate_texts(model, documents.runs, 1)
+            runs = await self.translate_texts(model, documents.runs, 1, glossary)
             return documents.rebuild([hyps[0] for hyps in runs]), [[] for _ in texts]
         # the n-best list of beam search: at most beam size - 1 alternatives (fewer after
         # dropping duplicates), as LibreTranslate returns fewer than asked when it has them
-        nbest = await self.translate_texts(model, texts, min(alternatives + 1, model.beam_size))
+        nbest = await self.translate_texts(model, texts, min(alternatives + 1, model.beam_size),
+                                           glossary)
         return ([hyps[0] for hyps in nbest],
                 [list(dict.fromkeys(h for h in hyps[1:] if h and h != hyps[0]))
                  for hyps in nbest])

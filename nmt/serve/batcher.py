@@ -48,6 +48,7 @@ class Job:
 
     lines: list[str]
     n_best: int
+    glossary: Glossary | None = None  # the request's own (merged with the server's)
     future: Future = field(default_factory=Future)
     sizes: list[int] = field(default_factory=list)  # source pieces per line (the worker counts)
 
@@ -83,8 +84,11 @@ class Batcher:
         """Source pieces of a line before any cut (worker thread)."""
         return self.translator.source_ids(line)[1] if line.strip() else 0
 
-    def submit(self, lines: Sequence[str], n_best: int = 1) -> Future:
-        """Queue lines for translation; the future's result is a :data:`Result`.
+    def submit(self, lines: Sequence[str], n_best: int = 1,
+               glossary: Glossary | None = None) -> Future:
+        """Queue lines for translation; the future's result is a :data:`Result`. ``glossary``
+        replaces the server's for these lines (jobs with different glossaries are searched
+        apart).
 
         Raises :class:`QueueFull` when the lines would not fit (or the worker is closing), and
         :class:`ValueError` when the request alone holds more lines than the queue.
@@ -99,7 +103,7 @@ class Batcher:
                 raise QueueFull(f"{self._waiting} lines are waiting (queue limit "
                                 f"{self.queue_limit})")
             self._waiting += len(lines)
-        job = Job(list(lines), n_best)
+        job = Job(list(lines), n_best, glossary)
         self._jobs.put(job)
         return job.future
 
@@ -158,8 +162,11 @@ class Batcher:
                 continue
             jobs, stop = self._gather(first)
             try:
-                for n_best in sorted({job.n_best for job in jobs}):
-                    self._translate([job for job in jobs if job.n_best == n_best], n_best)
+                groups: dict[tuple[int, int], list[Job]] = {}
+                for job in jobs:  # one search per n-best size and glossary
+                    groups.setdefault((job.n_best, id(job.glossary)), []).append(job)
+                for (n_best, _), group in sorted(groups.items(), key=lambda g: g[0][0]):
+                    self._translate(group, n_best)
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                 log.error("the translation worker failed: %s", exc,
                           exc_info=(type(exc), exc, exc.__traceback__))
@@ -167,15 +174,17 @@ class Batcher:
                     if not job.future.done():
                         job.future.set_exception(exc)
 
-    def _translate_lines(self, lines: list[str], n_best: int) -> Result:
-        """translate_nbest over the lines with the server's options and this n-best size."""
+    def _translate_lines(self, lines: list[str], n_best: int,
+                         glossary: Glossary | None = None) -> Result:
+        """translate_nbest over the lines with the server's options, this n-best size and
+        ``glossary`` (default: the server's)."""
         return self.translator.translate_nbest(lines, self.options.updated(n_best=n_best),
-                                               glossary=self.glossary)
+                                               glossary=glossary or self.glossary)
 
     def _translate(self, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
-            results = self._translate_lines(lines, n_best)
+            results = self._translate_lines(lines, n_best, jobs[0].glossary)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             if len(jobs) > 1:  # one request's failure must not fail those merged with it
                 for job in jobs:
