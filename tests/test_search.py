@@ -207,3 +207,21 @@ def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
     for early, late in zip(stopped, full, strict=True):
         assert [h.tokens for h in early] == [h.tokens for h in late]
         assert [h.score for h in early] == pytest.approx([h.score for h in late], abs=1e-5)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_two_stage_top_k_equals_the_top_k_over_beams_times_vocabulary(seed):
+    g = torch.Generator().manual_seed(seed)
+    active, k, vocab = 3, 4, 50
+    scores = torch.randn(active, k, generator=g)
+    scores[0, 1:] = float("-inf")  # one live beam, as at the first step
+    log_probs = torch.log_softmax(torch.randn(active * k, vocab, generator=g), -1)
+    log_probs[5, :] = float("-inf")
+    log_probs[5, EOS_ID] = -0.1  # a row at its limit: only EOS
+    top, origin, token = search.top_candidates(scores, log_probs, 2 * k)
+    flat = (scores.view(-1, 1) + log_probs).view(active, k * vocab)
+    want_scores, want_index = flat.topk(2 * k, dim=1)
+    assert torch.equal(top, want_scores)
+    finite = want_scores > float("-inf")
+    assert torch.equal(origin[finite], (want_index // vocab)[finite])
+    assert torch.equal(token[finite], (want_index % vocab)[finite])

@@ -117,6 +117,27 @@ def _block_ngrams(history: torch.Tensor, log_probs: torch.Tensor, n: int) -> Non
     log_probs[rows, windows[rows, cols, n - 1]] = float("-inf")
 
 
+def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor,
+                   n: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The ``n`` best continuations of each sentence over its K beams x V tokens, best first,
+    found in two stages: each beam's ``n`` best tokens, then the sentence's ``n`` best of
+    those K x n (a continuation among a sentence's n best is among its own beam's n best, so
+    this is the top-n of all K x V; ties aside). The K x V scores of a sentence are never
+    sorted in one row, so the work splits over beams, and threads.
+
+    scores: (A, K) summed log-probabilities of the open beams; log_probs: (A*K, V).
+    Returns (A, n) scores, beam indices within the sentence and token ids.
+    """
+    active, k = scores.shape
+    per_beam = min(n, log_probs.size(-1))
+    beam_scores, beam_tokens = log_probs.topk(per_beam, dim=1)  # (A*K, n)
+    totals = (scores.view(-1, 1) + beam_scores).view(active, k * per_beam)
+    top_scores, index = totals.topk(n, dim=1)  # (A, n) into the K x n
+    origin = index // per_beam
+    token = beam_tokens.view(active, k * per_beam).gather(1, index)
+    return top_scores, origin, token
+
+
 def _rule_out(log_probs: torch.Tensor, t: int, min_len: int, limits: torch.Tensor, k: int,
               history: torch.Tensor, no_repeat_ngram: int,
               no_end: torch.Tensor | None = None) -> torch.Tensor:
@@ -179,11 +200,8 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     for t in range(int(limits.max())):
         active = sentence.size(0)
         log_probs, state = model.step(tokens, state)  # (A*K, V) float32
-        vocab = log_probs.size(-1)
         at_limit = _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram)
-        candidates = (scores.view(-1, 1) + log_probs).view(active, k * vocab)
-        top_scores, top_index = candidates.topk(2 * k, dim=1)  # (A, 2K)
-        origin, token = top_index // vocab, top_index % vocab  # beam within sentence, token id
+        top_scores, origin, token = top_candidates(scores, log_probs, 2 * k)  # (A, 2K) each
         is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
         # EOS among the top K candidates finishes a hypothesis
         eos_rows, eos_cols = (is_eos[:, :k]).nonzero(as_tuple=True)
@@ -275,11 +293,10 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
     for t in range(int(limits.max())):
         active = sentence.size(0)
         log_probs, state = model.step(tokens, state)  # (A*K, V) float32
-        vocab = log_probs.size(-1)
         unmet = torch.tensor([not all(p.met) for p in progress], device=device)
         _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram, no_end=unmet)
         total_scores = scores.view(-1, 1) + log_probs  # (A*K, V)
-        top_scores, top_index = total_scores.view(active, k * vocab).topk(2 * k, dim=1)
+        _, top_origin, top_token = top_candidates(scores, log_probs, 2 * k)
         best_token = log_probs.argmax(-1).tolist()  # (A*K,)
         flat = total_scores.cpu() if total_scores.device.type != "cpu" else total_scores
         rows_out, tokens_out, scores_out, progress_out = [], [], [], []
@@ -287,7 +304,7 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
             b = int(sentence[a])
             c = cons[b]
             seen: set[tuple[int, int]] = set()
-            pairs = [(int(i) // vocab, int(i) % vocab) for i in top_index[a].tolist()]
+            pairs = list(zip(top_origin[a].tolist(), top_token[a].tolist(), strict=True))
             for beam in range(k):
                 row = a * k + beam
                 if scores[a, beam] == float("-inf"):
