@@ -10,6 +10,9 @@ CPU. A configuration is ``SEARCH-BACKEND-MODE[-1sent]``:
 - MODE: ``fp32``; ``bf16`` (torch only: bf16 autocast, "n/a" on a CPU without native bf16);
   ``int8`` (torch: ``quantize_dynamic`` of the LSTMs and linear layers; onnx: the export's
   int8 graphs, ONNX Runtime's dynamic quantisation);
+- ``beam5flat-torch-fp32`` and ``beam5flat-onnx-fp32`` (with ``-1sent`` too), by name only:
+  beam 5 with the search's top-k in one stage over beams x vocabulary, the code before the
+  two-stage top-k, to measure that change beside ``beam5`` in one run;
 - batching: batches of ``--batch-tokens`` source tokens (default 8,000: the batch case), or with
   ``-1sent`` one sentence per call, as a server meets them (the first ``--single-limit`` lines,
   default 300; each line's latency is recorded and the median reported).
@@ -62,6 +65,9 @@ CONFIGS = (tuple(f"{search}-{backend}-{mode}" for search in SEARCHES
                  for backend, modes in MODES.items() for mode in modes)
            + tuple(f"beam5-{backend}-{mode}-1sent" for backend in MODES
                    for mode in ("fp32", "int8")))
+#: Asked for by name only (``--configs``): beam 5 with the search's top-k in one stage over
+#: beams x vocabulary, as before the two-stage top-k, to measure that change side by side.
+FLAT = tuple(f"beam5flat-{backend}-fp32{one}" for backend in MODES for one in ("", "-1sent"))
 TARGET_SENT_PER_S, TARGET_BLEU_DROP, TARGET_HELP_S, TARGET_THREADS = 100.0, 0.3, 0.3, 2
 TARGET_ONNX_LATENCY, TARGET_ONNX_SPEEDUP, TARGET_ONNX_INT8_DROP = 0.5, 1.2, 0.5
 BATCH_TOKENS = 8000
@@ -78,6 +84,16 @@ def read_lines(path: str, limit: int | None) -> list[str]:
 
 
 # --------------------------------------------------------------------------- one configuration
+
+
+def flat_top_candidates(scores: Any, log_probs: Any, n: int) -> tuple[Any, Any, Any]:
+    """The search's top-n continuations in one stage over each sentence's K x V (the code
+    before :func:`nmt.models.search.top_candidates` split it in two)."""
+    active, k = scores.shape
+    vocab = log_probs.size(-1)
+    flat = (scores.view(-1, 1) + log_probs).view(active, k * vocab)
+    top_scores, index = flat.topk(n, dim=1)
+    return top_scores, index // vocab, index % vocab
 
 
 def parse_name(name: str) -> tuple[str, str, str, bool]:
@@ -107,11 +123,16 @@ def run_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
 
     torch.set_num_threads(args.threads)
     search, backend, mode, single = parse_name(name)
+    if search == "beam5flat":
+        from nmt.models import search as search_module
+
+        search_module.top_candidates = flat_top_candidates
     limit = min(args.single_limit, args.limit or args.single_limit) if single else args.limit
     src, ref = read_lines(args.src, limit), read_lines(args.ref, limit)
     record: dict[str, Any] = {"config": name, "search": search, "backend": backend,
                               "mode": mode, "one_sentence_per_call": single,
-                              "beam_size": SEARCHES[search], "threads": torch.get_num_threads(),
+                              "beam_size": 5 if search == "beam5flat" else SEARCHES[search],
+                              "threads": torch.get_num_threads(),
                               "sentences": len(src)}
     start = time.perf_counter()
     try:
@@ -119,7 +140,8 @@ def run_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     except NMTError as exc:
         return {**record, "supported": False, "error": str(exc), "peak_rss_mb": peak_rss_mb()}
     record["load_s"] = time.perf_counter() - start
-    options: dict[str, Any] = {"beam_size": SEARCHES[search], "batch_tokens": args.batch_tokens}
+    options: dict[str, Any] = {"beam_size": record["beam_size"],
+                               "batch_tokens": args.batch_tokens}
     translator.translate(src[:WARMUP_LINES], **options)
     latencies: list[float] = []
     start = time.perf_counter()
@@ -290,7 +312,7 @@ def main() -> int:
         parser.error("--limit and --single-limit must be at least 1")
     if args.only:
         return run_one(args)
-    names = parse_configs(parser, args.configs, CONFIGS)
+    names = parse_configs(parser, args.configs, CONFIGS + FLAT)
 
     start = time.perf_counter()
     load = warn_if_busy()
