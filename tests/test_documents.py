@@ -230,6 +230,15 @@ def _without_msgstr(text: str) -> list[str]:
     return out
 
 
+def test_po_with_crlf_lines_and_no_final_newline_keeps_them():
+    data = PO.replace(b"\n", b"\r\n").rstrip(b"\r\n")
+    document = read_document(data, "po", "in.po")
+    out = document.render(translate_document(document, upper, "en")[0])
+    assert b"\n" not in out.replace(b"\r\n", b"") and not out.endswith(b"\n")
+    assert b'#, fuzzy, c-format\r\nmsgid "Open %s"\r\nmsgstr "OPEN %s"\r\n' in out
+    assert document.render([None] * len(document.units)) == data
+
+
 def test_po_retranslate_and_placeholder_loss_are_reported():
     document = read_document(PO, "po", "in.po", retranslate=True)
     assert "File" in [u.text for u in document.units] and "Close" in [

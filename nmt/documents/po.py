@@ -83,8 +83,10 @@ class PoDocument(Document):
             while end < len(lines) and (lines[end].startswith('"')
                                         or lines[end].startswith("msgstr[")):
                 end += 1
-            newline = "\n" if lines[end - 1].endswith("\n") else ""
-            new[-1] = new[-1].rstrip("\n") + newline
+            eol = "\r\n" if lines[start].endswith("\r\n") else "\n"  # the file's own
+            new = [line.rstrip("\n") + eol for line in new]
+            if not lines[end - 1].endswith("\n"):  # the file's last line: no newline
+                new[-1] = new[-1].rstrip("\r\n")
             edits.append((start, end, new))
             if self.fuzzy and "fuzzy" not in entry.flags:
                 edits.append(_fuzzy(lines, first, msgid))
@@ -102,4 +104,4 @@ def _fuzzy(lines: list[str], first: int, msgid: int) -> tuple[int, int, list[str
             return i, i + 1, ["#, fuzzy," + lines[i][2:]]
     at = next(i for i in range(first, msgid + 1)
               if lines[i].startswith(("#|", "msgctxt", "msgid")))
-    return at, at, ["#, fuzzy\n"]
+    return at, at, ["#, fuzzy" + ("\r\n" if lines[at].endswith("\r\n") else "\n")]
