@@ -6,6 +6,8 @@ import sys
 
 import polib
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from nmt.documents import format_of, read_document
 from nmt.documents.subtitles import spread
@@ -440,3 +442,51 @@ def test_nmt_translate_refuses_line_options_and_bad_documents(trained_reverse, t
     proc = nmt("translate", "-m", str(trained_reverse), "--format", "po", "--n-best", "2",
                stdin=b"")
     assert proc.returncode == 2 and b"--n-best works on lines" in proc.stderr
+
+
+# --------------------------------------------------------------------------- property tests
+
+WORDS = st.sampled_from(["Open", "the", "file", "menu", "Save", "%s", "{0}", "now.", "Click",
+                         "here!", "a", "b", "ça", "über", "日本", "50%", "<b>", "&amp;"])
+TEXT = st.lists(WORDS, min_size=1, max_size=12).map(" ".join)
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(TEXT, st.booleans(), st.booleans()), min_size=1, max_size=8,
+                unique_by=lambda e: e[0]))
+def test_po_files_from_polib_round_trip(entries):
+    """Any PO file polib writes: nothing translated gives it back; a copying model fills
+    every empty entry and changes nothing but msgstr blocks."""
+    po = polib.POFile(wrapwidth=79)
+    po.metadata = {"Content-Type": "text/plain; charset=UTF-8"}
+    for msgid, translated, commented in entries:
+        po.append(polib.POEntry(msgid=msgid, msgstr=msgid.upper() if translated else "",
+                                comment="note" if commented else "",
+                                occurrences=[("a.c", "1")] if commented else []))
+    data = str(po).encode("utf-8")
+    document = read_document(data, "po", "in.po", fuzzy=False)
+    assert document.render([None] * len(document.units)) == data
+    out = document.render(translate_document(document, copy, "en")[0]).decode()
+    assert _without_msgstr(out) == _without_msgstr(data.decode())
+    for entry in polib.pofile(out):
+        assert entry.msgstr in (entry.msgid, entry.msgid.upper())
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.tuples(TEXT, st.integers(1, 2)), min_size=1, max_size=8))
+def test_subtitles_round_trip_whatever_the_cues(cues):
+    """Random cues of one or two lines: nothing translated gives the file back; a copying
+    model keeps every timing line and every word, in order."""
+    blocks = []
+    for index, (text, lines) in enumerate(cues):
+        words = text.split()
+        body = " ".join(words) if lines == 1 or len(words) < 2 else \
+            " ".join(words[:len(words) // 2]) + "\n" + " ".join(words[len(words) // 2:])
+        blocks.append(f"{index + 1}\n00:00:{index:02d},000 --> 00:00:{index:02d},900\n{body}\n")
+    data = "\n".join(blocks).encode("utf-8")
+    document = read_document(data, "srt", "in.srt")
+    assert document.render([None] * len(document.units)) == data
+    out = document.render(translate_document(document, copy, "en")[0]).decode()
+    assert [b.split("\n")[:2] for b in out.split("\n\n")] == \
+        [b.split("\n")[:2] for b in data.decode().split("\n\n")]
+    assert out.split() == data.decode().split()
