@@ -318,3 +318,25 @@ def test_serve_and_evaluate_run_on_an_export(exported_int8, reverse_task, tmp_pa
                  "--beam-size", "1"]) == 0
     assert json.loads(capsys.readouterr().out)["bleu"] > 80
     assert json.loads(hyp.with_suffix(".json").read_text())["backend"] == "onnx"
+
+
+def test_glossary_constraints_on_the_onnx_backend(exports, reverse_task):
+    """Constrained beam search runs on the ONNX step graph as on torch (copy attention too):
+    every output holds its term, and the outputs are torch's."""
+    model_dir, export_dir = exports["general-copy"]
+    torch_tr = Translator.load(model_dir, precision="fp32")
+    onnx_tr = Translator.load(export_dir)
+    src = read(reverse_task["test"], "src")[:40]
+    ids = [torch_tr.source_ids(line)[0] for line in src]
+    term = torch_tr.tgt_tok.encode("h", add_eos=False)
+    constraints = [[term] if i % 2 else [] for i in range(len(ids))]
+    options = DecodingConfig(beam_size=3, max_len_a=1.0, max_len_b=3, batch_tokens=400)
+    cpu = torch.device("cpu")
+    want = decode_all(torch_tr.model, ids, options, cpu, None, constraints=constraints)
+    got = decode_all(onnx_tr.model, ids, options, cpu, None, constraints=constraints)
+    for terms, hyps in zip(constraints, got, strict=True):
+        tokens = hyps[0].tokens
+        for t in terms:
+            assert any(tokens[i:i + len(t)] == t for i in range(len(tokens))), (tokens, t)
+    same = sum(a[0].tokens == b[0].tokens for a, b in zip(want, got, strict=True))
+    assert same >= 0.95 * len(ids)
