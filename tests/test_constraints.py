@@ -162,3 +162,20 @@ def test_translate_with_a_glossary_places_terms_and_reports_the_rest(trained_rev
         in proc.stderr
     strict = nmt(*args, "--glossary-strict")
     assert strict.returncode == 1 and strict.stdout == proc.stdout
+
+
+def test_terms_with_copy_attention():
+    from nmt.config import ModelConfig
+    from nmt.models.seq2seq import build_model
+
+    torch.manual_seed(4)
+    model = build_model(ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=8,
+                                    dropout=0.0, copy_attention=True, tie_embeddings=True),
+                        14, 14).eval()
+    src, src_len = sources([5, 6, 4], vocab=14, seed=9)
+    terms = [[[7, 8]], [[13]], [[5], [6, 6]]]
+    results = constrained_beam_search(model, src, src_len, terms, beam_size=4, max_len_a=2.0,
+                                      max_len_b=6)
+    for sentence_terms, hyps in zip(terms, results, strict=True):
+        for term in sentence_terms:
+            assert contains(hyps[0].tokens, term)
