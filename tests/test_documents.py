@@ -490,3 +490,69 @@ def test_subtitles_round_trip_whatever_the_cues(cues):
     assert [b.split("\n")[:2] for b in out.split("\n\n")] == \
         [b.split("\n")[:2] for b in data.decode().split("\n\n")]
     assert out.split() == data.decode().split()
+
+
+def test_markdown_runs_are_found_where_they_are_written():
+    """Equal cells of a table row, a word that is also in an attribute or an image's alt text,
+    text after a code span that holds it: each run is replaced where it stands."""
+    data = ("| yes | yes |\n|---|---|\n| no | no |\n\n"
+            'See <a href="#setup">setup</a> and ![Logo](l.png)\nLogo here.\n\n'
+            "Use `a b` b now, [b](http://x/b) b.\n").encode()
+    document = read_document(data, "md", "in.md")
+    out = document.render(translate_document(document, upper, "en")[0]).decode()
+    assert out.startswith("| YES | YES |\n|---|---|\n| NO | NO |\n")
+    assert 'SEE <a href="#setup">SETUP</a> AND ![Logo](l.png)\nLOGO HERE.' in out
+    assert "USE `a b` B NOW, [B](http://x/b) B." in out
+
+
+def test_markdown_escapes_a_line_that_would_start_a_list():
+    document = read_document(b"Intro\n\nWord here\n", "md", "in.md")
+    assert document.render(["Intro", "1. Januar"]).decode() == "Intro\n\n1\\. Januar\n"
+    assert document.render(["Intro", "- x"]).decode() == "Intro\n\n\\- x\n"
+
+
+def test_po_content_is_never_taken_for_a_path_and_a_bom_is_kept(tmp_path):
+    secret = tmp_path / "secret.po"
+    secret.write_bytes(PO)
+    with pytest.raises(DataError, match="cannot read the PO file: Syntax error"):
+        read_document(str(secret).encode(), "po", "x.po")  # read as text, never opened
+    data = b"\xef\xbb\xbfmsgid \"a b\"\nmsgstr \"\"\n\nmsgid \"c\"\nmsgstr \"\"\n"
+    document = read_document(data, "po", "x.po")
+    assert [u.where for u in document.units] == ["line 1", "line 4"]
+    out = document.render(["A B", "C"])
+    assert out == (b"\xef\xbb\xbf#, fuzzy\nmsgid \"a b\"\nmsgstr \"A B\"\n\n"
+                   b"#, fuzzy\nmsgid \"c\"\nmsgstr \"C\"\n")
+
+
+@pytest.mark.parametrize("fmt,data", [("srt", SRT), ("vtt", VTT)])
+def test_subtitles_with_crlf_lines(fmt, data):
+    crlf = data.replace(b"\n", b"\r\n")
+    document = read_document(crlf, fmt, "in")
+    assert document.render([None] * len(document.units)) == crlf
+    out = document.render(translate_document(document, copy, "en")[0])
+    assert b"\n" not in out.replace(b"\r\n", b"") and out.split() == crlf.split()
+
+
+def test_xliff_cdata_groups_that_say_no_and_an_empty_targets_attributes():
+    data = b'''<?xml version="1.0" encoding="UTF-8"?>\r
+<xliff version="1.2" xmlns="urn:oasis:names:tc:xliff:document:1.2">\r
+ <file source-language="en" datatype="plaintext" original="x">\r
+  <body>\r
+   <group id="g" translate="no"><trans-unit id="1"><source>Keep</source></trans-unit></group>\r
+   <trans-unit id="2"><source>Say <![CDATA[Hello <b>]]> now</source>\r
+    <target xml:lang="de" state="new"/>\r
+   </trans-unit>\r
+   <trans-unit id="3">\r
+    <source>Plain</source>\r
+   </trans-unit>\r
+  </body>\r
+ </file>\r
+</xliff>\r
+'''
+    document = read_document(data, "xliff", "in.xlf")
+    assert [u.text for u in document.units] == ["Say ", "Hello <b>", " now", "Plain"]
+    out = document.render(translate_document(document, upper, "en")[0])
+    assert (b'<target xml:lang="de" state="needs-review-translation" '
+            b'state-qualifier="mt-suggestion">SAY HELLO &lt;b&gt; NOW</target>') in out
+    assert b"<source>Plain</source>\r\n    <target state=" in out and b"KEEP" not in out
+    assert read_document(out, "xliff", "out.xlf").units == []

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow  # every test runs a recipe in a subprocess
 
 RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 TINY = ["tokenizer.vocab_size=300", "tokenizer.hard_vocab_limit=false", "model.embed_size=32",
-        "model.hidden_size=32", "model.decoder_hidden_size=64", "training.batch_tokens=1000",
+        "model.hidden_size=32", "model.decoder_hidden_size=32", "training.batch_tokens=1000",
         "training.valid_every=10", "training.max_steps=20", "training.log_every=10",
         *precision_overrides()]
 
@@ -112,7 +112,7 @@ def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(tmp_pat
     common = ["--valid", corpus["valid"], "--test", corpus["test"], "--src-lang", "en",
               "--tgt-lang", "de", "-q"]
     proc = recipe("from_files", "--train", corpus["train"], *common, "--out", base, *TINY,
-                  "model.tie_embeddings=true", "model.embed_size=64")
+                  "model.decoder_hidden_size=64", "model.embed_size=64")
     assert proc.returncode == 0, proc.stderr
     out = tmp_path / "ft"
     proc = recipe("from_files", "--train", corpus["more"], "--train", corpus["train"], *common,
@@ -126,7 +126,7 @@ def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(tmp_pat
     assert results["base_model"]["weights_sha256"] == sha256_file(base / "model.safetensors")
     assert results["base_model"]["path"] == "../base"
     assert results["config"]["data"]["train"] == ["../corpus/more", "../corpus/train"]
-    assert results["config"]["model"]["decoder_hidden_size"] == 64  # the base's, not 512
+    assert results["config"]["model"]["decoder_hidden_size"] == 64  # the base's, not 256
     assert "400/400 pairs kept" in results["data"]["pairs"]  # both sources, one corpus
     card = (out / "README.md").read_text(encoding="utf-8")
     assert f"fine-tuned from `en_de` (`../base`, weights sha256 " \

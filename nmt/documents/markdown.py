@@ -51,32 +51,58 @@ class MarkdownDocument(Document):
             starts.append(starts[-1] + len(line))
         self.spans: list[tuple[int, int]] = []
         self.units, self.notes = [], []
+        self._limit, self._href = len(self.text), ""
         tokens = MarkdownIt("commonmark").enable("table").enable("strikethrough").parse(
             self.text)
+        at = 0  # the file is read forwards: a run is looked for after the previous one
         for token in tokens:
             if token.type != "inline" or not token.children or token.map is None:
                 continue
-            at = starts[min(token.map[0], len(starts) - 1)]
+            at = max(at, starts[min(token.map[0], len(starts) - 1)])
+            self._limit = starts[min(token.map[1], len(starts) - 1)]  # the block's end
             run: list = []  # children of the run being read
-            autolink = False
+            autolinks: list[bool] = []
             for child in [*token.children, None]:
                 if child is not None and child.type == "link_open":
-                    autolink = child.markup == "autolink"
+                    autolinks.append(child.markup == "autolink")
                 if child is None or child.type in BREAKS:
                     at = self._add_run(run, at, token.map[0] + 1)
-                    run = []  # (an image's alt text is its own children: never a unit)
-                    if child is not None and child.type == "code_inline":
-                        at = self._skip(child.markup + child.content, at)
+                    run = []
+                    at = self._past(child, at) if child is not None else at
+                    if child is not None and child.type == "link_close" and autolinks:
+                        autolinks.pop()
                     continue
-                if autolink:
+                if autolinks and autolinks[-1]:
                     continue
                 if child.type in ("text", "softbreak"):
                     run.append(child)
 
-    def _skip(self, raw: str, at: int) -> int:
-        """Past a code span (its text as written, or at least the opening backquotes)."""
-        found = self.text.find(raw, at)
-        return found + len(raw) if found >= 0 else at
+    def _find(self, raw: str, at: int) -> int:
+        """Where ``raw`` is written in the block from ``at`` on (-1: not there)."""
+        return self.text.find(raw, at, self._limit) if raw else -1
+
+    def _past(self, child: object, at: int) -> int:
+        """The offset after the markup ``child`` stands for, as written: a code span (its
+        backquote runs), inline HTML, an image (up to its source's end), a link's end (past
+        its target, for an inline link); ``at`` where it cannot be told."""
+        kind = child.type
+        if kind == "code_inline":
+            opening = self._find(child.markup, at)
+            if opening >= 0:
+                closing = self._find(child.markup, opening + len(child.markup))
+                return closing + len(child.markup) if closing >= 0 else at
+        elif kind == "html_inline":
+            found = self._find(child.content, at)
+            return found + len(child.content) if found >= 0 else at
+        elif kind in ("image", "link_close"):
+            target = child.attrGet("src") if kind == "image" else self._href
+            found = self._find(f"]({target}", at) if target else -1
+            if found >= 0:  # an inline image or link: past the ")" that closes it
+                close = self._find(")", found + 2 + len(target))
+                return close + 1 if close >= 0 else at
+        elif kind == "link_open":
+            self._href = child.attrGet("href") or ""
+        return at
 
     def _add_run(self, run: list, at: int, line: int) -> int:
         """Locate a run's first and last text in the file; add it as a unit if it has text."""
@@ -87,7 +113,7 @@ class MarkdownDocument(Document):
         for text in texts:
             if not text:
                 continue
-            match = _pattern(text).search(self.text, at)
+            match = _pattern(text).search(self.text, at, self._limit)
             if match is None:  # written with character references, say: left as it is
                 self.notes.append(f"line {line}: left untranslated (its text {text[:30]!r} "
                                   "is not written as it reads)")
@@ -112,8 +138,11 @@ class MarkdownDocument(Document):
             # escaped as the source run escaped: \\* there, \\* here
             escaped = set(ESCAPED.findall(raw))
             safe = "".join("\\" + c if c in escaped else c for c in translation)
-            if start == 0 or self.text[start - 1] == "\n":
-                safe = re.sub(r"^(#+|[-+*]|\d+[.)])(?=\s)", r"\\\1", safe)
+            if start == 0 or self.text[start - 1] == "\n":  # not a heading or a list item
+                safe = re.sub(r"^(#+|[-+*]|\d+[.)])(?=\s)",
+                              lambda m: (m.group(1)[:-1] + "\\" + m.group(1)[-1]
+                                         if m.group(1)[0].isdigit() else "\\" + m.group(1)),
+                              safe)
             out += [self.text[at:start], lead + safe + trail]
             at = end
         out.append(self.text[at:])

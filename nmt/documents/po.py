@@ -13,6 +13,7 @@ entries and the order stay byte for byte as they were.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Sequence
 
@@ -39,8 +40,14 @@ class PoDocument(Document):
                  fuzzy: bool = True) -> None:
         self.name, self.fuzzy = name, fuzzy
         text = utf8(data, name, "; convert it first, for example msgconv -t UTF-8")
+        self.bom = "\ufeff" if text.startswith("\ufeff") else ""  # kept, and out of the way
+        text = text[len(self.bom):]
+        # polib reads a string that names an existing file as that file: never hand it one
+        content = text if "\n" in text else text + "\n"
+        if os.path.exists(content):
+            raise DataError(f"{name}: not a PO file")
         try:
-            self.po = polib.pofile(text, wrapwidth=WRAP)
+            self.po = polib.pofile(content, wrapwidth=WRAP)
             self.text = text
         except (OSError, ValueError) as exc:
             raise DataError(f"{name}: cannot read the PO file: {exc}") from None
@@ -51,7 +58,7 @@ class PoDocument(Document):
                         and (retranslate or _empty(entry))]
         self.units = []
         for entry in self.entries:
-            where = f"line {entry.linenum}"
+            where = f"line {max(entry.linenum, 1)}"
             self.units.append(Unit(entry.msgid, where))
             if entry.msgid_plural:
                 self.units.append(Unit(entry.msgid_plural, where + " (plural)"))
@@ -76,7 +83,7 @@ class PoDocument(Document):
                 filled.msgstr = one
             new = filled.__unicode__(wrapwidth=WRAP).splitlines(keepends=True)
             new = new[next(i for i, x in enumerate(new) if x.startswith("msgstr")):]
-            first = entry.linenum - 1
+            first = max(entry.linenum - 1, 0)
             msgid = next(i for i in range(first, len(lines)) if lines[i].startswith("msgid "))
             start = next(i for i in range(msgid, len(lines)) if lines[i].startswith("msgstr"))
             end = start + 1
@@ -92,7 +99,7 @@ class PoDocument(Document):
                 edits.append(_fuzzy(lines, first, msgid))
         for start, end, new in sorted(edits, reverse=True):
             lines[start:end] = new
-        return "".join(lines).encode("utf-8")
+        return (self.bom + "".join(lines)).encode("utf-8")
 
 
 def _fuzzy(lines: list[str], first: int, msgid: int) -> tuple[int, int, list[str]]:

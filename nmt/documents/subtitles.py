@@ -67,15 +67,19 @@ class SubtitleDocument(Document):
         # each cue's text: its span in the file, found after the cue's own timing line
         self.spans: list[tuple[int, int]] = []
         at = 0
+        self.eol = "\r\n" if "\r\n" in self.text else "\n"
         for content in cues:
             arrow = self.text.find("-->", at)
             line_end = self.text.find("\n", arrow)
-            start = self.text.find(content, line_end) if arrow >= 0 and line_end >= 0 else -1
-            if start < 0:
+            # the parsers join a cue's lines with \n; the file may have \r\n
+            written = re.compile(r"\r?\n".join(re.escape(x) for x in content.split("\n")))
+            found = written.search(self.text, line_end) if arrow >= 0 and line_end >= 0 \
+                else None
+            if found is None:
                 raise DataError(f"{name}: cannot find the text of cue {len(self.spans) + 1} "
                                 "after its timing line")
-            self.spans.append((start, start + len(content)))
-            at = start + len(content)
+            self.spans.append(found.span())
+            at = found.end()
         self.groups: list[list[int]] = []
         current: list[int] = []
         for index, content in enumerate(cues):
@@ -125,14 +129,16 @@ class SubtitleDocument(Document):
                 cue = self.cues[group[0]]
                 new[group[0]] = lines_of(translation.split(), cue.count("\n") + 1)
                 continue
-            weights = [len(" ".join(self.cues[i].split())) for i in group]
+            # characters and a separator per cue, as spread counts words: a translation that
+            # is the source itself goes back to the cues it came from
+            weights = [len(" ".join(self.cues[i].split())) + 1 for i in group]
             for index, words in zip(group, spread(translation.split(), weights), strict=True):
                 # fewer words than cues: the subtitler's mark of a sentence that goes on
                 new[index] = lines_of(words, self.cues[index].count("\n") + 1) or "\u2026"
         out, at = [], 0
         for index, (start, end) in enumerate(self.spans):
             if index in new:
-                out += [self.text[at:start], new[index]]
+                out += [self.text[at:start], new[index].replace("\n", self.eol)]
                 at = end
         out.append(self.text[at:])
         return "".join(out).encode("utf-8")

@@ -7,11 +7,12 @@ for byte as it was (declaration, comments, attribute quoting, namespaces, indent
 
 - **1.2**: a ``<trans-unit>`` whose ``<target>`` is missing or empty gets ``<target
   state="needs-review-translation" state-qualifier="mt-suggestion">`` after its ``<source>``
-  (or in place of the empty one), indented as the source is. ``translate="no"`` units are left.
+  (or in place of the empty one, its other attributes kept), indented as the source is.
 - **2.0**: a ``<segment>`` whose ``<target>`` is missing or empty gets one, and the segment
   ``state="initial" subState="nmt:mt"`` (not yet reviewed; a machine wrote it); the segment's
   start tag is written anew for that (its other attributes kept, in order). ``<ignorable>``
-  and ``translate="no"`` units are left.
+  elements are left. In both, ``translate="no"`` on a file, group or unit leaves all it holds, and a
+  CDATA section in a source is translated as a run of its own (written back escaped).
 
 Inline elements stay in place: the text between them is translated run by run (as the HTML
 format does), and the target is the source's own markup with the runs replaced. The contents of
@@ -22,6 +23,7 @@ native-code elements (1.2 ``bpt``, ``ept``, ``ph``, ``it``) are copied as they a
 from __future__ import annotations
 
 import html
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from xml.parsers import expat
@@ -33,6 +35,7 @@ NS12 = "urn:oasis:names:tc:xliff:document:1.2"
 NS20 = "urn:oasis:names:tc:xliff:document:2.0"
 #: Elements whose whole content is native code, copied untranslated (XLIFF 1.2).
 NATIVE = frozenset({"bpt", "ept", "ph", "it"})
+XML_NS = "http://www.w3.org/XML/1998/namespace"
 
 
 def tag_end(data: bytes, start: int) -> int:
@@ -61,6 +64,7 @@ class _Source:
     qname: bytes = b"source"        # as written, with its prefix
     runs: list[tuple[int, int, str]] = field(default_factory=list)  # raw span, decoded text
     target: tuple[int, int] | None = None  # the existing <target> element's span
+    target_attrs: list[str] = field(default_factory=list)  # and its attributes (expat's)
     target_text: str = ""
     segment: tuple[int, int, str, list[str]] | None = None  # 2.0: start tag span, name, attrs
 
@@ -86,12 +90,27 @@ class _Reader:
         self.parser.StartElementHandler = self.start
         self.parser.EndElementHandler = self.end
         self.parser.CharacterDataHandler = self.text
+        self.parser.StartCdataSectionHandler = self.cdata_start
+        self.parser.EndCdataSectionHandler = self.cdata_end
+        self._cdata = -1                # offset of "<![CDATA[" while inside one
 
-    def _close_run(self) -> None:
+    def _close_run(self, end: int | None = None) -> None:
         if self._run and self._source is not None and self._in == "source" and not self._skip:
             start, pieces = self._run
-            self._source.runs.append((start, self.parser.CurrentByteIndex, "".join(pieces)))
+            self._source.runs.append((start, self.parser.CurrentByteIndex if end is None
+                                      else end, "".join(pieces)))
         self._run = []
+
+    def cdata_start(self) -> None:
+        """A CDATA section is a run of its own, replaced whole (markers included)."""
+        self._close_run()
+        self._cdata = self.parser.CurrentByteIndex
+
+    def cdata_end(self) -> None:
+        if self._run:
+            self._run[0] = self._cdata
+        self._close_run(self.parser.CurrentByteIndex + len("]]>"))
+        self._cdata = -1
 
     def start(self, name: str, attrs: list[str]) -> None:
         self._close_run()
@@ -105,10 +124,10 @@ class _Reader:
         if self._skip:
             self._skip += 1
             return
-        if local in ("trans-unit", "unit"):
+        if local in ("file", "group", "trans-unit", "unit") and values.get("translate") == "no":
+            self._skip = 1  # the element and all it holds
+        elif local in ("trans-unit", "unit"):
             self._unit = (values.get("id", ""), str(self.parser.CurrentLineNumber))
-            if values.get("translate") == "no":
-                self._skip = 1
         elif local in ("ignorable", "alt-trans"):  # 2.0 ignorable text; 1.2 earlier matches
             self._skip = 1
         elif local == "segment":
@@ -125,6 +144,7 @@ class _Reader:
         elif local == "target" and self._in == "" and self._source is not None \
                 and self._parent() in ("trans-unit", "segment"):
             self._source.target = (here, 0)
+            self._source.target_attrs = attrs
             self._in = "target"
         elif self._in == "source" and local in NATIVE and self.version != "2.0":
             self._skip = 1
@@ -212,10 +232,29 @@ class XliffDocument(Document):
                           if text.strip() else self.data[start:end])
             at = end
         pieces.append(self.data[at:source.inner[1]])
-        qname = source.qname[:-len(b"source")] + b"target"
-        attrs = (b' state="needs-review-translation" state-qualifier="mt-suggestion"'
+        opening, qname = self._target_tag(source)
+        return opening + b"".join(pieces) + b"</" + qname + b">"
+
+    def _target_tag(self, source: _Source) -> tuple[bytes, bytes]:
+        """The target's start tag and name: an existing (empty) target's own, its attributes
+        kept, or a new one named as the source is; in 1.2 with the machine's state."""
+        state = (b' state="needs-review-translation" state-qualifier="mt-suggestion"'
                  if self.version == "1.2" else b"")
-        return b"<" + qname + attrs + b">" + b"".join(pieces) + b"</" + qname + b">"
+        if source.target is None:
+            qname = source.qname[:-len(b"source")] + b"target"
+            return b"<" + qname + state + b">", qname
+        start = source.target[0]
+        raw = self.data[start:tag_end(self.data, start)]
+        body = raw[:-2] if raw.endswith(b"/>") else raw[:-1]
+        qname = body[1:].split()[0]
+        names = source.target_attrs[::2]
+        if state and any(n.rpartition(" ")[2] in ("state", "state-qualifier") for n in names):
+            kept = [(k, v) for k, v in zip(names, source.target_attrs[1::2], strict=True)
+                    if k.rpartition(" ")[2] not in ("state", "state-qualifier")]
+            body = b"<" + qname + "".join(
+                f' {_xml_name(k, raw)}="{html.escape(v, quote=True)}"'
+                for k, v in kept).encode("utf-8")
+        return body.rstrip() + state + b">", qname
 
     def _segment_tag(self, source: _Source) -> bytes:
         """The 2.0 segment's start tag with state="initial" subState="nmt:mt"."""
@@ -225,7 +264,7 @@ class XliffDocument(Document):
         values = [(k, v) for k, v in zip(attrs[::2], attrs[1::2], strict=True)
                   if k not in ("state", "subState")]
         values += [("state", "initial"), ("subState", "nmt:mt")]
-        body = "".join(f' {_xml_name(k) if " " in k else k}="{html.escape(v, quote=True)}"'
+        body = "".join(f' {_xml_name(k, raw)}="{html.escape(v, quote=True)}"'
                        for k, v in values)
         return b"<" + qname + body.encode("utf-8") + b">"
 
@@ -244,7 +283,8 @@ class XliffDocument(Document):
             else:
                 line_start = self.data.rfind(b"\n", 0, source.start) + 1
                 indent = self.data[line_start:source.start]
-                sep = b"\n" + indent if not indent.strip() else b""
+                eol = b"\r\n" if self.data[line_start - 2:line_start] == b"\r\n" else b"\n"
+                sep = eol + indent if not indent.strip() else b""
                 edits.append((source.end, source.end, sep + target))
             if source.segment is not None:
                 edits.append((source.segment[0], source.segment[1], self._segment_tag(source)))
@@ -256,9 +296,13 @@ class XliffDocument(Document):
         return b"".join(out)
 
 
-def _xml_name(expat_name: str) -> str:
-    """An attribute name expat gave as "namespace local" written with its usual prefix."""
+def _xml_name(expat_name: str, raw: bytes = b"") -> str:
+    """An attribute name that expat gave as "namespace local", written as in the start tag
+    ``raw`` (its prefix as the file wrote it; ``xml:`` for the XML namespace)."""
     ns, _, local = expat_name.rpartition(" ")
-    if ns == "http://www.w3.org/XML/1998/namespace":
+    if not ns:
+        return local
+    if ns == XML_NS:
         return f"xml:{local}"
-    raise DataError(f"cannot write the namespaced attribute {expat_name!r} of a segment")
+    found = re.search(rb"([\w.-]+):" + re.escape(local.encode("utf-8")) + rb"\s*=", raw)
+    return f"{found.group(1).decode('utf-8')}:{local}" if found else local
