@@ -495,9 +495,9 @@ def test_subtitles_round_trip_whatever_the_cues(cues):
 def test_markdown_runs_are_found_where_they_are_written():
     """Equal cells of a table row, a word that is also in an attribute or an image's alt text,
     text after a code span that holds it: each run is replaced where it stands."""
-    data = ("| yes | yes |\n|---|---|\n| no | no |\n\n"
-            'See <a href="#setup">setup</a> and ![Logo](l.png)\nLogo here.\n\n'
-            "Use `a b` b now, [b](http://x/b) b.\n").encode()
+    data = (b"| yes | yes |\n|---|---|\n| no | no |\n\n"
+            b'See <a href="#setup">setup</a> and ![Logo](l.png)\nLogo here.\n\n'
+            b"Use `a b` b now, [b](http://x/b) b.\n")
     document = read_document(data, "md", "in.md")
     out = document.render(translate_document(document, upper, "en")[0]).decode()
     assert out.startswith("| YES | YES |\n|---|---|\n| NO | NO |\n")

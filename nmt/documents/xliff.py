@@ -11,8 +11,9 @@ for byte as it was (declaration, comments, attribute quoting, namespaces, indent
 - **2.0**: a ``<segment>`` whose ``<target>`` is missing or empty gets one, and the segment
   ``state="initial" subState="nmt:mt"`` (not yet reviewed; a machine wrote it); the segment's
   start tag is written anew for that (its other attributes kept, in order). ``<ignorable>``
-  elements are left. In both, ``translate="no"`` on a file, group or unit leaves all it holds, and a
-  CDATA section in a source is translated as a run of its own (written back escaped).
+  elements are left. In both, ``translate="no"`` on a file, group or unit leaves all it
+  holds, and a CDATA section in a source is translated as a run of its own (written back
+  escaped).
 
 Inline elements stay in place: the text between them is translated run by run (as the HTML
 format does), and the target is the source's own markup with the runs replaced. The contents of
