@@ -179,3 +179,18 @@ def test_terms_with_copy_attention():
     for sentence_terms, hyps in zip(terms, results, strict=True):
         for term in sentence_terms:
             assert contains(hyps[0].tokens, term)
+
+
+def test_terms_past_the_limit_or_outside_the_vocabulary_are_not_placed(trained_reverse):
+    """The reverse model's vocabulary is a-h: a term with 'z' cannot be written; terms past
+    MAX_TERM_PIECES pieces on one line are reported, not searched for."""
+    from nmt.inference.glossary import Glossary
+    from nmt.inference.translator import MAX_TERM_PIECES, Translator
+
+    translator = Translator.load(trained_reverse)
+    out = translator.translate(["a b c"], glossary=Glossary([("a", "z z")]))
+    assert [(m.index, m.source) for m in translator.unplaced] == [(0, "a")]
+    assert out == translator.translate(["a b c"])
+    long_term = " ".join(["h"] * (MAX_TERM_PIECES + 1))
+    translator.translate(["a b c"], glossary=Glossary([("b", long_term)]))
+    assert [m.source for m in translator.unplaced] == ["b"]

@@ -3,10 +3,10 @@
 A glossary file is UTF-8 text, one entry per line: ``source term<TAB>target term``; blank lines
 and lines starting with ``#`` are skipped. A source term is found in a line as a whole word
 sequence, case and all (``File`` matches "the File menu", not "Profile" or "file"); where
-terms overlap, the longest wins, then the first. Each term found gives the translator one
-constraint: its target term, encoded by the model's target SentencePiece model, which
-:func:`~nmt.models.search.constrained_beam_search` places in the output. A line with no term
-is searched as without a glossary.
+terms overlap, the one that starts first wins, and of those that start there the longest. Each
+term found gives the translator one constraint: its target term, encoded by the model's
+target SentencePiece model, which :func:`~nmt.models.search.constrained_beam_search` places in
+the output. A line with no term is searched as without a glossary.
 """
 
 from __future__ import annotations

@@ -44,6 +44,10 @@ from nmt.onnx.runtime import OnnxModel
 log = logging.getLogger(__name__)
 
 
+#: Target pieces of the glossary terms of one line at most: the constrained search widens its
+#: beam to their number plus one.
+MAX_TERM_PIECES = 32
+
 SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f\u2026])\s+")
 
 
@@ -305,20 +309,31 @@ class Translator:
                                                   for _ in lines]
         indices, ids = self._encode(lines)
         self.unplaced = []
-        terms = [glossary.find(lines[i]) if glossary else [] for i in indices]
-        constraints = None
-        if any(terms):
-            constraints = [[self.tgt_tok.encode(target, add_eos=False) for _, target in found]
-                           for found in terms]
+        terms = [self._terms(i, glossary.find(lines[i])) if glossary else [] for i in indices]
+        constraints = ([[term for _, _, term in found] for found in terms] if any(terms)
+                       else None)
         hypotheses = decode_all(self.model, ids, options, self.device, self.dtype, progress,
                                 constraints)
         for row, (index, hyps) in enumerate(zip(indices, hypotheses, strict=True)):
             results[index] = [(self.tgt_tok.decode(h.tokens), h.score) for h in hyps]
-            for (source, target), term in zip(terms[row], constraints[row] if constraints
-                                              else [], strict=True):
+            for source, target, term in terms[row]:
                 if not _holds(hyps[0].tokens if hyps else [], term):
                     self.unplaced.append(Unplaced(index, source, target))
         return results
+
+    def _terms(self, index: int, found: list[tuple[str, str]]) -> list[tuple[str, str, list[int]]]:
+        """The glossary terms of a line as (source, target, target ids) constraints: at most
+        :data:`MAX_TERM_PIECES` pieces in all (the beam widens with them), none with a piece
+        outside the target vocabulary; the others are :attr:`unplaced` at once."""
+        out, pieces = [], 0
+        for source, target in found:
+            ids = self.tgt_tok.encode(target, add_eos=False)
+            if not ids or self.tgt_tok.unk_id in ids or pieces + len(ids) > MAX_TERM_PIECES:
+                self.unplaced.append(Unplaced(index, source, target))
+                continue
+            pieces += len(ids)
+            out.append((source, target, ids))
+        return out
 
     def translate(self, lines: Sequence[str], options: DecodingConfig | None = None,
                   progress: Callable[[int], None] | None = None,

@@ -220,7 +220,7 @@ def _code(fields: dict, name: str) -> str:
     return value.strip().lower()
 
 
-GLOSSARY_LIMIT = 1000  # entries of a request's glossary
+GLOSSARY_LIMIT, GLOSSARY_TERM = 1000, 200  # entries of a request's glossary, term length
 
 
 def _glossary(fields: dict) -> dict[str, str] | None:
@@ -237,9 +237,10 @@ def _glossary(fields: dict) -> dict[str, str] | None:
                                 "term -> target term") from None
     if not isinstance(value, dict) or not all(
             isinstance(k, str) and isinstance(v, str) and k.strip() and v.strip()
-            for k, v in value.items()):
+            and len(k) <= GLOSSARY_TERM and len(v) <= GLOSSARY_TERM for k, v in value.items()):
         raise ApiError(400, "Invalid request: glossary must be a JSON object of source term -> "
-                            "target term (non-empty strings)")
+                            f"target term (non-empty strings of at most {GLOSSARY_TERM} "
+                            "characters)")
     if len(value) > GLOSSARY_LIMIT:
         raise ApiError(400, f"Invalid request: the glossary has {len(value)} entries, more than "
                             f"{GLOSSARY_LIMIT}")
@@ -473,7 +474,11 @@ class Service:
         for problem in report.placeholder_errors:
             log.info("translate_file %s: %s: placeholders changed, left untranslated",
                      filename, problem)
-        out = await asyncio.to_thread(document.render, translations)
+        try:
+            out = await asyncio.to_thread(document.render, translations)
+        except (DataError, ValueError) as exc:
+            raise ApiError(400, f"Invalid request: {filename}: cannot write the translation "
+                                f"back ({exc})") from None
         name = self.files.add(filename, out)
         return {"translatedFileUrl": link(name)}, len(texts), sum(len(t) for t in texts)
 
