@@ -298,7 +298,7 @@ def main() -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated subset of {', '.join(CONFIGS)}")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--only", choices=CONFIGS, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=CONFIGS + FLAT, help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)  # the children's export directory
     args = parser.parse_args()
     for label, path in (("model directory", args.model), ("source", args.src),
