@@ -191,6 +191,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.set_defaults(handler=_cmd_export)
 
+    p = sub.add_parser("shortlist", help="make a model's lexical shortlist from its training data",
+                       description="Write MODEL_DIR/shortlist.safetensors: for each source "
+                       "piece its most probable target pieces (IBM Model 1 on the training "
+                       "pairs the model's config names), and the most frequent target pieces. "
+                       "nmt translate, evaluate and serve use it with --shortlist. New runs "
+                       "get one from nmt prepare (recipe stage 1); this makes one for a model "
+                       "trained before, or with other sizes.",
+                       epilog="example:\n  nmt shortlist -m runs/lohelp_en_de\n"
+                              "  nmt translate -m runs/lohelp_en_de --shortlist -i in.txt",
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
+    p.add_argument("--per-source", type=int, default=None, metavar="K",
+                   help="target pieces kept per source piece (default 50)")
+    p.add_argument("--frequent", type=int, default=None, metavar="N",
+                   help="most frequent target pieces always kept (default 200)")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
+    p.set_defaults(handler=_cmd_shortlist)
+
     p = sub.add_parser("encode", help="sentence vectors from the encoder",
                        description="Write one fixed-length vector per input line: the top "
                        "encoder layer's final forward and backward hidden states, (N, 2H) "
@@ -313,6 +331,11 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quantize", choices=("int8",),
                    help="dynamic int8 quantization of the LSTMs and linear layers (CPU); with "
                         "the ONNX backend, the export's int8 graphs (nmt export --int8)")
+    p.add_argument("--shortlist", action="store_true",
+                   help="lexical shortlist: each batch's output limited to the target pieces "
+                        "its source pieces make likely (the model's shortlist.safetensors, from "
+                        "nmt shortlist or nmt prepare); faster, may change a few outputs, and "
+                        "--scores are then normalised over the shortlist")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="torch: a model directory; onnx: an export of nmt export, run by ONNX "
                         "Runtime on the CPU (pip install -e '.[onnx]'); auto (default): onnx "
@@ -464,6 +487,8 @@ def _cmd_translate(args: argparse.Namespace) -> int:
     # the model first: a wrong -m is reported before stdin is read
     translator = Translator.load_ensemble(args.model, args.device, args.precision,
                                           args.quantize, args.backend)
+    if args.shortlist:
+        translator.use_shortlist(args.model[0])
     if fmt != "text":
         return _translate_document(translator, translator.options(overrides, _flag), fmt, args,
                                    glossary)
@@ -630,8 +655,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                     args.file_limit)
     models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
-                         decoding=options, glossary=args.glossary)
+                         decoding=options, glossary=args.glossary,
+                         shortlist=args.shortlist)
     return run(models, limits, args.host, args.port)
+
+
+def _cmd_shortlist(args: argparse.Namespace) -> int:
+    from nmt.data.shortlist import FREQUENT, PER_SOURCE
+    from nmt.inference.evaluate import make_shortlist
+
+    per_source = PER_SOURCE if args.per_source is None else args.per_source
+    frequent = FREQUENT if args.frequent is None else args.frequent
+    if per_source < 1 or frequent < 0:
+        raise ConfigError("--per-source must be at least 1 and --frequent 0 or more")
+    path, pairs = make_shortlist(args.model, per_source, frequent)
+    print(f"wrote {path} ({per_source} target pieces per source piece, {frequent} frequent, "
+          f"from {pairs:,} training pairs); translate with --shortlist")
+    return 0
 
 
 def _cmd_encode(args: argparse.Namespace) -> int:
@@ -737,7 +777,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
                                 hyp_out=args.hyp_out, decoding=_decoding_options(args),
                                 device=args.device, precision=args.precision,
                                 quantize=args.quantize, backend=args.backend,
-                                tokenize=args.tokenize, lang=args.lang, glossary=args.glossary)
+                                tokenize=args.tokenize, lang=args.lang, glossary=args.glossary,
+                                shortlist=args.shortlist)
         _report_truncations(result.truncated)
         _report_unplaced(result.unplaced)
         sys.stderr.write(f"nmt evaluate: hypotheses written to {result.hypotheses} (precision "

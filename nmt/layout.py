@@ -1,13 +1,15 @@
 """The one home of a model or run directory's layout: every file name lives here.
 
 A model directory (what a user moves around) holds ``config.yaml``, ``model.safetensors`` and
-the SentencePiece model(s). A training run adds ``trainer_state.pt``, ``checkpoints/``,
+the SentencePiece model(s), and ``shortlist.safetensors`` (a lexical shortlist) when made. A
+training run adds ``trainer_state.pt``, ``checkpoints/``,
 ``metrics.csv``, ``curve.png``, ``train.log`` and ``tensorboard/`` (and ``base_model.json``
 when fine-tuned from another model); a recipe adds
 ``stages.json``, ``training.json``, the test hypotheses ``test.beamK.hyp`` with their
 ``test.beamK.json``, ``results.json`` and the model card ``README.md``. An ONNX export
 (``nmt export``) holds ``config.yaml``, the SentencePiece model(s), ``manifest.json`` and the
-graphs ``encoder.onnx`` and ``decoder_step.onnx`` (and their ``.int8.onnx`` variants). Code asks a
+graphs ``encoder.onnx`` and ``decoder_step.onnx`` (and their ``.int8.onnx`` variants), and with
+a shortlist ``shortlist.safetensors`` and ``decoder_step.shortlist.onnx``. Code asks a
 :class:`RunDir` for a path instead of spelling a name::
 
     run = RunDir(config.out)
@@ -38,12 +40,16 @@ RESULTS_FILE = "results.json"
 CARD_FILE = "README.md"
 AVERAGED_FILE = "averaged.json"
 BASE_MODEL_FILE = "base_model.json"
+SHORTLIST_FILE = "shortlist.safetensors"
 # an ONNX export (nmt export): the graphs, their int8 variants and the manifest
 MANIFEST_FILE = "manifest.json"
 ENCODER_ONNX = "encoder.onnx"
 STEP_ONNX = "decoder_step.onnx"
 ENCODER_ONNX_INT8 = "encoder.int8.onnx"
 STEP_ONNX_INT8 = "decoder_step.int8.onnx"
+# with a lexical shortlist: the step over a subset of the target vocabulary
+STEP_SHORTLIST_ONNX = "decoder_step.shortlist.onnx"
+STEP_SHORTLIST_ONNX_INT8 = "decoder_step.shortlist.int8.onnx"
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,12 @@ class RunDir:
     def model(self) -> Path:
         """``model.safetensors``: the best weights."""
         return self.root / MODEL_FILE
+
+    @property
+    def shortlist(self) -> Path:
+        """``shortlist.safetensors``: the lexical shortlist table (optional; an export copies
+        it)."""
+        return self.root / SHORTLIST_FILE
 
     # -------------------------------------------------------------- a training run
     @property

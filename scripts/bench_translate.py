@@ -13,6 +13,10 @@ CPU. A configuration is ``SEARCH-BACKEND-MODE[-1sent]``:
 - ``beam5flat-torch-fp32`` and ``beam5flat-onnx-fp32`` (with ``-1sent`` too), by name only:
   beam 5 with the search's top-k in one stage over beams x vocabulary, the code before the
   two-stage top-k, to measure that change beside ``beam5`` in one run;
+- ``...-sl`` (by name only, for example ``beam5-torch-fp32-sl``, ``beam5-onnx-fp32-1sent-sl``):
+  the same with the model's lexical shortlist (``--shortlist``; make it first with
+  ``nmt shortlist -m DIR``), and the share of its output lines identical to the configuration
+  without it, when that ran too;
 - batching: batches of ``--batch-tokens`` source tokens (default 8,000: the batch case), or with
   ``-1sent`` one sentence per call, as a server meets them (the first ``--single-limit`` lines,
   default 300; each line's latency is recorded and the median reported).
@@ -68,6 +72,10 @@ CONFIGS = (tuple(f"{search}-{backend}-{mode}" for search in SEARCHES
 #: Asked for by name only (``--configs``): beam 5 with the search's top-k in one stage over
 #: beams x vocabulary, as before the two-stage top-k, to measure that change side by side.
 FLAT = tuple(f"beam5flat-{backend}-fp32{one}" for backend in MODES for one in ("", "-1sent"))
+#: By name only: with the model's lexical shortlist (``--shortlist``).
+SHORTLIST = tuple(f"{search}-{backend}-{mode}{one}-sl" for search in SEARCHES
+                  for backend, modes in MODES.items() for mode in modes if mode != "int8"
+                  for one in ("", "-1sent"))
 TARGET_SENT_PER_S, TARGET_BLEU_DROP, TARGET_HELP_S, TARGET_THREADS = 100.0, 0.3, 0.3, 2
 TARGET_ONNX_LATENCY, TARGET_ONNX_SPEEDUP, TARGET_ONNX_INT8_DROP = 0.5, 1.2, 0.5
 BATCH_TOKENS = 8000
@@ -98,7 +106,7 @@ def flat_top_candidates(scores: Any, log_probs: Any, n: int) -> tuple[Any, Any, 
 
 def parse_name(name: str) -> tuple[str, str, str, bool]:
     """(search, backend, mode, one sentence per call) of a configuration name."""
-    parts = name.split("-")
+    parts = name.removesuffix("-sl").split("-")
     return parts[0], parts[1], parts[2], parts[-1] == "1sent"
 
 
@@ -137,9 +145,12 @@ def run_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     start = time.perf_counter()
     try:
         translator = load_translator(args.model, args.export, backend, mode)
+        if name.endswith("-sl"):
+            translator.use_shortlist(args.export if backend == "onnx" else args.model)
     except NMTError as exc:
         return {**record, "supported": False, "error": str(exc), "peak_rss_mb": peak_rss_mb()}
     record["load_s"] = time.perf_counter() - start
+    record["shortlist"] = name.endswith("-sl")
     options: dict[str, Any] = {"beam_size": record["beam_size"],
                                "batch_tokens": args.batch_tokens}
     translator.translate(src[:WARMUP_LINES], **options)
@@ -154,6 +165,8 @@ def run_config(args: argparse.Namespace, name: str) -> dict[str, Any]:
     else:
         hyps = translator.translate(src, **options)
     seconds = time.perf_counter() - start
+    Path(args.export).parent.joinpath(f"{name}.hyp").write_text(
+        "".join(f"{h}\n" for h in hyps), encoding="utf-8")  # compared by the parent
     tokens = sum(len(translator.tgt_tok.encode(h, add_eos=False)) for h in hyps)
     scores = score(hyps, [ref])
     if latencies:
@@ -233,17 +246,18 @@ def fastest_within(records: dict[str, dict[str, Any]], search: str) -> dict[str,
 def print_table(records: dict[str, dict[str, Any]]) -> None:
     """The Markdown table of the configurations."""
     print("| config | backend | batch | sentences/s | median latency ms | target tokens/s | "
-          "BLEU | chrF | load s | peak RSS MB |")
-    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|")
+          "BLEU | chrF | load s | peak RSS MB | lines as without shortlist |")
+    print("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for name, r in records.items():
         batch = "1 sentence" if r["one_sentence_per_call"] else "tokens"
         if not r["supported"]:
-            print(f"| {name} | {r['backend']} | {batch} | n/a (not supported) | | | | | | |")
+            print(f"| {name} | {r['backend']} | {batch} | n/a (not supported) | | | | | | | |")
             continue
         latency = f"{r['latency_median_ms']:.1f}" if "latency_median_ms" in r else ""
+        same = f"{100 * r['same_lines_as_full']:.1f}%" if "same_lines_as_full" in r else ""
         print(f"| {name} | {r['backend']} | {batch} | {r['sentences_per_s']:,.1f} | {latency} | "
               f"{r['tokens_per_s']:,.0f} | {r['bleu']:.2f} | {r['chrf']:.2f} | "
-              f"{r['load_s']:.2f} | {r['peak_rss_mb']:,.0f} |")
+              f"{r['load_s']:.2f} | {r['peak_rss_mb']:,.0f} | {same} |")
 
 
 def onnx_targets(records: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -298,7 +312,7 @@ def main() -> int:
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated subset of {', '.join(CONFIGS)}")
     parser.add_argument("--json", help="also write the figures to this JSON file")
-    parser.add_argument("--only", choices=CONFIGS + FLAT, help=argparse.SUPPRESS)
+    parser.add_argument("--only", choices=CONFIGS + FLAT + SHORTLIST, help=argparse.SUPPRESS)
     parser.add_argument("--export", help=argparse.SUPPRESS)  # the children's export directory
     args = parser.parse_args()
     for label, path in (("model directory", args.model), ("source", args.src),
@@ -312,7 +326,7 @@ def main() -> int:
         parser.error("--limit and --single-limit must be at least 1")
     if args.only:
         return run_one(args)
-    names = parse_configs(parser, args.configs, CONFIGS + FLAT)
+    names = parse_configs(parser, args.configs, CONFIGS + FLAT + SHORTLIST)
 
     start = time.perf_counter()
     load = warn_if_busy()
@@ -323,6 +337,13 @@ def main() -> int:
             export_s = export(args, args.export)
             print(f"  exported to ONNX in {export_s:.1f} s", file=sys.stderr, flush=True)
         records = {name: child(args, name) for name in names}  # one after another
+        for name, record in records.items():  # a shortlist's outputs against the full search's
+            full = Path(tmp) / f"{name.removesuffix('-sl')}.hyp"
+            if name.endswith("-sl") and record["supported"] and full.is_file():
+                a = full.read_text(encoding="utf-8").splitlines()
+                b = (Path(tmp) / f"{name}.hyp").read_text(encoding="utf-8").splitlines()
+                same = sum(x == y for x, y in zip(a, b, strict=True))
+                record["same_lines_as_full"] = same / len(a)
         print("  timing whole processes ...", file=sys.stderr, flush=True)
         help_run = median_wall([sys.executable, "-m", "nmt", "translate", "--help"], 5)
         one_run = median_wall([sys.executable, "-m", "nmt", "translate", "-m", args.model], 3,

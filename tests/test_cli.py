@@ -100,6 +100,13 @@ def test_language_flags_are_strings_not_yaml(tmp_path):
                "tokenizer.hard_vocab_limit=false")
     assert proc.returncode == 0, proc.stderr
     assert "src_lang: 'no'" in (tmp_path / "run" / "config.yaml").read_text(encoding="utf-8")
+    # the prepare stage also makes the lexical shortlist of the training data
+    from nmt.data.shortlist import Shortlist
+    from nmt.data.tokenizer import load_from_dir
+
+    size = load_from_dir(tmp_path / "run")[0].vocab_size
+    table = Shortlist.load(tmp_path / "run" / "shortlist.safetensors", size, size)
+    assert table.joint and int(table.candidates.count_nonzero()) > 0
 
 
 @pytest.mark.slow

@@ -23,6 +23,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from nmt.config import (
     Config,
     TokenizerConfig,
@@ -264,6 +266,60 @@ def prepare(config: Config, splits: tuple[str, ...] = SPLITS) -> Prepared:
     return Prepared(src_tok, tgt_tok, encoded, stats)
 
 
+def write_shortlist(train: EncodedSplit, src_tok: Tokenizer, tgt_tok: Tokenizer, path: Path,
+                    per_source: int | None = None, frequent: int | None = None,
+                    seed: int = 0) -> int:
+    """Build the lexical shortlist of an encoded training split and write it to ``path`` (see
+    :mod:`nmt.data.shortlist`); a large corpus is sampled to ``MAX_LINKS`` links before its
+    ids are read. Returns the number of training pairs used."""
+    from nmt.data.shortlist import (
+        FREQUENT,
+        MAX_LINKS,
+        PER_SOURCE,
+        build_shortlist,
+        tokenizer_key,
+    )
+
+    per_source = PER_SOURCE if per_source is None else per_source
+    frequent = FREQUENT if frequent is None else frequent
+    src_len, tgt_len = train.lengths()
+    links = src_len.astype(np.int64) * tgt_len
+    rows = np.arange(len(train))
+    if links.sum() > MAX_LINKS:
+        rows = np.random.default_rng(seed).permutation(len(train))
+        rows = np.sort(rows[np.cumsum(links[rows]) <= MAX_LINKS])
+    kept = train.kept if len(rows) == len(train) else train.kept.select(rows)
+    shortlist = build_shortlist(kept["src_ids"], kept["tgt_ids"], src_tok.vocab_size,
+                                tgt_tok.vocab_size, src_tok.model_bytes == tgt_tok.model_bytes,
+                                per_source, frequent, seed=seed)
+    shortlist.save(path, pairs=str(len(rows)), per_source=str(per_source),
+                   frequent=str(frequent), tokenizers=tokenizer_key(src_tok, tgt_tok),
+                   data=_data_key(train))
+    log.info("shortlist: %s written (%s of %s training pairs)", path, f"{len(rows):,}",
+             f"{len(train):,}")
+    return len(rows)
+
+
+def _data_key(train: EncodedSplit) -> str:
+    """What a shortlist records of the encoded training split it was made from: the id
+    cache's fingerprint (data, tokenizers and cleaning settings) and the rows kept."""
+    return sha256_text(str(getattr(train.dataset, "_fingerprint", "")), str(len(train)))[:20]
+
+
+def _shortlist_current(run: RunDir, prepared: Prepared) -> bool:
+    """Whether the run's shortlist exists and was made from this data and these tokenizers."""
+    from nmt.data.shortlist import read_metadata, tokenizer_key
+
+    if not run.shortlist.is_file():
+        return False
+    try:
+        meta = read_metadata(run.shortlist)
+    except Exception:  # noqa: BLE001 - a damaged table is made again
+        return False
+    return (meta.get("tokenizers") == tokenizer_key(prepared.src_tok, prepared.tgt_tok)
+            and meta.get("data") == _data_key(prepared.splits["train"]))
+
+
 def prepare_run_dir(config: Config, keep_trained: bool = False) -> Prepared:
     """Stage 1, and ``nmt prepare``: load, clean and encode the corpus, train (or re-use) the
     tokenizer, and write ``config.yaml`` into ``config.out``.
@@ -280,4 +336,7 @@ def prepare_run_dir(config: Config, keep_trained: bool = False) -> Prepared:
     prepared = prepare(config)
     if not trained:
         save_config(config, run.config)
+    if not _shortlist_current(run, prepared):  # made anew when the data or tokenizers changed
+        write_shortlist(prepared.splits["train"], prepared.src_tok, prepared.tgt_tok,
+                        run.shortlist)
     return prepared

@@ -6,6 +6,7 @@ settings, device, precision, speed), and score them with :mod:`nmt.scoring`.
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -71,7 +72,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
                    device: str = "auto", precision: str = "auto", quantize: str | None = None,
                    tokenize: str | None = None, lang: str | None = None,
                    backend: str = "auto",
-                   glossary: str | Path | None = None) -> ModelEvaluation:
+                   glossary: str | Path | None = None,
+                   shortlist: bool = False) -> ModelEvaluation:
     """Translate a source file (``src`` with reference files ``refs``) or a split of the model's
     config (``split``: valid or test, which brings its references), then score.
 
@@ -83,7 +85,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     target language.
     ``model_dir`` may be an ONNX export (``backend``: see :meth:`Translator.load`).
     ``glossary``: a TSV glossary whose terms the translations must hold (see
-    :mod:`nmt.inference.glossary`); its hash goes into the ``.json``.
+    :mod:`nmt.inference.glossary`); its hash goes into the ``.json``. ``shortlist``: search
+    over the model's lexical shortlist (:meth:`Translator.use_shortlist`).
     """
     if (src is None) == (split is None):
         raise ConfigError("give a source file with its references, or a split (valid, test)")
@@ -94,6 +97,8 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
     terms = Glossary.read(glossary) if glossary else None
     run = RunDir(model_dir)
     translator = Translator.load(run.root, device, precision, quantize, backend)
+    if shortlist:
+        translator.use_shortlist(run.root)
     config = translator.config
     if split is not None:
         lines, references = _split_pairs(config, split)
@@ -107,20 +112,56 @@ def evaluate_model(model_dir: str | Path, src: str | Path | None = None,
                             f"{ref_name} has {len(ref)}")
     options = translator.options({"n_best": 1, **(decoding or {})})  # one hypothesis a line
     beam = options.beam_size
-    hyp_path = Path(hyp_out) if hyp_out else run.hypotheses(name, beam)
+    hyp_path = Path(hyp_out) if hyp_out else run.hypotheses(
+        f"{name}.shortlist" if shortlist else name, beam)
     meta = meta_path(hyp_path)
     weights = run.manifest if translator.backend == "onnx" else run.model
     key = {"model_sha256": sha256_file(weights), "source": name,
            "source_sha256": sha256_text(*lines), "decoding": to_dict(options),
-           "quantize": quantize, "backend": translator.backend}
+           "quantize": quantize, "backend": translator.backend, "shortlist": shortlist}
     if glossary:
         key["glossary_sha256"] = sha256_file(glossary)
+    if shortlist:
+        key["shortlist_sha256"] = sha256_file(run.shortlist)
     info = translate_to_file(translator, lines, hyp_path, meta, key, options, terms)
     hyps = read_lines(hyp_path)
     scores = score(hyps, references, hyp_name=str(hyp_path), ref_names=ref_names,
                    tokenize=tokenize or bleu_tokenizer(lang or config.data.tgt_lang))
     return ModelEvaluation(scores, hyp_path, meta, info["precision"],
                            list(translator.truncated), list(translator.unplaced))
+
+
+def make_shortlist(model_dir: str | Path, per_source: int, frequent: int) -> tuple[Path, int]:
+    """``nmt shortlist``: build a model directory's lexical shortlist from the training split
+    its config names (encoded with its own SentencePiece model(s), the id cache re-used) and
+    write it there. Returns the path and the number of training pairs used."""
+    from nmt.config import load_config
+    from nmt.data.id_cache import cache_dir, encode_split
+    from nmt.data.prepare import write_shortlist
+    from nmt.data.sources import load_splits
+    from nmt.data.tokenizer import load_from_dir
+
+    run = RunDir(model_dir)
+    if run.is_onnx_export():
+        raise ConfigError(f"{run.root} is an ONNX export: make the shortlist in the model "
+                          "directory it came from, then export again")
+    if not run.config.is_file():
+        raise ConfigError(f"{run.root} is not a model directory (no {run.config.name})")
+    config = load_config(run.config, values={"output_dir": str(run.root)})
+    src_tok, tgt_tok = load_from_dir(run.root)  # the model's own, never trained again here
+    with tempfile.TemporaryDirectory(prefix="nmt-shortlist-") as scratch:
+        # the run's id cache when it has one; else encoded into a scratch directory, so that
+        # a model directory a user moved around does not grow a cache
+        cache = cache_dir(config)
+        if not cache.is_dir():
+            cache = Path(scratch)
+        raw = load_splits(config.data, cache, ("train",))
+        train, _ = encode_split(raw["train"], "train", src_tok, tgt_tok, config.data, cache)
+        if not len(train):
+            raise DataError(f"the training split of {run.config} is empty after cleaning: no "
+                            "shortlist can be made from it")
+        used = write_shortlist(train, src_tok, tgt_tok, run.shortlist, per_source, frequent)
+    return run.shortlist, used
 
 
 def _split_pairs(config: Config, split: str) -> tuple[list[str], list[list[str]]]:

@@ -31,6 +31,7 @@ import torch
 
 from nmt.config import Config, DecodingConfig, load_config
 from nmt.data.batching import collate
+from nmt.data.shortlist import Shortlist, tokenizer_key
 from nmt.data.tokenizer import Tokenizer, load_from_dir
 from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
@@ -130,6 +131,23 @@ class Translator:
         self.device, self.dtype = device, dtype
         self.truncated: list[Truncation] = []
         self.unplaced: list[Unplaced] = []
+        #: a lexical shortlist that limits every batch's output (:meth:`use_shortlist`)
+        self.shortlist: Shortlist | None = None
+
+    def use_shortlist(self, model_dir: str | Path) -> Translator:
+        """Limit each batch's output to its sentences' lexical shortlists, from the table in
+        ``model_dir`` (``shortlist.safetensors``, made by ``nmt shortlist``); returns self."""
+        run = RunDir(Path(model_dir))
+        if not run.shortlist.is_file():
+            how = (f"make one with nmt shortlist -m {run.root}" if not run.is_onnx_export() else
+                   "make one in the model directory it came from (nmt shortlist -m MODEL_DIR) "
+                   "and export again")
+            raise ConfigError(f"{run.root} has no lexical shortlist ({run.shortlist.name}): "
+                              f"{how}, or translate without --shortlist")
+        self.shortlist = Shortlist.load(run.shortlist, self.src_tok.vocab_size,
+                                        self.tgt_tok.vocab_size,
+                                        tokenizer_key(self.src_tok, self.tgt_tok))
+        return self
 
     @classmethod
     def load(cls, model_dir: str | Path, device: str = "auto", precision: str = "auto",
@@ -313,7 +331,7 @@ class Translator:
         constraints = ([[term for _, _, term in found] for found in terms] if any(terms)
                        else None)
         hypotheses = decode_all(self.model, ids, options, self.device, self.dtype, progress,
-                                constraints)
+                                constraints, self.shortlist)
         for row, (index, hyps) in enumerate(zip(indices, hypotheses, strict=True)):
             results[index] = [(self.tgt_tok.decode(h.tokens), h.score) for h in hyps]
             for source, target, term in terms[row]:

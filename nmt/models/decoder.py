@@ -24,6 +24,21 @@ from nmt.models.encoder import EncoderOutput, WordDropout
 
 
 @dataclass
+class OutputSubset:
+    """The part of the output layer a lexical shortlist leaves to search.
+
+    Attributes:
+        ids: (M,) sorted target ids; the special ids first, at their own positions.
+        weight: (M, Hd) and bias (M,): the output projection's rows of those ids (None on the
+            ONNX backend, whose step graph gathers them itself).
+    """
+
+    ids: torch.Tensor
+    weight: torch.Tensor | None
+    bias: torch.Tensor | None
+
+
+@dataclass
 class DecoderState:
     """Everything a decoding step needs; every tensor has the batch (or beam) dimension.
 
@@ -37,7 +52,13 @@ class DecoderState:
         group: consecutive rows sharing one row of keys / proj_keys / mask / src; after
             :meth:`expand` (beam search) those hold one row per sentence, (B / group, S, ...).
         src: (B, S) source ids, with copy attention (the attention weights are scattered onto
-            them); else None. Memory like ``keys``.
+            them); else None. Memory like ``keys``. With a ``subset``, their positions in it.
+        subset: a lexical shortlist's output vocabulary (:class:`OutputSubset`), shared by all
+            rows; None for the whole vocabulary. With one, tokens in and out of a step are
+            positions in ``subset.ids``, not vocabulary ids.
+        allowed: (B, M) bool, with a subset: the positions each sentence's own shortlist holds
+            (the subset is the union of the batch's), so that a sentence's output does not
+            depend on its batch; None: every position. Memory like ``keys``.
     """
 
     h: torch.Tensor
@@ -49,6 +70,8 @@ class DecoderState:
     weights: torch.Tensor | None = None
     group: int = 1
     src: torch.Tensor | None = None
+    subset: OutputSubset | None = None
+    allowed: torch.Tensor | None = None
 
     def index_select(self, index: torch.Tensor) -> DecoderState:
         """The state of rows ``index`` (B',) of the batch: for beam search reordering.
@@ -67,17 +90,15 @@ class DecoderState:
             memory = blocks[:, 0]
             if memory.numel() == self.mask.size(0) and bool(
                     (memory == torch.arange(memory.numel(), device=memory.device)).all()):
-                keys, proj_keys, mask, src = self.keys, self.proj_keys, self.mask, self.src
-            else:
-                keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
-                mask, src = pick(self.mask, memory), pick(self.src, memory)
+                return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
+                               feed=pick(self.feed, index), weights=pick(self.weights, index))
         else:
             group = 1
-            keys, proj_keys = pick(self.keys, memory), pick(self.proj_keys, memory)
-            mask, src = pick(self.mask, memory), pick(self.src, memory)
-        return DecoderState(pick(self.h, index, 1), pick(self.c, index, 1),
-                            pick(self.feed, index), keys, proj_keys, mask,
-                            pick(self.weights, index), group, src)
+        return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
+                       feed=pick(self.feed, index), keys=pick(self.keys, memory),
+                       proj_keys=pick(self.proj_keys, memory), mask=pick(self.mask, memory),
+                       weights=pick(self.weights, index), group=group,
+                       src=pick(self.src, memory), allowed=pick(self.allowed, memory))
 
     def expand(self, k: int) -> DecoderState:
         """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
@@ -85,9 +106,8 @@ class DecoderState:
         def pick(x: torch.Tensor | None, dim: int = 0) -> torch.Tensor | None:
             return None if x is None else x.index_select(dim, index)
 
-        return DecoderState(pick(self.h, 1), pick(self.c, 1), pick(self.feed), self.keys,
-                            self.proj_keys, self.mask, pick(self.weights), self.group * k,
-                            self.src)
+        return replace(self, h=pick(self.h, 1), c=pick(self.c, 1), feed=pick(self.feed),
+                       weights=pick(self.weights), group=self.group * k)
 
 
 class Decoder(nn.Module):
@@ -195,17 +215,46 @@ class Decoder(nn.Module):
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: log-probabilities (B, V) float32 of the next token, and the next state.
 
-        With copy attention they are those of the mixture :func:`copy_log_probs` makes.
+        With copy attention they are those of the mixture :func:`copy_log_probs` makes. With a
+        shortlist (``state.subset``) they are (B, M), normalised over its M pieces, and
+        ``tokens`` are positions in it.
         """
         att, state = self._step_features(tokens, state)
-        logits = self.output(self.dropout(att))  # (B, V)
+        if state.subset is None:
+            logits = self.output(self.dropout(att))  # (B, V)
+        else:  # (B, M): the shortlist's rows of the output layer only
+            logits = F.linear(self.dropout(att), state.subset.weight, state.subset.bias)
+            if state.allowed is not None:  # each sentence's own shortlist: (N, M) memory rows
+                rows, size = logits.shape
+                logits = logits.view(state.allowed.size(0), -1, size).masked_fill(
+                    ~state.allowed[:, None, :], float("-inf")).view(rows, size)
         if self.copy_gate is None:
             return torch.log_softmax(logits.float(), dim=-1), state
         return copy_log_probs(logits, self.copy_gate(att), state.weights, state.src), state
 
+    def restrict(self, state: DecoderState, ids: torch.Tensor,
+                 allowed: torch.Tensor | None = None) -> DecoderState:
+        """The state with its output vocabulary cut to ``ids`` (M,) sorted target ids that
+        begin with the special ids (a lexical shortlist), and each sentence's rows to the
+        positions ``allowed`` (N, M) bool marks for it (None: all). With copy attention the
+        source ids are mapped to their positions among ``ids``, so each must be one of them.
+        A dynamically quantised (int8) output layer is dequantised for the rows kept."""
+        weight, bias = self.output.weight, self.output.bias
+        if callable(weight):  # torch.ao's dynamic int8 Linear: weight() and bias() methods
+            weight, bias = weight().dequantize(), bias()
+        ids = ids.to(weight.device)
+        subset = OutputSubset(ids, weight[ids], None if bias is None else bias[ids])
+        src = state.src
+        if src is not None:
+            src = map_to_subset(ids, src)
+        return replace(state, subset=subset, src=src,
+                       allowed=None if allowed is None else allowed.to(ids.device))
+
     def _step_features(self, tokens: torch.Tensor,
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """One step: attentional state (B, Hd) for previous tokens (B,), and the next state."""
+        if state.subset is not None:  # positions in the shortlist -> vocabulary ids
+            tokens = state.subset.ids[tokens]
         x = self.dropout(self.word_dropout(self.embed(tokens)[:, None, :]))  # (B, 1, E)
         if self.input_feeding:
             x = torch.cat([x, state.feed[:, None, :].to(x.dtype)], dim=-1)  # (B, 1, E + Hd)
@@ -215,6 +264,15 @@ class Decoder(nn.Module):
         new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
                       weights=None if weights is None else weights.squeeze(1))
         return att, new
+
+
+def map_to_subset(ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """Positions of ``tokens`` (any shape) in the sorted ``ids`` (M,); each must be there."""
+    positions = torch.searchsorted(ids, tokens)
+    if not bool((ids[positions.clamp(max=ids.numel() - 1)] == tokens).all()):
+        raise ValueError("a source id is not in the shortlist: copy attention needs the "
+                         "source's own ids in it")
+    return positions
 
 
 def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tensor,

@@ -17,6 +17,7 @@ import torch
 
 from nmt.config import DecodingConfig
 from nmt.data.batching import TokenBatchSampler, collate
+from nmt.data.shortlist import Restriction, Shortlist
 from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID
 from nmt.device import autocast
 from nmt.models.constraints import Progress, allocate
@@ -30,20 +31,22 @@ def max_lengths(src_lengths: torch.Tensor, a: float, b: int) -> torch.Tensor:
 @torch.no_grad()
 def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
            max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
-           no_repeat_ngram: int = 0) -> list[tuple[list[int], float]]:
+           no_repeat_ngram: int = 0,
+           restriction: Restriction | None = None) -> list[tuple[list[int], float]]:
     """Batched greedy decoding.
 
     Args:
         src: (B, S) source ids; src_lengths: (B,) their lengths.
         min_len: EOS is forbidden before this many tokens; no_repeat_ngram: forbid repeating
             any n-gram of this size (0: off), as in :func:`beam_search`.
+        restriction: a lexical shortlist's output vocabulary for this batch, or None.
     Returns:
         B pairs (output ids without BOS and EOS, log-probability of them followed by EOS). A
         sentence stops at EOS, which is forced at its maximum length (``a * src_len + b``
         tokens, EOS included, as in beam search); the loop stops when every sentence has
         stopped.
     """
-    state = model.init_state(model.encode(src, src_lengths))
+    state, ids = _start(model, src, src_lengths, restriction)
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(src.device)
     batch = src.size(0)
     tokens = torch.full((batch,), BOS_ID, dtype=torch.long, device=src.device)
@@ -70,8 +73,27 @@ def greedy(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
     for row, score in zip(torch.stack(steps, 1).tolist(), log_prob.tolist(), strict=True):
         if EOS_ID in row:  # (B, T) rows: cut at EOS; PAD only follows the end
             row = row[: row.index(EOS_ID)]
-        results.append(([i for i in row if i != PAD_ID], score))
+        results.append((_ids([i for i in row if i != PAD_ID], ids), score))
     return results
+
+
+def _start(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
+           restriction: Restriction | None) -> tuple[object, list[int] | None]:
+    """The decoder state before the first step, its output cut to the ``restriction`` when
+    given, and the restriction's ids as a list (None without). The special ids keep their
+    positions among those ids, so search rules out PAD, BOS and EOS at the same columns either
+    way; only the tokens it returns need mapping back (:func:`_ids`)."""
+    state = model.init_state(model.encode(src, src_lengths))
+    if restriction is None:
+        return state, None
+    restriction = restriction.to(src.device)
+    return model.restrict(state, restriction.ids, restriction.allowed), restriction.ids.tolist()
+
+
+def _ids(tokens: list[int], ids: list[int] | None) -> list[int]:
+    """Target ids of output tokens that are positions in a restriction's ``ids`` (or ids
+    already, without one)."""
+    return tokens if ids is None else [ids[t] for t in tokens]
 
 
 @dataclass
@@ -166,7 +188,8 @@ def _rule_out(log_probs: torch.Tensor, t: int, min_len: int, limits: torch.Tenso
 def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
                 beam_size: int = 5, alpha: float = 1.0, max_len_a: float = 1.5,
                 max_len_b: int = 10, min_len: int = 0, n_best: int = 1,
-                no_repeat_ngram: int = 0, word_reward: float = 0.0) -> list[list[Hypothesis]]:
+                no_repeat_ngram: int = 0, word_reward: float = 0.0,
+                restriction: Restriction | None = None) -> list[list[Hypothesis]]:
     """Batched beam search: B sentences x K beams run as B*K rows, no loop over sentences.
 
     Args:
@@ -180,6 +203,8 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
             before the length penalty divides it; > 0 favours longer outputs. Open beams all
             have the same length, so it does not change which of them survive, only how the
             finished hypotheses rank and when a sentence can stop.
+        restriction: a lexical shortlist's output vocabulary for this batch (each step scores
+            its M pieces only, each sentence those of its own shortlist), or None.
     A sentence is finished when it holds K finished hypotheses and no open one can still beat
     the K-th: an open hypothesis's log-probability only falls as it grows, so its best possible
     score at each length it can still reach is its current log-probability plus that length's
@@ -188,7 +213,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     """
     device = src.device
     batch, k = src.size(0), beam_size
-    state = model.init_state(model.encode(src, src_lengths))
+    state, ids = _start(model, src, src_lengths, restriction)
     state = model.expand(state, k)  # (B*K) rows; the encoder memory stays (B, S, ...)
     limits = max_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
     sentence = torch.arange(batch, device=device)  # original index of each active sentence
@@ -210,7 +235,7 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
             log_prob = float(top_scores[row, col])
             length = history.size(1) + 1
             finished[int(sentence[row])].append(Hypothesis(
-                history[beam_row].tolist(),
+                _ids(history[beam_row].tolist(), ids),
                 hypothesis_score(log_prob, length, alpha, word_reward), log_prob))
         # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
         keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
@@ -428,13 +453,15 @@ def score_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
 
 def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
            options: DecodingConfig,
-           constraints: Sequence[Sequence[Sequence[int]]] | None = None) -> list[list[Hypothesis]]:
+           constraints: Sequence[Sequence[Sequence[int]]] | None = None,
+           restriction: Restriction | None = None) -> list[list[Hypothesis]]:
     """Up to ``options.n_best`` hypotheses per sentence of a batch, best first.
 
     ``beam_size=1`` with ``n_best=1`` runs :func:`greedy`, which honours ``min_len`` and
     ``no_repeat_ngram`` as beam search does (beam search with one beam gives the same tokens).
     With ``constraints`` (target id sequences per sentence) it runs
-    :func:`constrained_beam_search`.
+    :func:`constrained_beam_search`, over the whole vocabulary (its terms may lie outside a
+    shortlist); else ``restriction``, a lexical shortlist's, limits the output.
 
     Args:
         src: (B, S) source ids; src_lengths: (B,).
@@ -450,11 +477,12 @@ def decode(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Tensor,
         return [[Hypothesis(tokens, hypothesis_score(log_prob, len(tokens) + 1, o.length_penalty,
                                                      o.word_reward), log_prob)]
                 for tokens, log_prob in greedy(model, src, src_lengths, o.max_len_a,
-                                               o.max_len_b, o.min_len, o.no_repeat_ngram)]
+                                               o.max_len_b, o.min_len, o.no_repeat_ngram,
+                                               restriction)]
     return beam_search(model, src, src_lengths, beam_size=o.beam_size, alpha=o.length_penalty,
                        max_len_a=o.max_len_a, max_len_b=o.max_len_b, min_len=o.min_len,
                        n_best=o.n_best, no_repeat_ngram=o.no_repeat_ngram,
-                       word_reward=o.word_reward)
+                       word_reward=o.word_reward, restriction=restriction)
 
 
 @torch.no_grad()
@@ -462,7 +490,7 @@ def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
                options: DecodingConfig, device: torch.device, dtype: torch.dtype | None,
                progress: Callable[[int], None] | None = None,
                constraints: Sequence[Sequence[Sequence[int]]] | None = None,
-               ) -> list[list[Hypothesis]]:
+               shortlist: Shortlist | None = None) -> list[list[Hypothesis]]:
     """Hypotheses of every source (ids ending in EOS), in input order.
 
     Sources are sorted by length into batches of at most ``options.batch_tokens`` source tokens
@@ -470,7 +498,9 @@ def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
     ``progress(n)`` is called after each batch of n sentences. ``constraints``: target id
     sequences each output must contain, per source; the sources without any are decoded by
     the unconstrained search (as without ``constraints``), the others by
-    :func:`constrained_beam_search`, each group a batch of its own.
+    :func:`constrained_beam_search`, each group a batch of its own. ``shortlist``: each
+    sentence's output is limited to its lexical shortlist (each step projects onto the union
+    of its batch's), so its result does not depend on its batch.
     """
     model.eval()
     out: list[list[Hypothesis]] = [[] for _ in sources]
@@ -484,9 +514,11 @@ def decode_all(model: torch.nn.Module, sources: Sequence[Sequence[int]],
                       if g]
         for group, group_constraints in groups:
             batch = collate([sources[i] for i in group], None, group).to(device)
+            restriction = (shortlist.restriction(batch.src)
+                           if shortlist is not None and group_constraints is None else None)
             with autocast(device, dtype):
                 hypotheses = decode(model, batch.src, batch.src_lengths, options,
-                                    group_constraints)
+                                    group_constraints, restriction)
             for row, hyps in zip(group.tolist(), hypotheses, strict=True):
                 out[row] = hyps
         if progress is not None:

@@ -1,9 +1,9 @@
 """The sequence-to-sequence model: encoder, bridge, decoder, and the incremental search API.
 
 ``forward`` trains with teacher forcing; search uses only ``encode``, ``init_state``,
-``expand``, ``step`` and ``reorder`` and never reaches into the modules, so an
-:class:`Ensemble` of models decodes through the same search code. :func:`build_model` turns a
-:class:`~nmt.config.ModelConfig` into a model.
+``expand``, ``step``, ``reorder`` and ``restrict`` (a lexical shortlist) and never reaches into
+the modules, so an :class:`Ensemble` of models decodes through the same search code.
+:func:`build_model` turns a :class:`~nmt.config.ModelConfig` into a model.
 """
 
 from __future__ import annotations
@@ -67,6 +67,13 @@ class Seq2Seq(nn.Module):
         (with copy attention: of the generate / copy mixture)."""
         return self.decoder.step_log_probs(prev_tokens, state)
 
+    def restrict(self, state: DecoderState, ids: torch.Tensor,
+                 allowed: torch.Tensor | None = None) -> DecoderState:
+        """The state with the output vocabulary cut to a lexical shortlist's ``ids`` (M,), and
+        each sentence to the positions ``allowed`` (B, M) marks (None: all): from then on
+        ``step`` takes and gives positions in ``ids`` (log-probabilities (B, M))."""
+        return self.decoder.restrict(state, ids, allowed)
+
     @staticmethod
     def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:
         """Select (and repeat) rows of the state: ``index`` (B',) into the batch dimension."""
@@ -104,6 +111,12 @@ class Ensemble(nn.Module):
         outputs = [m.step(prev_tokens, s) for m, s in zip(self.models, states, strict=True)]
         log_probs = torch.stack([lp for lp, _ in outputs]).mean(0)
         return log_probs, [s for _, s in outputs]
+
+    def restrict(self, states: list[DecoderState], ids: torch.Tensor,
+                 allowed: torch.Tensor | None = None) -> list[DecoderState]:
+        """Every model's state with the output vocabulary cut to ``ids`` (M,) (and each
+        sentence to ``allowed``)."""
+        return [m.restrict(s, ids, allowed) for m, s in zip(self.models, states, strict=True)]
 
     @staticmethod
     def reorder(states: list[DecoderState], index: torch.Tensor) -> list[DecoderState]:

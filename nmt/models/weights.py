@@ -166,7 +166,8 @@ def average_model_dir(run_dir: str | Path, out_dir: str | Path, last: int | None
         raise NMTError(f"{out.root} already holds a model: choose a new output directory")
     load_tensors(model, average_weights(paths), paths[0])
     out.root.mkdir(parents=True, exist_ok=True)
-    for name in (*model_files(joint=True), *model_files(joint=False)):  # the SentencePiece models
+    # the SentencePiece models, and the lexical shortlist (it depends on them, not the weights)
+    for name in (*model_files(joint=True), *model_files(joint=False), run.shortlist.name):
         if (run.root / name).is_file():
             write_bytes_atomic(out.root / name, (run.root / name).read_bytes())
     config = load_config(run.config)

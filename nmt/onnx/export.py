@@ -15,7 +15,14 @@ An export directory (file names in :mod:`nmt.layout`) holds:
   int64, the source ids (the encoder's ``src``), memory rows like ``keys``. Outputs
   ``log_probs`` (R, V) float32, the next token's log-probabilities (with copy attention: of
   the generate / copy mixture), and ``h_out``, ``c_out`` (and ``feed_out``), the next state.
-- with ``--int8``, the same two graphs dynamically quantised by ONNX Runtime
+- when the model directory has a lexical shortlist (``shortlist.safetensors``, copied too),
+  ``decoder_step.shortlist.onnx``: the same step over a subset of the target vocabulary, with
+  two more inputs, ``vocab`` (M,) int64, the subset's sorted target ids (special ids first),
+  and ``allowed`` (N, M) bool, the positions each sentence's own shortlist holds (memory rows
+  like ``keys``); ``tokens`` are then positions in ``vocab`` (and with copy attention
+  ``src_ids`` too), and ``log_probs`` is (R, M), -inf where not allowed: the graph gathers the
+  M rows of the output layer each step;
+- with ``--int8``, the same graphs dynamically quantised by ONNX Runtime
   (``encoder.int8.onnx``, ``decoder_step.int8.onnx``): int8 weights, activations quantised on
   the fly;
 - the model's ``config.yaml`` and SentencePiece model(s), copied, and ``manifest.json``: the
@@ -51,6 +58,7 @@ from torch import nn
 
 from nmt import __version__
 from nmt.config import Config
+from nmt.data.shortlist import Shortlist
 from nmt.data.tokenizer import BOS_ID, SPECIAL_IDS, model_files
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file, write_text_atomic
@@ -62,6 +70,8 @@ from nmt.layout import (
     MANIFEST_FILE,
     STEP_ONNX,
     STEP_ONNX_INT8,
+    STEP_SHORTLIST_ONNX,
+    STEP_SHORTLIST_ONNX_INT8,
     RunDir,
 )
 from nmt.models.decoder import DecoderState
@@ -120,19 +130,27 @@ class EncoderGraph(nn.Module):
 
 
 class StepGraph(nn.Module):
-    """What ``decoder_step.onnx`` computes: :meth:`Seq2Seq.step` on a state given as tensors."""
+    """What ``decoder_step.onnx`` computes: :meth:`Seq2Seq.step` on a state given as tensors;
+    with ``shortlist``, what ``decoder_step.shortlist.onnx`` computes: the step restricted to
+    the ids of the input ``vocab`` and, per sentence, to ``allowed``
+    (:meth:`Seq2Seq.restrict`)."""
 
-    def __init__(self, model: Seq2Seq, names: GraphNames) -> None:
+    def __init__(self, model: Seq2Seq, names: GraphNames, shortlist: bool = False) -> None:
         super().__init__()
-        self.model, self.names = model, names
+        self.model, self.names, self.shortlist = model, names, shortlist
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        """The tensors named by ``names.step_inputs`` -> those of ``names.step_outputs``."""
-        named = dict(zip(self.names.step_inputs, inputs, strict=True))
+        """The tensors named by ``names.step_inputs`` (and ``vocab``) -> those of
+        ``names.step_outputs``."""
+        inputs_named = (*self.names.step_inputs,
+                        *(SHORTLIST_INPUTS if self.shortlist else ()))
+        named = dict(zip(inputs_named, inputs, strict=True))
         keys = named.get("keys")
         state = DecoderState(named["h"], named["c"], named.get("feed"), keys,
-                             named.get("proj_keys", keys), named.get("mask"),
-                             src=named.get("src_ids"))
+                             named.get("proj_keys", keys), named.get("mask"))
+        if self.shortlist:  # src_ids come as positions in vocab already
+            state = self.model.restrict(state, named["vocab"], named["allowed"])
+        state.src = named.get("src_ids")
         log_probs, new = self.model.step(named["tokens"], state)
         out = [log_probs, new.h, new.c]
         if "feed" in named:
@@ -160,11 +178,14 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
         "feed": ["rows", hidden], "log_probs": ["rows", dec.output.out_features],
         "h_out": [layers, "rows", hidden], "c_out": [layers, "rows", hidden],
         "feed_out": ["rows", hidden], "src_ids": ["batch", "src_len"],
+        "vocab": ["subset"], "allowed": ["batch", "subset"],
     }
 
 
 _DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
-           "src_ids": "int64"}
+           "src_ids": "int64", "vocab": "int64", "allowed": "bool"}
+#: The shortlist step graph's inputs after the step graph's.
+SHORTLIST_INPUTS = ("vocab", "allowed")
 
 
 def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
@@ -173,7 +194,7 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     out = []
     for name in names:
         shape = list(shapes[name])
-        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids"):
+        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids", "allowed"):
             shape[0] = "memory_rows"
         out.append({"name": name, "dtype": _DTYPES.get(name, "float32"), "shape": shape})
     return out
@@ -189,10 +210,28 @@ def example_inputs(model: Seq2Seq) -> tuple[torch.Tensor, torch.Tensor]:
     return src, torch.tensor([5, 3])
 
 
+def example_subset(model: Seq2Seq, src: torch.Tensor,
+                   every: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """A shortlist for :func:`example_inputs`: (M,) sorted target ids (the specials, the
+    sources' ids and every ``every``-th id), (B, M) bool the positions each sentence may use
+    (its own ids, the specials, and every other of the rest), and the sources (B, S) as
+    positions in the ids."""
+    size = model.decoder.output.out_features
+    vocab = torch.unique(torch.cat([torch.arange(len(SPECIAL_IDS)),
+                                    src.reshape(-1).clamp(max=size - 1),
+                                    torch.arange(len(SPECIAL_IDS), size, every)]))
+    positions = torch.searchsorted(vocab, src)
+    allowed = (torch.arange(vocab.numel()) % 2 == 0).repeat(src.size(0), 1)
+    allowed[:, :len(SPECIAL_IDS)] = True
+    allowed.scatter_(1, positions, True)
+    return vocab, allowed, positions
+
+
 @torch.no_grad()
 def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any]],
-                   directory: Path) -> None:
-    """Trace and write encoder.onnx and decoder_step.onnx into ``directory``."""
+                   directory: Path, shortlist: bool = False) -> None:
+    """Trace and write encoder.onnx and decoder_step.onnx into ``directory`` (and with
+    ``shortlist`` decoder_step.shortlist.onnx)."""
     src, lengths = example_inputs(model)
     with warnings.catch_warnings(), _native_stderr_to_debug():
         warnings.simplefilter("ignore")  # the tracer's and the exporter's notes
@@ -216,6 +255,19 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
             output_names=list(names.step_outputs),
             dynamic_axes={n: _axes(step_shapes[n])
                           for n in (*names.step_inputs, *names.step_outputs)},
+            opset_version=OPSET, dynamo=False, do_constant_folding=True)
+        if not shortlist:
+            return
+        # a subset of the vocabulary that holds the specials and the example's source ids
+        values["vocab"], values["allowed"], values["src_ids"] = example_subset(model, src)
+        step_shapes["log_probs"] = ["rows", "subset"]
+        step_shapes["allowed"] = ["memory_rows", "subset"]
+        inputs = (*names.step_inputs, *SHORTLIST_INPUTS)
+        torch.onnx.export(
+            StepGraph(model, names, shortlist=True).eval(), tuple(values[n] for n in inputs),
+            str(directory / STEP_SHORTLIST_ONNX), input_names=list(inputs),
+            output_names=list(names.step_outputs),
+            dynamic_axes={n: _axes(step_shapes[n]) for n in (*inputs, *names.step_outputs)},
             opset_version=OPSET, dynamo=False, do_constant_folding=True)
 
 
@@ -243,7 +295,10 @@ def _quantize(directory: Path) -> None:
     """Write the int8 graphs with ONNX Runtime's dynamic quantisation (weights int8)."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    for source, target in ((ENCODER_ONNX, ENCODER_ONNX_INT8), (STEP_ONNX, STEP_ONNX_INT8)):
+    for source, target in ((ENCODER_ONNX, ENCODER_ONNX_INT8), (STEP_ONNX, STEP_ONNX_INT8),
+                           (STEP_SHORTLIST_ONNX, STEP_SHORTLIST_ONNX_INT8)):
+        if not (directory / source).is_file():
+            continue
         disabled = logging.root.manager.disable
         # its root-logger lines: one per tensor left in float, advice on pre-processing
         logging.disable(max(disabled, logging.WARNING))
@@ -256,14 +311,21 @@ def _quantize(directory: Path) -> None:
 
 @torch.no_grad()
 def parity(model: Seq2Seq, directory: Path, manifest: dict[str, Any], int8: bool = False,
-           steps: int = 4) -> float:
+           steps: int = 4, shortlist: bool = False) -> float:
     """Largest |log-probability difference| between torch and the exported graphs over a few
-    greedy steps on :func:`example_inputs` (beams of 2 sharing the memory)."""
+    greedy steps on :func:`example_inputs` (beams of 2 sharing the memory); with
+    ``shortlist``, of the steps restricted to :func:`example_subset` (another subset than the
+    one traced, so a size or an id the tracer kept as a constant would show)."""
     from nmt.onnx.runtime import OnnxModel
 
     backend = OnnxModel.open(directory, manifest, int8=int8, verify=False)
     src, lengths = example_inputs(model)
-    states = [m.expand(m.init_state(m.encode(src, lengths)), 2) for m in (model, backend)]
+    states = [m.init_state(m.encode(src, lengths)) for m in (model, backend)]
+    if shortlist:
+        vocab, allowed, _ = example_subset(model, src, every=2)
+        states = [m.restrict(s, vocab, allowed)
+                  for m, s in zip((model, backend), states, strict=True)]
+    states = [m.expand(s, 2) for m, s in zip((model, backend), states, strict=True)]
     tokens = torch.full((4,), BOS_ID, dtype=torch.long)
     worst = 0.0
     for _ in range(steps):
@@ -298,18 +360,29 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
         where = f" ({exc.filename})" if exc.filename else ""
         raise ConfigError(f"cannot write the export to {out}: {exc.strerror or exc}{where}; "
                           "give -o a directory that can be created") from None
+    shortlist = RunDir(Path(model_dir)).shortlist.is_file()
+    if shortlist:  # checked before it is copied: damaged or for other vocabularies, refused
+        Shortlist.load(RunDir(Path(model_dir)).shortlist, src_tok.vocab_size,
+                       tgt_tok.vocab_size)
     try:
-        _export_graphs(model, names, shapes, work)
+        _export_graphs(model, names, shapes, work, shortlist)
         if int8:
             _quantize(work)
-        manifest = _manifest(model, config, names, shapes, int8, Path(model_dir))
+        manifest = _manifest(model, config, names, shapes, int8, Path(model_dir), shortlist)
         check = {"fp32_max_abs_diff": parity(model, work, manifest)}
+        if shortlist:
+            check["fp32_max_abs_diff"] = max(check["fp32_max_abs_diff"],
+                                             parity(model, work, manifest, shortlist=True))
         if check["fp32_max_abs_diff"] > PARITY_TOLERANCE:
             raise NMTError(f"the exported graphs disagree with the torch model (log-probabilities "
                            f"differ by {check['fp32_max_abs_diff']:.2g}); nothing was written")
         if int8:
             check["int8_max_abs_diff"] = parity(model, work, manifest, int8=True)
-        for name in (CONFIG_FILE, *model_files(src_tok is tgt_tok)):
+            if shortlist:
+                check["int8_max_abs_diff"] = max(check["int8_max_abs_diff"], parity(
+                    model, work, manifest, int8=True, shortlist=True))
+        files = [CONFIG_FILE, *model_files(src_tok is tgt_tok)]
+        for name in files + ([RunDir(work).shortlist.name] if shortlist else []):
             shutil.copyfile(Path(model_dir) / name, work / name)
         manifest["parity"] = check
         manifest["files"] = {p.name: sha256_file(p) for p in sorted(work.iterdir())
@@ -325,7 +398,7 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
 
 
 def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[str, list[Any]],
-              int8: bool, source: Path) -> dict:
+              int8: bool, source: Path, shortlist: bool = False) -> dict:
     """The manifest without ``files`` and ``parity`` (added once those are known)."""
     import onnxruntime
 
@@ -337,6 +410,12 @@ def _manifest(model: Seq2Seq, config: Config, names: GraphNames, shapes: dict[st
                          "inputs": _io(names.step_inputs, shapes, memory_rows=True),
                          "outputs": _io(names.step_outputs, shapes)},
     }
+    if shortlist:
+        subset = {**shapes, "log_probs": ["rows", "subset"]}
+        graphs["decoder_step_shortlist"] = {
+            "file": STEP_SHORTLIST_ONNX, "int8_file": STEP_SHORTLIST_ONNX_INT8 if int8 else None,
+            "inputs": _io((*names.step_inputs, *SHORTLIST_INPUTS), subset, memory_rows=True),
+            "outputs": _io(names.step_outputs, subset)}
     m = config.model
     return {
         "format": EXPORT_FORMAT, "format_version": EXPORT_FORMAT_VERSION,

@@ -80,8 +80,10 @@ def _manifest_problem(manifest: dict[str, Any]) -> str | None:
         return "'model' lacks the decoder size or the vocabulary sizes"
     if not isinstance(graphs, dict):
         return "'graphs' is missing"
-    for graph in ("encoder", "decoder_step"):
+    for graph in ("encoder", "decoder_step", "decoder_step_shortlist"):
         entry = graphs.get(graph)
+        if graph == "decoder_step_shortlist" and entry is None:
+            continue  # made only for a model with a lexical shortlist
         if not isinstance(entry, dict) or entry.get("file") not in files or not all(
                 isinstance(entry.get(k), list) and all(isinstance(io, dict) and "name" in io
                                                        for io in entry[k])

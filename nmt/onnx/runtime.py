@@ -1,10 +1,10 @@
 """The ONNX Runtime backend: an exported model behind the same incremental API as the model.
 
-:class:`OnnxModel` offers ``encode``, ``init_state``, ``step``, ``reorder`` and ``expand`` as
-:class:`nmt.models.seq2seq.Seq2Seq` does, on torch tensors, so :mod:`nmt.models.search`
-(greedy and beam search) runs on it unchanged: one search, two backends. The state is the
-model's own :class:`~nmt.models.decoder.DecoderState`, so reordering and expanding (with the
-encoder memory shared by a sentence's beams) is the same code too; only ``encode`` and
+:class:`OnnxModel` offers ``encode``, ``init_state``, ``step``, ``reorder``, ``expand`` and
+``restrict`` as :class:`nmt.models.seq2seq.Seq2Seq` does, on torch tensors, so
+:mod:`nmt.models.search` (greedy and beam search) runs on it unchanged: one search, two backends.
+The state is the model's own :class:`~nmt.models.decoder.DecoderState`, so reordering and expanding
+(with the encoder memory shared by a sentence's beams) is the same code too; only ``encode`` and
 ``step`` run ONNX Runtime sessions (``encoder.onnx`` and ``decoder_step.onnx``, see
 :mod:`nmt.onnx.export`). Tensors cross between torch and ONNX Runtime as NumPy arrays without
 copies.
@@ -16,6 +16,7 @@ executed as Python: ONNX Runtime reads the graphs as data.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ import torch
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file
 from nmt.layout import MANIFEST_FILE
-from nmt.models.decoder import DecoderState
+from nmt.models.decoder import DecoderState, OutputSubset, map_to_subset
 from nmt.models.seq2seq import Seq2Seq
 from nmt.onnx.manifest import read_manifest, require_onnx
 
@@ -43,8 +44,11 @@ class OnnxEncoding:
 class OnnxModel:
     """An ONNX export searched through the model's incremental API (CPU, fp32 or int8)."""
 
-    def __init__(self, encoder: Any, step: Any, manifest: dict[str, Any], int8: bool) -> None:
+    def __init__(self, encoder: Any, step: Any, manifest: dict[str, Any], int8: bool,
+                 shortlist_step: Callable[[], Any] | None = None) -> None:
         self.encoder_session, self.step_session = encoder, step
+        # decoder_step.shortlist.onnx, opened at its first use (None: the export has none)
+        self._open_shortlist, self._shortlist_session = shortlist_step, None
         self.manifest, self.int8 = manifest, int8
         graphs = manifest["graphs"]
         self.encoder_outputs = [o["name"] for o in graphs["encoder"]["outputs"]]
@@ -73,7 +77,10 @@ class OnnxModel:
         import onnxruntime as ort
 
         files = []
-        for graph in ("encoder", "decoder_step"):
+        graphs = ["encoder", "decoder_step"]
+        if "decoder_step_shortlist" in manifest["graphs"]:
+            graphs.append("decoder_step_shortlist")
+        for graph in graphs:
             name = manifest["graphs"][graph]["int8_file" if int8 else "file"]
             if name is None:
                 raise ConfigError(f"{root} has no int8 graphs: export with nmt export --int8, "
@@ -93,17 +100,14 @@ class OnnxModel:
         options.log_severity_level = 3  # warnings of the optimiser about unused initialisers
         # idle ORT threads must not spin: between steps the search runs torch ops on the cores
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            encoder, step = (ort.InferenceSession(str(p), options,
-                                                  providers=["CPUExecutionProvider"])
-                             for p in files)
-        except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, ...)
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
-            raise NMTError(f"ONNX Runtime {ort.__version__} cannot load the export in {root} "
-                           f"(made with onnxruntime {manifest.get('onnxruntime_version')}, "
-                           f"opset {manifest.get('onnx_opset')}): {first}; install an "
-                           "onnxruntime at least as new, or export the model again") from None
-        return cls(encoder, step, manifest, int8)
+
+        def session(path: Path) -> Any:
+            return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+        shortlist = (None if len(files) < 3 else lambda: _load_session(session, files[2], root,
+                                                                        manifest))
+        return cls(*(_load_session(session, p, root, manifest) for p in files[:2]), manifest,
+                   int8, shortlist)
 
     def eval(self) -> OnnxModel:
         """Nothing to switch (a graph is always in inference mode); for callers of modules."""
@@ -142,14 +146,37 @@ class OnnxModel:
         return DecoderState(h0, t["c0"], feed, keys, t.get("proj_keys", keys), t["mask"],
                             src=t.get("src_ids"))
 
+    def restrict(self, state: DecoderState, ids: torch.Tensor,
+                 allowed: torch.Tensor | None = None) -> DecoderState:
+        """The state with the output cut to a lexical shortlist's ``ids`` (M,) and each
+        sentence to ``allowed`` (N, M), as :meth:`Seq2Seq.restrict` cuts it; the steps then run
+        ``decoder_step.shortlist.onnx`` (opened now, the first time)."""
+        if self._open_shortlist is None:
+            raise ConfigError("this export has no shortlist graph: make the model's shortlist "
+                              "(nmt shortlist -m MODEL_DIR) and export it again, or translate "
+                              "without --shortlist")
+        if self._shortlist_session is None:
+            self._shortlist_session = self._open_shortlist()
+        ids = ids.long().cpu()
+        if allowed is None:  # the graph takes one row per sentence
+            allowed = torch.ones(state.mask.size(0), ids.numel(), dtype=torch.bool)
+        src = None if state.src is None else map_to_subset(ids, state.src)
+        return replace(state, subset=OutputSubset(ids, None, None), src=src,
+                       allowed=allowed.cpu())
+
     def step(self, prev_tokens: torch.Tensor,
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
-        """Log-probabilities (R, V) float32 of the next token given previous tokens (R,)."""
+        """Log-probabilities (R, V) float32 of the next token given previous tokens (R,); with
+        a shortlist (R, M) over its ids, the tokens being positions in them."""
         values = {"tokens": prev_tokens, "h": state.h, "c": state.c, "feed": state.feed,
                   "keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask,
                   "src_ids": state.src}
-        outputs = self.step_session.run(
-            self.step_outputs, {name: self._numpy(values[name]) for name in self.step_inputs})
+        session, names = self.step_session, self.step_inputs
+        if state.subset is not None:
+            values.update(vocab=state.subset.ids, allowed=state.allowed)
+            session, names = self._shortlist_session, [*self.step_inputs, "vocab", "allowed"]
+        outputs = session.run(
+            self.step_outputs, {name: self._numpy(values[name]) for name in names})
         out = dict(zip(self.step_outputs, (torch.from_numpy(o) for o in outputs), strict=True))
         return out["log_probs"], replace(state, h=out["h_out"], c=out["c_out"],
                                          feed=out.get("feed_out"))
@@ -157,3 +184,18 @@ class OnnxModel:
     # the model's own: the state is a DecoderState, its encoder memory shared by the beams
     reorder = staticmethod(Seq2Seq.reorder)
     expand = staticmethod(Seq2Seq.expand)
+
+
+def _load_session(session: Callable[[Path], Any], path: Path, root: Path,
+                  manifest: dict[str, Any]) -> Any:
+    """``session(path)``, ONNX Runtime's own errors turned into one clear NMTError."""
+    import onnxruntime as ort
+
+    try:
+        return session(path)
+    except Exception as exc:  # onnxruntime's own errors (Fail, InvalidGraph, ...)
+        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        raise NMTError(f"ONNX Runtime {ort.__version__} cannot load the export in {root} "
+                       f"(made with onnxruntime {manifest.get('onnxruntime_version')}, "
+                       f"opset {manifest.get('onnx_opset')}): {first}; install an "
+                       "onnxruntime at least as new, or export the model again") from None

@@ -49,7 +49,7 @@ def language_pair(directory: str | Path) -> tuple[str, str]:
 def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
                 max_wait: float, queue_limit: int, backend: str = "auto",
                 decoding: Mapping[str, Any] | None = None,
-                glossary: str | None = None) -> list[ServedModel]:
+                glossary: str | None = None, shortlist: bool = False) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
@@ -58,7 +58,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     A line longer than a model's ``data.max_len`` pieces is translated in parts, whatever the
     model's ``decoding.long_lines`` says, unless ``decoding`` asks for ``truncate``.
     ``glossary``: a TSV glossary every model's translations must follow (its target terms are
-    encoded by each model's own target SentencePiece model)."""
+    encoded by each model's own target SentencePiece model). ``shortlist``: each model
+    searches over its lexical shortlist (``shortlist.safetensors``)."""
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
@@ -75,6 +76,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     for pair, directory in pairs.items():
         try:
             translator = Translator.load(directory, device, precision, quantize, backend)
+            if shortlist:
+                translator.use_shortlist(directory)
         except NMTError as exc:
             raise ConfigError(f"model directory {directory}: {exc}") from None
         given = {k: v for k, v in (decoding or {}).items() if v is not None}
