@@ -203,9 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("-m", "--model", metavar="DIR", required=True, help="model directory")
     p.add_argument("--per-source", type=int, default=None, metavar="K",
-                   help="target pieces kept per source piece (default 50)")
+                   help="target pieces kept per source piece (default 100)")
     p.add_argument("--frequent", type=int, default=None, metavar="N",
-                   help="most frequent target pieces always kept (default 200)")
+                   help="most frequent target pieces always kept (default 500)")
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.set_defaults(handler=_cmd_shortlist)
 

@@ -40,13 +40,14 @@ log = logging.getLogger(__name__)
 
 #: Target pieces kept per source piece, and most frequent target pieces always in the list:
 #: chosen by measurement (docs/benchmarks.md, "Lexical shortlists").
-PER_SOURCE = 50
-FREQUENT = 200
+PER_SOURCE = 100
+FREQUENT = 500
 #: EM rounds of IBM Model 1 (the lists change little after the fourth).
 ITERATIONS = 5
-#: At most this many (source, target) links per EM round: larger corpora are sampled (the
-#: peak memory of building is about 50 bytes a link).
-MAX_LINKS = 30_000_000
+#: At most this many (source, target) links per EM round: larger corpora are sampled. Building
+#: peaks at about 70 bytes a link over the process's own memory (measured: 1.4 GB for the 22M
+#: links of the LibreOffice corpus), so at most about 1.4 GB.
+MAX_LINKS = 20_000_000
 NULL = PAD_ID  # the NULL source word (PAD never occurs inside a sentence)
 
 
