@@ -403,6 +403,29 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
     assert model.batcher.batches < 32  # requests were merged into shared searches
 
 
+def test_requests_with_different_n_best_share_one_search(reference):
+    """Jobs asking for 1, 2 and 3 hypotheses are gathered into one search run with the largest
+    n-best; each gets what a search of its own gives (n-best only cuts the sorted list)."""
+    from nmt.serve.batcher import Batcher
+
+    options = reference.options({"beam_size": 3, "n_best": 1})
+    batcher = Batcher(reference, 2000, 0.5, 100, options)
+    try:
+        asks = [(["a b c", "d e"], 1), (["f g h i", ""], 3), (["b b a"], 2)]
+        futures = [batcher.submit(lines, n_best) for lines, n_best in asks]
+        results = [future.result(timeout=60) for future in futures]
+    finally:
+        batcher.close()
+    assert batcher.batches == 1
+    for (lines, n_best), got in zip(asks, results, strict=True):
+        alone = reference.translate_nbest(lines, options.updated(n_best=n_best))
+        assert [[text for text, _ in hyps] for hyps in got] == [
+            [text for text, _ in hyps] for hyps in alone]
+        assert [s for hyps in got for _, s in hyps] == pytest.approx(
+            [s for hyps in alone for _, s in hyps], abs=1e-5)  # other batch, other rounding
+        assert all(len(hyps) == n_best for hyps in got)
+
+
 _BAD_JSON = st.one_of(
     st.binary(min_size=1, max_size=60).filter(lambda b: not _parses(b)),
     st.just(b'{"q": "a", "source": "src"'), st.just(b"\xff\xfe{}"),

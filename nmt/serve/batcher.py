@@ -7,9 +7,10 @@ arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` i
 :meth:`nmt.inference.translator.Translator.translate_nbest` call: the same search as
 ``nmt translate``, with the server's one :class:`~nmt.config.DecodingConfig` (whose
 ``long_lines`` is ``split`` unless ``nmt serve --long-lines truncate`` asked for the cut:
-:func:`nmt.serve.server.load_models` sets it). Jobs asking for different n-best sizes are
-decoded in separate calls (n-best changes when beam search stops, so mixing them could change
-a request's best translation).
+:func:`nmt.serve.server.load_models` sets it). Jobs asking for different n-best sizes share one
+search, run with the largest: beam search stops by its beam size alone and n-best only cuts its
+sorted list, so each job's first n are what a search of its own would give (a test checks it).
+Jobs with different glossaries are searched apart.
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
@@ -162,11 +163,11 @@ class Batcher:
                 continue
             jobs, stop = self._gather(first)
             try:
-                groups: dict[tuple[int, int], list[Job]] = {}
-                for job in jobs:  # one search per n-best size and glossary
-                    groups.setdefault((job.n_best, id(job.glossary)), []).append(job)
-                for (n_best, _), group in sorted(groups.items(), key=lambda g: g[0][0]):
-                    self._translate(group, n_best)
+                groups: dict[int, list[Job]] = {}
+                for job in jobs:  # one search per glossary, with the largest n-best asked
+                    groups.setdefault(id(job.glossary), []).append(job)
+                for group in groups.values():
+                    self._translate(group, max(job.n_best for job in group))
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                 log.error("the translation worker failed: %s", exc,
                           exc_info=(type(exc), exc, exc.__traceback__))
@@ -199,6 +200,7 @@ class Batcher:
             log.warning("a line of %d source pieces was translated from its first %d (the "
                         "model's data.max_len)", cut.pieces, cut.kept)
         start = 0
-        for job in jobs:
-            job.future.set_result(results[start:start + len(job.lines)])
+        for job in jobs:  # each line's n-best cut to the job's own
+            job.future.set_result([hyps[:job.n_best]
+                                   for hyps in results[start:start + len(job.lines)]])
             start += len(job.lines)
