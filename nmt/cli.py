@@ -335,7 +335,8 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="lexical shortlist: each batch's output limited to the target pieces "
                         "its source pieces make likely (the model's shortlist.safetensors, from "
                         "nmt shortlist or nmt prepare); faster, may change a few outputs, and "
-                        "--scores are then normalised over the shortlist")
+                        "--n-best scores are then normalised over the shortlist (--scores "
+                        "stay the full model's)")
     p.add_argument("--backend", choices=("auto", "torch", "onnx"), default="auto",
                    help="torch: a model directory; onnx: an export of nmt export, run by ONNX "
                         "Runtime on the CPU (pip install -e '.[onnx]'); auto (default): onnx "
