@@ -426,6 +426,26 @@ def test_requests_with_different_n_best_share_one_search(reference):
         assert all(len(hyps) == n_best for hyps in got)
 
 
+def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch):
+    """The batcher counts a line's pieces before the search, and the search takes the same
+    pieces: SentencePiece encodes each line once."""
+    from nmt.serve.batcher import Batcher
+
+    translator = Translator.load(trained_reverse, precision="fp32")
+    calls: list[str] = []
+    encode = translator.src_tok.encode
+    monkeypatch.setattr(translator.src_tok, "encode",
+                        lambda text, **kw: calls.append(text) or encode(text, **kw))
+    batcher = Batcher(translator, 2000, 0.0, 100, translator.options({"beam_size": 2}))
+    try:
+        got = batcher.submit(["a b c", "d e f g", ""]).result(timeout=60)
+    finally:
+        batcher.close()
+    assert sorted(calls) == ["a b c", "d e f g"]
+    assert [[text for text, _ in hyps] for hyps in got] == ref(translator,
+                                                                ["a b c", "d e f g", ""])
+
+
 _BAD_JSON = st.one_of(
     st.binary(min_size=1, max_size=60).filter(lambda b: not _parses(b)),
     st.just(b'{"q": "a", "source": "src"'), st.just(b"\xff\xfe{}"),

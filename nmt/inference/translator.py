@@ -52,6 +52,10 @@ MAX_TERM_PIECES = 32
 SENTENCE_END = re.compile(r"(?<=[.!?;:\u3002\uff01\uff1f\u2026])\s+")
 
 
+#: Lines whose source pieces a Translator keeps (:meth:`Translator.source_ids`).
+ENCODED_MEMO = 4096
+
+
 def split_long_line(line: str, pieces: Callable[[str], int], limit: int) -> list[str]:
     """A line as parts of at most ``limit`` source pieces: whole sentences packed together
     where they fit, a longer sentence cut between words (a word longer than ``limit`` alone
@@ -133,6 +137,7 @@ class Translator:
         self.unplaced: list[Unplaced] = []
         #: a lexical shortlist that limits every batch's output (:meth:`use_shortlist`)
         self.shortlist: Shortlist | None = None
+        self._encoded: dict[str, tuple[int, ...]] = {}  # line -> its pieces (source_ids)
 
     def use_shortlist(self, model_dir: str | Path) -> Translator:
         """Limit each batch's output to its sentences' lexical shortlists, from the table in
@@ -235,8 +240,16 @@ class Translator:
 
     def source_ids(self, line: str) -> tuple[list[int], int]:
         """A line's source ids (pieces + EOS), cut to the model's ``data.max_len`` pieces, and
-        its number of pieces before the cut. The only place sources are truncated."""
-        pieces = self.src_tok.encode(line.strip(), add_eos=False)
+        its number of pieces before the cut. The only place sources are truncated.
+
+        The pieces of the last ``ENCODED_MEMO`` lines are kept, so that a line is tokenised
+        once though it is counted before it is translated (the server's batcher, long lines)."""
+        pieces = self._encoded.get(line)
+        if pieces is None:
+            if len(self._encoded) >= ENCODED_MEMO:
+                self._encoded.clear()
+            pieces = self._encoded[line] = tuple(self.src_tok.encode(line.strip(),
+                                                                     add_eos=False))
         return [*pieces[: self.config.data.max_len], self.src_tok.eos_id], len(pieces)
 
     def _encode(self, lines: Sequence[str]) -> tuple[list[int], list[list[int]]]:
