@@ -302,6 +302,21 @@ def test_markdown_keeps_code_link_targets_and_escapes():
     assert "A \\* STAR." in out and "![alt text](img.png) AFTER IMAGE." in out
 
 
+def test_markdown_reference_links_keep_their_labels():
+    """A link written [text] or [text][] takes its text as its label: the text stays, so the
+    link still finds its definition; [text][label] and inline links are translated."""
+    from markdown_it import MarkdownIt
+
+    data = (b"Read [The Book] or [the book][], see [other words][The Book] and "
+            b"[inline](https://a.example).\n\n[The Book]: https://b.example\n")
+    document = read_document(data, "md", "in.md")
+    out = document.render(translate_document(document, upper, "en")[0]).decode()
+    assert "[The Book] OR [the book][], SEE [OTHER WORDS][The Book] AND" in out
+    assert "[INLINE](https://a.example)" in out and "[The Book]: https://b.example" in out
+    html = MarkdownIt("commonmark").render(out)
+    assert html.count('href="https://b.example"') == 3 and 'href="https://a.example"' in html
+
+
 def test_markdown_translation_cannot_turn_into_markup():
     document = read_document(b"Intro\n\nWord here\n", "md", "in.md")
     out = document.render(["Intro", "# not a heading"]).decode()

@@ -10,8 +10,11 @@ one (a backslash escape such as ``\\*`` is matched as such), and the translation
 place, a character escaped as the source run escaped it and a line-leading ``#``, ``-`` or
 ``1.`` escaped so that it cannot turn into markup; everything else stays byte for byte. A run
 written with character references (``&amp;``) is left as it is and named in the notes. Fenced
-and indented code, HTML blocks and autolinks are never units. A paragraph that spanned several
-lines comes back as one line (in a block quote or a list item that is still the same block).
+and indented code, HTML blocks and autolinks are never units, and neither is the text of a
+reference link written ``[text]`` or ``[text][]``: its text is its label, which must keep
+matching the ``[text]: URL`` definition (``[text][label]`` links are translated). A paragraph
+that spanned several lines comes back as one line (in a block quote or a list item that is
+still the same block).
 """
 
 from __future__ import annotations
@@ -26,6 +29,11 @@ BREAKS = frozenset({"code_inline", "link_open", "link_close", "image", "html_inl
                     "em_open", "em_close", "strong_open", "strong_close", "s_open", "s_close",
                     "hardbreak"})
 ESCAPED = re.compile(r"\\([!-/:-@\[-`{-~])")
+
+
+def _label(text: str) -> str:
+    """A reference label as CommonMark matches labels: whitespace collapsed, case folded."""
+    return " ".join(text.split()).casefold()
 
 
 def _pattern(text: str) -> re.Pattern:
@@ -52,8 +60,10 @@ class MarkdownDocument(Document):
         self.spans: list[tuple[int, int]] = []
         self.units, self.notes = [], []
         self._limit, self._href = len(self.text), ""
+        env: dict = {}
         tokens = MarkdownIt("commonmark").enable("table").enable("strikethrough").parse(
-            self.text)
+            self.text, env)
+        labels = {_label(name) for name in env.get("references", {})}
         at = 0  # the file is read forwards: a run is looked for after the previous one
         for token in tokens:
             if token.type != "inline" or not token.children or token.map is None:
@@ -62,9 +72,10 @@ class MarkdownDocument(Document):
             self._limit = starts[min(token.map[1], len(starts) - 1)]  # the block's end
             run: list = []  # children of the run being read
             autolinks: list[bool] = []
-            for child in [*token.children, None]:
-                if child is not None and child.type == "link_open":
-                    autolinks.append(child.markup == "autolink")
+            for index, child in enumerate([*token.children, None]):
+                if child is not None and child.type == "link_open":  # text kept: see above
+                    autolinks.append(child.markup == "autolink" or self._label_link(
+                        token.children, index, at, labels))
                 if child is None or child.type in BREAKS:
                     at = self._add_run(run, at, token.map[0] + 1)
                     run = []
@@ -76,6 +87,21 @@ class MarkdownDocument(Document):
                     continue
                 if child.type in ("text", "softbreak"):
                     run.append(child)
+
+    def _label_link(self, children: list, index: int, at: int, labels: set[str]) -> bool:
+        """Whether the link opened at ``children[index]`` is a reference link whose text is
+        its label (``[text]`` or ``[text][]``): not written inline (``](target``), and its
+        text names a definition."""
+        href = children[index].attrGet("href") or ""
+        if href and self._find(f"]({href}", at) >= 0:
+            return False
+        depth, text = 0, []
+        for child in children[index:]:
+            depth += {"link_open": 1, "link_close": -1}.get(child.type, 0)
+            if depth == 0:
+                break
+            text.append(child.content)
+        return _label("".join(text)) in labels
 
     def _find(self, raw: str, at: int) -> int:
         """Where ``raw`` is written in the block from ``at`` on (-1: not there)."""
