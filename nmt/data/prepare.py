@@ -274,20 +274,16 @@ def write_shortlist(train: EncodedSplit, src_tok: Tokenizer, tgt_tok: Tokenizer,
     ids are read. Returns the number of training pairs used."""
     from nmt.data.shortlist import (
         FREQUENT,
-        MAX_LINKS,
         PER_SOURCE,
         build_shortlist,
+        sample_pairs,
         tokenizer_key,
     )
 
     per_source = PER_SOURCE if per_source is None else per_source
     frequent = FREQUENT if frequent is None else frequent
-    src_len, tgt_len = train.lengths()
-    links = src_len.astype(np.int64) * tgt_len
-    rows = np.arange(len(train))
-    if links.sum() > MAX_LINKS:
-        rows = np.random.default_rng(seed).permutation(len(train))
-        rows = np.sort(rows[np.cumsum(links[rows]) <= MAX_LINKS])
+    src_len, tgt_len = train.lengths()  # specials included: an upper bound of the links
+    rows = sample_pairs(src_len.astype(np.int64) * tgt_len, seed=seed)
     kept = train.kept if len(rows) == len(train) else train.kept.select(rows)
     shortlist = build_shortlist(kept["src_ids"], kept["tgt_ids"], src_tok.vocab_size,
                                 tgt_tok.vocab_size, src_tok.model_bytes == tgt_tok.model_bytes,

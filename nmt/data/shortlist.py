@@ -204,6 +204,15 @@ def ibm1(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]], src
     return pairs, prob
 
 
+def sample_pairs(links: np.ndarray, max_links: int = MAX_LINKS, seed: int = 0) -> np.ndarray:
+    """Ascending indices of the pairs to build from, given each pair's (N,) links: all of them,
+    or a random sample (``seed``) holding at most ``max_links`` links."""
+    if int(links.sum()) <= max_links:
+        return np.arange(len(links))
+    order = np.random.default_rng(seed).permutation(len(links))
+    return np.sort(order[np.cumsum(links[order]) <= max_links])
+
+
 def build_shortlist(sources: Sequence[Sequence[int]], targets: Sequence[Sequence[int]],
                     src_size: int, tgt_size: int, joint: bool, per_source: int = PER_SOURCE,
                     frequent: int = FREQUENT, max_links: int = MAX_LINKS,
@@ -224,11 +233,9 @@ def build_shortlist(sources: Sequence[Sequence[int]], targets: Sequence[Sequence
                          minlength=tgt_size)
     top = torch.from_numpy(np.argsort(-counts, kind="stable")[:frequent].copy())
     top = top[torch.from_numpy(counts)[top] > 0]
-    links = np.array([(len(s) + 1) * len(t) for s, t in zip(src, tgt, strict=True)])
-    order = np.arange(len(src))
-    if links.sum() > max_links:
-        order = np.random.default_rng(seed).permutation(len(src))
-        order = order[np.cumsum(links[order]) <= max_links]
+    order = sample_pairs(np.array([(len(s) + 1) * len(t) for s, t in zip(src, tgt, strict=True)],
+                                  dtype=np.int64), max_links, seed)
+    if len(order) < len(src):
         log.info("shortlist: %s of %s pairs sampled (%s links at most)", f"{len(order):,}",
                  f"{len(src):,}", f"{max_links:,}")
     pairs, prob = ibm1([src[i] for i in order], [tgt[i] for i in order], src_size, tgt_size)

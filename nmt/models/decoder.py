@@ -56,9 +56,10 @@ class DecoderState:
         subset: a lexical shortlist's output vocabulary (:class:`OutputSubset`), shared by all
             rows; None for the whole vocabulary. With one, tokens in and out of a step are
             positions in ``subset.ids``, not vocabulary ids.
-        allowed: (B, M) bool, with a subset: the positions each sentence's own shortlist holds
-            (the subset is the union of the batch's), so that a sentence's output does not
-            depend on its batch; None: every position. Memory like ``keys``.
+        penalty: (B, M) float, with a subset: 0 at the positions each sentence's own shortlist
+            holds and -inf elsewhere (the subset is the union of the batch's), added to its
+            logits so that a sentence's output does not depend on its batch; None: every
+            position. Memory like ``keys``.
     """
 
     h: torch.Tensor
@@ -71,7 +72,7 @@ class DecoderState:
     group: int = 1
     src: torch.Tensor | None = None
     subset: OutputSubset | None = None
-    allowed: torch.Tensor | None = None
+    penalty: torch.Tensor | None = None
 
     def index_select(self, index: torch.Tensor) -> DecoderState:
         """The state of rows ``index`` (B',) of the batch: for beam search reordering.
@@ -98,7 +99,7 @@ class DecoderState:
                        feed=pick(self.feed, index), keys=pick(self.keys, memory),
                        proj_keys=pick(self.proj_keys, memory), mask=pick(self.mask, memory),
                        weights=pick(self.weights, index), group=group,
-                       src=pick(self.src, memory), allowed=pick(self.allowed, memory))
+                       src=pick(self.src, memory), penalty=pick(self.penalty, memory))
 
     def expand(self, k: int) -> DecoderState:
         """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
@@ -224,15 +225,11 @@ class Decoder(nn.Module):
             logits = self.output(self.dropout(att))  # (B, V)
         else:  # (B, M): the shortlist's rows of the output layer only
             logits = F.linear(self.dropout(att), state.subset.weight, state.subset.bias)
-            if state.allowed is not None:  # each sentence's own shortlist: (N, M) memory rows
-                rows, size = logits.shape
-                # an additive mask per memory row, broadcast over its beams: ONNX Runtime runs a
-                # broadcast Add several times faster than a broadcast Where
-                penalty = torch.zeros(state.allowed.shape, dtype=logits.dtype,
-                                      device=logits.device).masked_fill(~state.allowed,
-                                                                        float("-inf"))
-                logits = (logits.view(state.allowed.size(0), -1, size)
-                          + penalty[:, None, :]).view(rows, size)
+            if state.penalty is not None:  # each sentence's own shortlist: (N, M) memory rows
+                rows, size = logits.shape  # an additive mask broadcast over a sentence's beams
+                # (ONNX Runtime runs a broadcast Add several times faster than a broadcast Where)
+                logits = (logits.view(state.penalty.size(0), -1, size)
+                          + state.penalty[:, None, :]).view(rows, size)
         if self.copy_gate is None:
             return torch.log_softmax(logits.float(), dim=-1), state
         return copy_log_probs(logits, self.copy_gate(att), state.weights, state.src), state
@@ -252,8 +249,7 @@ class Decoder(nn.Module):
         src = state.src
         if src is not None:
             src = map_to_subset(ids, src)
-        return replace(state, subset=subset, src=src,
-                       allowed=None if allowed is None else allowed.to(ids.device))
+        return replace(state, subset=subset, src=src, penalty=mask_penalty(allowed, ids.device))
 
     def _step_features(self, tokens: torch.Tensor,
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -269,6 +265,14 @@ class Decoder(nn.Module):
         new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
                       weights=None if weights is None else weights.squeeze(1))
         return att, new
+
+
+def mask_penalty(allowed: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
+    """(N, M) float32: 0 where ``allowed`` (N, M) bool, -inf elsewhere (None stays None)."""
+    if allowed is None:
+        return None
+    return torch.zeros(allowed.shape, device=device).masked_fill(~allowed.to(device),
+                                                                 float("-inf"))
 
 
 def map_to_subset(ids: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:

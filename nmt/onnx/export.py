@@ -18,10 +18,10 @@ An export directory (file names in :mod:`nmt.layout`) holds:
 - when the model directory has a lexical shortlist (``shortlist.safetensors``, copied too),
   ``decoder_step.shortlist.onnx``: the same step over a subset of the target vocabulary, with
   two more inputs, ``vocab`` (M,) int64, the subset's sorted target ids (special ids first),
-  and ``allowed`` (N, M) bool, the positions each sentence's own shortlist holds (memory rows
-  like ``keys``); ``tokens`` are then positions in ``vocab`` (and with copy attention
-  ``src_ids`` too), and ``log_probs`` is (R, M), -inf where not allowed: the graph gathers the
-  M rows of the output layer each step;
+  and ``penalty`` (N, M) float32, 0 at the positions each sentence's own shortlist holds and
+  -inf elsewhere (memory rows like ``keys``); ``tokens`` are then positions in ``vocab`` (and
+  with copy attention ``src_ids`` too), and ``log_probs`` is (R, M), -inf where not allowed:
+  the graph gathers the M rows of the output layer each step;
 - with ``--int8``, the same graphs dynamically quantised by ONNX Runtime
   (``encoder.int8.onnx``, ``decoder_step.int8.onnx``): int8 weights, activations quantised on
   the fly;
@@ -49,7 +49,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +74,7 @@ from nmt.layout import (
     STEP_SHORTLIST_ONNX_INT8,
     RunDir,
 )
-from nmt.models.decoder import DecoderState
+from nmt.models.decoder import DecoderState, mask_penalty
 from nmt.models.seq2seq import Seq2Seq
 from nmt.models.weights import load_model_dir
 from nmt.onnx.manifest import EXPORT_FORMAT, EXPORT_FORMAT_VERSION, require_onnx
@@ -132,7 +132,7 @@ class EncoderGraph(nn.Module):
 class StepGraph(nn.Module):
     """What ``decoder_step.onnx`` computes: :meth:`Seq2Seq.step` on a state given as tensors;
     with ``shortlist``, what ``decoder_step.shortlist.onnx`` computes: the step restricted to
-    the ids of the input ``vocab`` and, per sentence, to ``allowed``
+    the ids of the input ``vocab`` and, per sentence, to the positions where ``penalty`` is 0
     (:meth:`Seq2Seq.restrict`)."""
 
     def __init__(self, model: Seq2Seq, names: GraphNames, shortlist: bool = False) -> None:
@@ -149,7 +149,8 @@ class StepGraph(nn.Module):
         state = DecoderState(named["h"], named["c"], named.get("feed"), keys,
                              named.get("proj_keys", keys), named.get("mask"))
         if self.shortlist:  # src_ids come as positions in vocab already
-            state = self.model.restrict(state, named["vocab"], named["allowed"])
+            state = replace(self.model.restrict(state, named["vocab"]),
+                            penalty=named["penalty"])
         state.src = named.get("src_ids")
         log_probs, new = self.model.step(named["tokens"], state)
         out = [log_probs, new.h, new.c]
@@ -178,14 +179,14 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
         "feed": ["rows", hidden], "log_probs": ["rows", dec.output.out_features],
         "h_out": [layers, "rows", hidden], "c_out": [layers, "rows", hidden],
         "feed_out": ["rows", hidden], "src_ids": ["batch", "src_len"],
-        "vocab": ["subset"], "allowed": ["batch", "subset"],
+        "vocab": ["subset"], "penalty": ["batch", "subset"],
     }
 
 
 _DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
-           "src_ids": "int64", "vocab": "int64", "allowed": "bool"}
+           "src_ids": "int64", "vocab": "int64"}
 #: The shortlist step graph's inputs after the step graph's.
-SHORTLIST_INPUTS = ("vocab", "allowed")
+SHORTLIST_INPUTS = ("vocab", "penalty")
 
 
 def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
@@ -194,7 +195,7 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     out = []
     for name in names:
         shape = list(shapes[name])
-        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids", "allowed"):
+        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids", "penalty"):
             shape[0] = "memory_rows"
         out.append({"name": name, "dtype": _DTYPES.get(name, "float32"), "shape": shape})
     return out
@@ -259,9 +260,10 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
         if not shortlist:
             return
         # a subset of the vocabulary that holds the specials and the example's source ids
-        values["vocab"], values["allowed"], values["src_ids"] = example_subset(model, src)
+        values["vocab"], allowed, values["src_ids"] = example_subset(model, src)
+        values["penalty"] = mask_penalty(allowed, allowed.device)
         step_shapes["log_probs"] = ["rows", "subset"]
-        step_shapes["allowed"] = ["memory_rows", "subset"]
+        step_shapes["penalty"] = ["memory_rows", "subset"]
         inputs = (*names.step_inputs, *SHORTLIST_INPUTS)
         torch.onnx.export(
             StepGraph(model, names, shortlist=True).eval(), tuple(values[n] for n in inputs),
@@ -360,10 +362,10 @@ def export_model(model_dir: str | Path, out_dir: str | Path, int8: bool = False)
         where = f" ({exc.filename})" if exc.filename else ""
         raise ConfigError(f"cannot write the export to {out}: {exc.strerror or exc}{where}; "
                           "give -o a directory that can be created") from None
-    shortlist = RunDir(Path(model_dir)).shortlist.is_file()
+    table = RunDir(Path(model_dir)).shortlist
+    shortlist = table.is_file()
     if shortlist:  # checked before it is copied: damaged or for other vocabularies, refused
-        Shortlist.load(RunDir(Path(model_dir)).shortlist, src_tok.vocab_size,
-                       tgt_tok.vocab_size)
+        Shortlist.load(table, src_tok.vocab_size, tgt_tok.vocab_size)
     try:
         _export_graphs(model, names, shapes, work, shortlist)
         if int8:

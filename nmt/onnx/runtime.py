@@ -27,7 +27,7 @@ import torch
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file
 from nmt.layout import MANIFEST_FILE
-from nmt.models.decoder import DecoderState, OutputSubset, map_to_subset
+from nmt.models.decoder import DecoderState, OutputSubset, map_to_subset, mask_penalty
 from nmt.models.seq2seq import Seq2Seq
 from nmt.onnx.manifest import read_manifest, require_onnx
 
@@ -165,7 +165,7 @@ class OnnxModel:
             allowed = torch.ones(state.mask.size(0), ids.numel(), dtype=torch.bool)
         src = None if state.src is None else map_to_subset(ids, state.src)
         return replace(state, subset=OutputSubset(ids, None, None), src=src,
-                       allowed=allowed.cpu())
+                       penalty=mask_penalty(allowed, torch.device("cpu")))
 
     def step(self, prev_tokens: torch.Tensor,
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -176,8 +176,8 @@ class OnnxModel:
                   "src_ids": state.src}
         session, names = self.step_session, self.step_inputs
         if state.subset is not None:
-            values.update(vocab=state.subset.ids, allowed=state.allowed)
-            session, names = self._shortlist_session, [*self.step_inputs, "vocab", "allowed"]
+            values.update(vocab=state.subset.ids, penalty=state.penalty)
+            session, names = self._shortlist_session, [*self.step_inputs, "vocab", "penalty"]
         outputs = session.run(
             self.step_outputs, {name: self._numpy(values[name]) for name in names})
         out = dict(zip(self.step_outputs, (torch.from_numpy(o) for o in outputs), strict=True))
