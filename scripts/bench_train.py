@@ -11,6 +11,10 @@ of 4,000 tokens, dropout 0.2, label smoothing 0.1, Adam 1e-3, clipping 1.0):
 - ``ours-fp32-ddp2``: the same in fp32 as data parallelism over the cores: ``torchrun`` with 2
   processes of 1 thread each (gloo, on 127.0.0.1), each taking its own batches of half the
   budget, so an update sees the same number of tokens as the one-process configs;
+- ``sampled-bf16`` / ``sampled-fp32``: as ``ours-*`` with ``training.sampled_softmax`` =
+  ``--sampled`` (the loss normalised over the batch's own target pieces plus that many drawn
+  at random; useful FLOPs are still counted over the whole vocabulary, so the rate compares
+  with ``ours-*``);
 - ``naive-fp32``: a plain-PyTorch reference written here, as a tutorial would have it:
   embedding + bidirectional ``nn.LSTM`` encoder (no packing), a step-by-step decoder loop
   (two ``nn.LSTMCell``) with input feeding and general attention, output projection at every
@@ -48,7 +52,8 @@ Targets, for the config of that precision (what precision ``auto`` trains in): >
 reference's target tokens/s, >= 30% of the matmul FLOP/s, peak RSS <= 2 GB.
 
 ``--model recipe`` times the lohelp recipe's model (one encoder layer, a 256-unit decoder,
-tied embeddings) instead of 'small'; ``--tokens 3000`` gives the recipe's batches.
+tied embeddings) instead of 'small'; ``--tokens 3000`` gives the recipe's batches and
+``--copy-attention`` its copy attention.
 
     python scripts/bench_train.py [--data ../shared/data/lohelp-en-de] [--out /tmp/bench_train]
         [--steps 30] [--warmup 3] [--json FILE] [--profile]
@@ -75,7 +80,8 @@ from typing import Any
 import numpy as np
 from benchlib import free_port, parse_configs, peak_rss_mb, run_child, warn_if_busy
 
-CONFIGS = ("ours-bf16", "ours-fp32", "ours-fp32-ddp2", "naive-fp32")
+CONFIGS = ("ours-bf16", "ours-fp32", "ours-fp32-ddp2", "naive-fp32", "sampled-bf16",
+           "sampled-fp32")
 TARGET_RATIO, TARGET_MATMUL_SHARE, TARGET_RSS_MB = 6.0, 0.30, 2048.0
 
 
@@ -195,6 +201,8 @@ def run_ours(args: argparse.Namespace, precision: str) -> dict[str, Any]:
             f"model.encoder_layers={d.enc_layers}", f"model.decoder_hidden_size={d.dec_hidden}",
             f"model.decoder_layers={d.dec_layers}", "model.attention=general",
             f"model.input_feeding={'true' if args.input_feeding else 'false'}",
+            f"model.copy_attention={'true' if args.copy_attention else 'false'}",
+            f"training.sampled_softmax={args.sampled if args.only.startswith('sampled') else 0}",
             f"model.dropout={d.dropout}", f"model.tie_embeddings={str(d.tie).lower()}",
             f"training.batch_tokens={args.tokens // 2 if ddp else args.tokens}",
             f"training.label_smoothing={d.label_smoothing}", f"training.lr={d.lr}",
@@ -385,6 +393,9 @@ def child(args: argparse.Namespace, name: str) -> dict[str, Any]:
         command.append("--profile")
     if args.input_feeding:
         command.append("--input-feeding")
+    if args.copy_attention:
+        command.append("--copy-attention")
+    command += ["--sampled", str(args.sampled)]
     start = time.perf_counter()
     record = run_child(command, name, env)
     print(f"  {name}: {record['tokens_per_s']:,.0f} target tokens/s "
@@ -408,6 +419,11 @@ def main() -> int:
     parser.add_argument("--matmul-reps", type=int, default=10)
     parser.add_argument("--configs", default=",".join(CONFIGS),
                         help=f"comma-separated subset of {', '.join(CONFIGS)}")
+    parser.add_argument("--copy-attention", action="store_true",
+                        help="turn on copy attention in our model (the lohelp recipe has it)")
+    parser.add_argument("--sampled", type=int, default=1000,
+                        help="sampled-* configs: training.sampled_softmax (pieces drawn besides "
+                             "the batch's own)")
     parser.add_argument("--input-feeding", action="store_true",
                         help="turn on input feeding in our model too (off in 'small')")
     parser.add_argument("--profile", action="store_true",

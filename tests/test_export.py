@@ -142,6 +142,24 @@ def test_step_matches_for_any_beam_grouping(exports, kind):
                 states = [s_ref, s_got]
 
 
+@pytest.mark.parametrize("kind", ["general-feed-2layers", "general-copy"])
+def test_sentences_join_a_running_search_on_the_export(exports, reverse_task, kind):
+    """Continuous batching on ONNX Runtime: sentences admitted into a running search (the
+    memory padded, the step graph fed the joined state) get what translate gives them."""
+    _, export_dir = exports[kind]
+    translator = Translator.load(export_dir)
+    lines = read(reverse_task["test"], "src")[:12]
+    options = translator.options({"beam_size": 3})
+    stream, found, step = translator.stream(options), {}, 0
+    while step < 2 or len(stream):
+        if step in (0, 2):  # half now, half two steps later
+            stream.admit([(i, translator.source_ids(lines[i])[0])
+                          for i in range(6 * (step // 2), 6 * (step // 2) + 6)])
+        found.update(stream.step())
+        step += 1
+    assert [found[i][0][0] for i in range(12)] == translator.translate(lines, options)
+
+
 def test_int8_export_keeps_quality(trained_reverse, exported_int8, reverse_task):
     """int8 graphs: test BLEU at most 2.0 below the fp32 graphs' on the held-out split."""
     src, ref = read(reverse_task["test"], "src"), read(reverse_task["test"], "tgt")

@@ -94,3 +94,50 @@ def test_copy_loss_matches_cross_entropy_of_the_mixture(smoothing, chunk):
     torch.testing.assert_close(fused, plain, rtol=1e-5, atol=1e-5)
     for a, b in zip(got, want, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def _tiny_model(copy: bool, tie: bool):
+    from nmt.config import ModelConfig
+    from nmt.models.seq2seq import build_model
+
+    torch.manual_seed(3)
+    return build_model(ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=8,
+                                   dropout=0.0, copy_attention=copy, tie_embeddings=tie),
+                       30, 30)
+
+
+@pytest.mark.parametrize("copy, tie", [(False, False), (True, True)])
+def test_sampled_softmax_over_every_piece_is_the_full_loss(copy, tie):
+    """training.sampled_softmax: a sample that leaves no piece out gives the full loss and
+    its gradients (with copy attention, tied embeddings, label smoothing); a small one
+    normalises over the batch's own pieces (and, with copy, its source's) plus the sample
+    (the other output rows get no gradient); eval mode keeps the full softmax."""
+    from nmt.training.loss import TrainingLoss, candidate_ids
+
+    model = _tiny_model(copy, tie)
+    src = torch.tensor([[5, 6, 7, 2], [8, 9, 2, 0]])
+    tgt = torch.tensor([[1, 10, 11, 12, 2], [1, 13, 10, 2, 0]])
+
+    def loss_and_grads(sampled: int):
+        model.zero_grad()
+        loss = TrainingLoss(model, 0.1, 1.0, sampled)(src, torch.tensor([4, 3]), tgt)
+        loss.backward()
+        return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+    full, full_grads = loss_and_grads(0)
+    every, every_grads = loss_and_grads(1000)
+    torch.testing.assert_close(every, full, rtol=1e-5, atol=1e-5)
+    for name, grad in full_grads.items():
+        torch.testing.assert_close(every_grads[name], grad, rtol=1e-4, atol=1e-6)
+
+    torch.manual_seed(0)
+    ids = candidate_ids(tgt[:, 1:], 30, 5, src if copy else None)
+    own = {0, 1, 2, 3, 10, 11, 12, 13} | ({5, 6, 7, 8, 9} if copy else set())
+    assert ids.tolist() == sorted(set(ids.tolist())) and own <= set(ids.tolist())
+    assert len(ids) == len(own) + 5
+    small, _ = loss_and_grads(5)
+    assert float(small) < float(full)  # fewer pieces share the probability
+    if not tie:  # rows of pieces neither seen nor sampled get no gradient
+        assert int((model.decoder.output.weight.grad.abs().sum(1) > 0).sum()) == len(ids)
+    model.eval()
+    torch.testing.assert_close(loss_and_grads(5)[0], full, rtol=1e-5, atol=1e-5)

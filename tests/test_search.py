@@ -19,7 +19,7 @@ from nmt.models.search import (
     greedy,
     length_penalty,
 )
-from nmt.models.seq2seq import build_model
+from nmt.models.seq2seq import Ensemble, build_model
 
 
 def random_model(vocab=12, seed=0, attention="general", input_feeding=False):
@@ -173,11 +173,11 @@ def test_a_sentence_is_not_done_while_the_word_reward_can_lift_an_open_beam(alph
     log-probability of -1 at step 0 of 10, the open beam can still reach (-1 + 10 * 1) / lp(10)
     > 0.5, so the sentence goes on; without the reward it cannot, so the sentence is done."""
     finished = [[search.Hypothesis([4], 0.5, -1.5)]]
-    sentence, limits = torch.tensor([0]), torch.tensor([10])
+    limits = torch.tensor([10])
     scores = torch.tensor([[-1.0]])
-    assert not bool(search._sentences_done(finished, sentence, scores, limits, 0, 1, alpha,
+    assert not bool(search._sentences_done(finished, scores, limits, 0, 1, alpha,
                                            word_reward=1.0)[0])
-    assert bool(search._sentences_done(finished, sentence, scores, limits, 0, 1, alpha,
+    assert bool(search._sentences_done(finished, scores, limits, 0, 1, alpha,
                                        word_reward=0.0)[0])
 
 
@@ -197,7 +197,7 @@ def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
     stopped = beam_search(model, src, src_len, **kwargs)
     calls = []
 
-    def only_when_nothing_is_open(finished, sentence, scores, *args, **kw):
+    def only_when_nothing_is_open(finished, scores, *args, **kw):
         calls.append(1)
         return scores.max(dim=1).values == float("-inf")
 
@@ -207,6 +207,46 @@ def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
     for early, late in zip(stopped, full, strict=True):
         assert [h.tokens for h in early] == [h.tokens for h in late]
         assert [h.score for h in early] == pytest.approx([h.score for h in late], abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["feeding", "copy", "none", "ensemble"])
+def test_a_sentence_admitted_mid_search_gets_what_it_gets_alone(kind):
+    """Continuous batching: sentences join a running search between steps (shorter and longer
+    sources than those running, so the memory is padded), others are dropped; each finished
+    sentence has the hypotheses, tokens and scores, of its search alone, under its own length
+    limit, min_len and n-gram history."""
+    if kind == "copy":
+        torch.manual_seed(5)
+        model = build_model(ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=16,
+                                        dropout=0.0, copy_attention=True), 12, 12).eval()
+    elif kind == "ensemble":
+        model = Ensemble([random_model(seed=2), random_model(seed=6)]).eval()
+    else:
+        model = random_model(attention="none" if kind == "none" else "general",
+                             input_feeding=kind == "feeding")
+    lengths = [6, 3, 9, 2, 14, 5, 7]
+    src, src_len = sources(lengths, seed=7)
+    kwargs = dict(beam_size=3, alpha=1.0, max_len_a=1.5, max_len_b=4, min_len=3,
+                  no_repeat_ngram=2, word_reward=0.5)
+    running = search.BeamSearch(model, **kwargs)
+    joins = {0: [0, 1], 2: [2, 3], 3: [4], 6: [5, 6]}  # step -> sentences admitted before it
+    got, step = {}, 0
+    while step <= max(joins) or len(running):
+        if step in joins:
+            rows = joins[step]
+            width = max(lengths[i] for i in rows)
+            running.admit(src[rows, :width], src_len[rows], rows)
+        if step == 4:
+            running.drop([3, 99])  # given up on (99: never admitted)
+        got.update(running.step() if len(running) else [])
+        step += 1
+    assert sorted(got) == [0, 1, 2, 4, 5, 6]
+    for i, hyps in got.items():
+        alone = beam_search(model, src[i:i + 1, :lengths[i]], src_len[i:i + 1], n_best=99,
+                            **kwargs)[0]
+        assert [h.tokens for h in hyps] == [h.tokens for h in alone]
+        assert [h.score for h in hyps] == pytest.approx([h.score for h in alone], abs=1e-4)
+        assert all(len(h.tokens) + 1 >= 3 for h in hyps)
 
 
 @pytest.mark.parametrize("seed", range(4))

@@ -426,7 +426,8 @@ def test_requests_with_different_n_best_share_one_search(reference):
         assert all(len(hyps) == n_best for hyps in got)
 
 
-def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch):
+@pytest.mark.parametrize("max_wait", [0.0, 0.005])  # gathered batches, continuous batching
+def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch, max_wait):
     """The batcher counts a line's pieces before the search, and the search takes the same
     pieces: SentencePiece encodes each line once."""
     from nmt.serve.batcher import Batcher
@@ -436,7 +437,8 @@ def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch):
     encode = translator.src_tok.encode
     monkeypatch.setattr(translator.src_tok, "encode",
                         lambda text, **kw: calls.append(text) or encode(text, **kw))
-    batcher = Batcher(translator, 2000, 0.0, 100, translator.options({"beam_size": 2}))
+    batcher = Batcher(translator, 2000, max_wait, 100, translator.options({"beam_size": 2}))
+    assert batcher.continuous == (max_wait > 0)
     try:
         got = batcher.submit(["a b c", "d e f g", ""]).result(timeout=60)
     finally:
@@ -444,6 +446,77 @@ def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch):
     assert sorted(calls) == ["a b c", "d e f g"]
     assert [[text for text, _ in hyps] for hyps in got] == ref(translator,
                                                                 ["a b c", "d e f g", ""])
+
+
+def test_continuous_batching_answers_each_request_when_its_own_sentences_are_done(
+        trained_reverse, monkeypatch):
+    """A request that arrives while a search runs joins it at the next step and is answered
+    when its own sentence is done, long before the sentences it joined; a request given up on
+    mid-search leaves the search (its sentences never finish); every answer equals
+    ``translate_nbest``'s. The model's output bias rules EOS out, so an output ends at its
+    length limit (or where n-gram blocking leaves nothing else): a long line takes over 30
+    steps, a short one a few."""
+    import torch
+
+    from nmt.data.tokenizer import EOS_ID
+    from nmt.inference.translator import Stream
+    from nmt.models.seq2seq import build_model
+
+    base = Translator.load(trained_reverse, precision="fp32")
+    torch.manual_seed(0)
+    model = build_model(base.config.model, base.src_tok.vocab_size, base.tgt_tok.vocab_size)
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] = -30.0
+    translator = Translator(model, base.config, base.src_tok, base.tgt_tok,
+                            torch.device("cpu"), None)
+    log: dict[str, list] = {"admitted": [], "dropped": [], "finished": [], "steps": [0]}
+
+    class Recording(Stream):
+        def admit(self, items):
+            log["admitted"].append([key for key, _ in items])
+            super().admit(items)
+
+        def drop(self, keys):
+            log["dropped"].extend(keys)
+            super().drop(keys)
+
+        def step(self):
+            time.sleep(0.01)  # over 30 steps for the long line: time for the others to arrive
+            done = super().step()
+            log["finished"].extend(key for key, _ in done)
+            log["steps"][0] += 1
+            return done
+
+    monkeypatch.setattr(translator, "stream", lambda options: Recording(translator, options))
+    options = translator.options({"beam_size": 2, "long_lines": "split"})
+    batcher = Batcher(translator, 2000, 0.005, 100, options)
+
+    def until(test) -> None:
+        deadline = time.time() + 30
+        while not test() and time.time() < deadline:
+            time.sleep(0.001)
+
+    long = [" ".join("abcdefgh"[i % 8] for i in range(n)) for n in (30, 20)]
+    try:
+        first = batcher.submit(long)  # source pieces + 2 steps each (max_len_a 1, max_len_b 2)
+        until(lambda: log["steps"][0] >= 3)
+        second = batcher.submit(["a b"], n_best=2)  # 5 steps
+        until(lambda: len(log["admitted"]) >= 2)
+        third = batcher.submit(["c d e f"])
+        until(lambda: len(log["admitted"]) >= 3)
+        assert third.cancel()  # the client went away: its sentence leaves the search
+        got = second.result(timeout=60)
+        assert not first.done()  # answered at its own end, the long lines still searching
+        long_got = first.result(timeout=60)
+    finally:
+        batcher.close()
+    assert batcher.continuous and batcher.batches == 3
+    assert log["dropped"] == log["admitted"][2]
+    assert not set(log["dropped"]) & set(log["finished"])
+    for lines, n_best, result in ((long, 1, long_got), (["a b"], 2, got)):
+        alone = translator.translate_nbest(lines, options.updated(n_best=n_best))
+        assert [[t for t, _ in hyps] for hyps in result] == [[t for t, _ in hyps]
+                                                              for hyps in alone]
 
 
 _BAD_JSON = st.one_of(

@@ -156,14 +156,16 @@ def test_weight_ema_is_the_bias_corrected_mean_and_swaps_back():
 
 def test_every_new_option_resumes_exactly_and_the_average_is_kept(tmp_path, reverse):
     """Word dropout (with input feeding: the step-by-step decoder), subword sampling, the
-    weight EMA and checkpoint averaging all on: a run stopped at update 30 (in its second
-    epoch, 29 batches each, so with another sampled segmentation) and resumed ends with
+    weight EMA, checkpoint averaging, copy attention and the sampled softmax all on: a run
+    stopped at update 30 (in its second epoch, 29 batches each, so with another sampled
+    segmentation) and resumed ends with
     the same raw weights, the same average and the same model.safetensors as a run never
     stopped, and differs from one without them; validation scores the average, and the saved
     model is the best of the validations and the checkpoint mean."""
     def run(out, steps, resume=False, options=True):
         extra = ["model.word_dropout=0.2", "tokenizer.sample_alpha=0.5",
-                 "training.ema_decay=0.9", "training.average_last=3"] if options else []
+                 "training.ema_decay=0.9", "training.average_last=3",
+                 "model.copy_attention=true", "training.sampled_softmax=3"] if options else []
         config = load_config(None, [*reverse_overrides(out, reverse), f"training.max_steps={steps}",
                                     "training.valid_every=10", "training.precision=fp32",
                                     "model.input_feeding=true", "tokenizer.vocab_size=21",

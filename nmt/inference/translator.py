@@ -37,7 +37,7 @@ from nmt.device import autocast, resolve_device, resolve_precision
 from nmt.errors import ConfigError
 from nmt.inference.glossary import Glossary, Unplaced
 from nmt.layout import RunDir
-from nmt.models.search import decode_all, length_batches, score_all
+from nmt.models.search import BeamSearch, decode_all, length_batches, score_all
 from nmt.models.seq2seq import Ensemble, Seq2Seq
 from nmt.models.weights import load_model_dir
 from nmt.onnx.runtime import OnnxModel
@@ -302,8 +302,7 @@ class Translator:
         base = options or self.config.decoding.updated(n_best=1)
         options = base.updated(overrides)
         n_best = options.n_best
-        chunks = [self._parts(line) if options.long_lines == "split" else [line]
-                  for line in lines]
+        chunks = [self.parts(line, options) for line in lines]
         flat = [part for parts in chunks for part in parts]
         owner = [i for i, parts in enumerate(chunks) for _ in parts]
         if progress is not None and len(flat) > len(lines):
@@ -316,21 +315,26 @@ class Translator:
                          for miss in self.unplaced]
         results, start = [], 0
         for parts in chunks:
-            mine, start = hyps[start:start + len(parts)], start + len(parts)
-            if len(parts) == 1:
-                results.append(mine[0])
-                continue
-            kth = [[h[min(k, len(h) - 1)] for h in mine] for k in range(n_best)]
-            results.append([(" ".join(text for text, _ in row),
-                             sum(score for _, score in row) / len(row)) for row in kth])
+            results.append(join_parts(hyps[start:start + len(parts)], n_best))
+            start += len(parts)
         return results
 
-    def _parts(self, line: str) -> list[str]:
-        """A line as parts of at most ``data.max_len`` source pieces (itself if it fits)."""
-        if not line.strip():
+    def parts(self, line: str, options: DecodingConfig) -> list[str]:
+        """A line as the parts it is searched in: parts of at most ``data.max_len`` source
+        pieces with ``long_lines: split`` (itself if it fits, or if empty), else itself."""
+        if options.long_lines != "split" or not line.strip():
             return [line]
         return split_long_line(line, lambda text: self.source_ids(text)[1],
                                self.config.data.max_len)
+
+    def stream(self, options: DecodingConfig) -> Stream:
+        """A beam search with ``options`` that takes sentences while it runs (continuous
+        batching; :class:`Stream`). Not with a lexical shortlist, whose output layer is cut to
+        one batch's union."""
+        if self.shortlist is not None:
+            raise ConfigError("a search over a lexical shortlist takes no sentence while it "
+                              "runs: translate in batches (translate_nbest)")
+        return Stream(self, options)
 
     def _translate_parts(self, lines: list[str], options: DecodingConfig,
                          progress: Callable[[int], None] | None,
@@ -454,6 +458,63 @@ class Translator:
                 vectors = self.model.encode_sentences(batch.src, batch.src_lengths)
             out[rows] = vectors.float().cpu().numpy()
         return out
+
+
+def join_parts(parts: Sequence[Sequence[tuple[str, float]]],
+               n_best: int) -> list[tuple[str, float]]:
+    """A line's n-best list from those of its parts (one part: its own, cut to ``n_best``):
+    the parts' k-th translations joined with a space and scored with the mean of their
+    scores (a part with fewer than k gives its last)."""
+    if len(parts) == 1:
+        return list(parts[0][:n_best])
+    kth = [[h[min(k, len(h) - 1)] for h in parts] for k in range(n_best)]
+    return [(" ".join(text for text, _ in row), sum(score for _, score in row) / len(row))
+            for row in kth]
+
+
+class Stream:
+    """A beam search that takes sentences while it runs: continuous batching for ``nmt serve``.
+
+    :meth:`admit` adds sentences (source ids from :meth:`Translator.source_ids`) under the
+    caller's keys; they join the running search at the next step (:class:`BeamSearch`).
+    :meth:`step` advances every sentence by one token and returns the translations of those it
+    finished; :meth:`drop` gives sentences up. A sentence gets the hypotheses it gets searched
+    alone (batch rounding aside), whenever it joined, so the server answers as
+    ``nmt translate`` does. Each step runs under the translator's precision.
+    """
+
+    def __init__(self, translator: Translator, options: DecodingConfig) -> None:
+        self.translator = translator
+        o = options
+        self.search = BeamSearch(translator.model, o.beam_size, o.length_penalty, o.max_len_a,
+                                 o.max_len_b, o.min_len, o.no_repeat_ngram, o.word_reward)
+
+    def __len__(self) -> int:
+        """Sentences being searched."""
+        return len(self.search)
+
+    def admit(self, items: Sequence[tuple[object, Sequence[int]]]) -> None:
+        """Start searching (key, source ids) items: encoded together, joined to the rest."""
+        if not items:
+            return
+        t = self.translator
+        keys = [key for key, _ in items]
+        batch = collate([ids for _, ids in items], None, range(len(items))).to(t.device)
+        with autocast(t.device, t.dtype):
+            self.search.admit(batch.src, batch.src_lengths, keys)
+
+    def step(self) -> list[tuple[object, list[tuple[str, float]]]]:
+        """One step of every sentence: (key, (translation, score) pairs best first) of the
+        sentences it finished (every hypothesis they finished; callers cut their n-best)."""
+        t = self.translator
+        with autocast(t.device, t.dtype):
+            done = self.search.step()
+        return [(key, [(t.tgt_tok.decode(h.tokens), h.score) for h in hyps])
+                for key, hyps in done]
+
+    def drop(self, keys: Sequence[object]) -> None:
+        """Stop searching the sentences of ``keys``."""
+        self.search.drop(keys)
 
 
 def _holds(tokens: Sequence[int], term: Sequence[int]) -> bool:

@@ -101,6 +101,36 @@ class DecoderState:
                        weights=pick(self.weights, index), group=group,
                        src=pick(self.src, memory), penalty=pick(self.penalty, memory))
 
+    def concat(self, other: DecoderState) -> DecoderState:
+        """This state's rows followed by ``other``'s (continuous batching: sentences joining a
+        running search), without the last step's attention weights. Both must share one
+        ``group`` (beams per memory row) and have no output subset; the memory of the shorter
+        sources is padded (masked out, so a row's steps do not change)."""
+        if self.group != other.group:
+            raise ValueError(f"cannot join states of {self.group} and {other.group} rows per "
+                             "source")
+        if self.subset is not None or other.subset is not None:
+            raise ValueError("states searched over a lexical shortlist cannot be joined")
+        width = max(self.mask.size(1), other.mask.size(1))
+
+        def join(a: torch.Tensor | None, b: torch.Tensor | None, dim: int = 0,
+                 fill: float | bool = 0) -> torch.Tensor | None:
+            if a is None:
+                return None
+            if a.dim() > 1 and dim == 0:  # (N, S, ...) memory: pad S to the wider one
+                a, b = (x if x.size(1) == width else torch.cat(
+                    [x, x.new_full((x.size(0), width - x.size(1), *x.shape[2:]), fill)], 1)
+                    for x in (a, b))
+            return torch.cat([a, b], dim)
+
+        return replace(self, h=join(self.h, other.h, 1), c=join(self.c, other.c, 1),
+                       feed=torch.cat([self.feed, other.feed]) if self.feed is not None else None,
+                       keys=join(self.keys, other.keys), proj_keys=join(self.proj_keys,
+                                                                        other.proj_keys),
+                       mask=join(self.mask, other.mask, fill=False),
+                       weights=None,  # the next step sets them (nothing reads the last)
+                       src=join(self.src, other.src, fill=PAD_ID))
+
     def expand(self, k: int) -> DecoderState:
         """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
         index = torch.arange(self.h.size(1), device=self.h.device).repeat_interleave(k)

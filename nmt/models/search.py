@@ -160,19 +160,24 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor,
     return top_scores, origin, token
 
 
-def _rule_out(log_probs: torch.Tensor, t: int, min_len: int, limits: torch.Tensor, k: int,
-              history: torch.Tensor, no_repeat_ngram: int,
+def _rule_out(log_probs: torch.Tensor, t: int | torch.Tensor, min_len: int,
+              limits: torch.Tensor, k: int, history: torch.Tensor, no_repeat_ngram: int,
               no_end: torch.Tensor | None = None) -> torch.Tensor:
     """Rule out, in place, what beam search never emits at step ``t``: PAD and BOS; EOS before
     ``min_len`` tokens and in the rows of ``no_end``; anything but EOS in a row at its length
     limit; a repeated n-gram. Returns the (A*K,) rows at their limit.
 
-    log_probs: (A*K, V); limits: (A,) per sentence; history: (A*K, t); no_end: (A*K,) bool.
+    log_probs: (A*K, V); t: the step, shared or (A,) per sentence (tokens each has so far);
+    limits: (A,) per sentence; history: (A*K, t) (left-padded with PAD where sentences started
+    later); no_end: (A*K,) bool.
     """
     log_probs[:, PAD_ID] = float("-inf")
     log_probs[:, BOS_ID] = float("-inf")
-    if t < min_len:
-        log_probs[:, EOS_ID] = float("-inf")
+    if isinstance(t, int):
+        if t < min_len:
+            log_probs[:, EOS_ID] = float("-inf")
+    elif min_len > 0:
+        log_probs[(t < min_len).repeat_interleave(k), EOS_ID] = float("-inf")
     at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
     if no_end is not None:
         log_probs[no_end & ~at_limit, EOS_ID] = float("-inf")
@@ -182,6 +187,148 @@ def _rule_out(log_probs: torch.Tensor, t: int, min_len: int, limits: torch.Tenso
         log_probs[at_limit, EOS_ID] = eos
     _block_ngrams(history, log_probs, no_repeat_ngram)
     return at_limit
+
+
+class BeamSearch:
+    """A running batched beam search that takes sentences between steps.
+
+    A active sentences x K beams run as A*K rows. :meth:`admit` encodes new sentences and joins
+    them to the running rows (the model's ``concat``: fixed-size per-row state, the encoder
+    memory padded); :meth:`step` advances every sentence by one token and returns those it
+    finished; :meth:`drop` removes sentences unfinished. Every sentence keeps its own step
+    count, so its length limit, ``min_len``, n-gram history and stopping test are its own: a
+    sentence gives the hypotheses it gets searched alone, whenever it was admitted (continuous
+    batching in ``nmt serve``). :func:`beam_search` admits a whole batch once and steps it to
+    the end.
+
+    Args (as :func:`beam_search`):
+        beam_size: K; alpha: GNMT length penalty exponent; max_len_a, max_len_b: output
+            length limit; min_len; no_repeat_ngram; word_reward.
+    """
+
+    def __init__(self, model: torch.nn.Module, beam_size: int = 5, alpha: float = 1.0,
+                 max_len_a: float = 1.5, max_len_b: int = 10, min_len: int = 0,
+                 no_repeat_ngram: int = 0, word_reward: float = 0.0) -> None:
+        self.model, self.k = model, beam_size
+        self.alpha, self.max_len_a, self.max_len_b = alpha, max_len_a, max_len_b
+        self.min_len, self.no_repeat_ngram, self.word_reward = min_len, no_repeat_ngram, word_reward
+        self.keys: list[object] = []  # the caller's key of each active sentence
+        self.finished: list[list[Hypothesis]] = []  # per active sentence
+        self.state: object = None
+        self.ids: list[int] | None = None  # a shortlist's ids (tokens are positions in them)
+        self.limits = self.steps = self.scores = self.history = self.tokens = None
+
+    def __len__(self) -> int:
+        """Active sentences."""
+        return len(self.keys)
+
+    @torch.no_grad()
+    def admit(self, src: torch.Tensor, src_lengths: torch.Tensor, keys: Sequence[object],
+              restriction: Restriction | None = None) -> None:
+        """Start searching B more sentences, known by ``keys``, from the next step on.
+
+        src: (B, S) source ids; src_lengths: (B,). ``restriction`` (a lexical shortlist's
+        vocabulary) is taken only by a search with no active sentence, and then admits none
+        until it is empty again (the output layer is cut to the batch's union).
+        """
+        device, k, batch = src.device, self.k, src.size(0)
+        if len(self) and (restriction is not None or self.ids is not None):
+            raise ValueError("a search over a lexical shortlist admits no sentence mid-search")
+        state, ids = _start(self.model, src, src_lengths, restriction)
+        state = self.model.expand(state, k)  # (B*K) rows; the encoder memory stays (B, S, ...)
+        limits = max_lengths(src_lengths, self.max_len_a, self.max_len_b).to(device)  # (B,)
+        scores = torch.full((batch, k), float("-inf"), device=device)
+        scores[:, 0] = 0.0  # one live beam per sentence at the start
+        tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
+        steps = torch.zeros(batch, dtype=torch.long, device=device)
+        if not len(self):
+            self.state, self.ids, self.limits, self.scores = state, ids, limits, scores
+            self.tokens, self.steps = tokens, steps
+            self.history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
+        else:  # new rows after the running ones; their history is PAD up to the current width
+            self.state = self.model.concat(self.state, state)
+            self.limits = torch.cat([self.limits, limits])
+            self.scores = torch.cat([self.scores, scores])
+            self.tokens = torch.cat([self.tokens, tokens])
+            self.steps = torch.cat([self.steps, steps])
+            self.history = torch.cat([self.history, self.history.new_full(
+                (batch * k, self.history.size(1)), PAD_ID)])
+        self.keys.extend(keys)
+        self.finished.extend([] for _ in range(batch))
+
+    @torch.no_grad()
+    def step(self) -> list[tuple[object, list[Hypothesis]]]:
+        """Advance every active sentence by one token. Returns (key, hypotheses best first) of
+        the sentences this step finished: every hypothesis they finished, so a caller cuts its
+        own n-best. A sentence is finished when it holds K finished hypotheses and no open one
+        can still beat the K-th (see :func:`_sentences_done`), or at its length limit."""
+        k, device = self.k, self.tokens.device
+        active, width = len(self), self.history.size(1)
+        log_probs, state = self.model.step(self.tokens, self.state)  # (A*K, V) float32
+        at_limit = _rule_out(log_probs, self.steps, self.min_len, self.limits, k, self.history,
+                             self.no_repeat_ngram)
+        top_scores, origin, token = top_candidates(self.scores, log_probs, 2 * k)  # (A, 2K)
+        is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
+        # EOS among the top K candidates finishes a hypothesis
+        eos_rows, eos_cols = (is_eos[:, :k]).nonzero(as_tuple=True)
+        if eos_rows.numel():
+            steps = self.steps.tolist()
+            for row, col in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+                beam_row = row * k + int(origin[row, col])
+                log_prob = float(top_scores[row, col])
+                own = self.history[beam_row, width - steps[row]:].tolist()  # its own tokens
+                self.finished[row].append(Hypothesis(
+                    _ids(own, self.ids), hypothesis_score(log_prob, steps[row] + 1, self.alpha,
+                                                          self.word_reward), log_prob))
+        # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
+        keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
+        scores = top_scores.gather(1, keep)
+        if bool(at_limit.any()):  # rows at their limit have no non-EOS candidate left
+            scores = scores.masked_fill((self.steps + 1 >= self.limits)[:, None], float("-inf"))
+        rows = (torch.arange(active, device=device)[:, None] * k
+                + origin.gather(1, keep)).view(-1)  # (A*K,) source row of each new beam
+        self.tokens = token.gather(1, keep).view(-1)
+        self.history = torch.cat([self.history[rows], self.tokens[:, None]], dim=1)
+        self.state = self.model.reorder(state, rows)
+        self.scores = scores
+        # sentences whose K-th finished hypothesis cannot be beaten are done
+        done = _sentences_done(self.finished, scores, self.limits, self.steps, k, self.alpha,
+                               self.word_reward)
+        self.steps = self.steps + 1
+        done |= self.steps >= self.limits
+        if not bool(done.any()):
+            return []
+        out = [(key, sorted(hyps, key=lambda h: h.score, reverse=True))
+               for key, hyps, end in zip(self.keys, self.finished, done.tolist(), strict=True)
+               if end]
+        self._keep((~done).nonzero(as_tuple=True)[0])
+        return out
+
+    def drop(self, keys: Sequence[object]) -> None:
+        """Stop searching the sentences of ``keys`` (those given up on); unknown keys are
+        ignored."""
+        gone = set(keys)
+        if any(key in gone for key in self.keys):
+            self._keep(torch.tensor([i for i, key in enumerate(self.keys) if key not in gone],
+                                    dtype=torch.long, device=self.tokens.device))
+
+    def _keep(self, still: torch.Tensor) -> None:
+        """Keep only the active sentences ``still`` (A',) (indices, in order)."""
+        index = still.tolist()
+        self.keys = [self.keys[i] for i in index]
+        self.finished = [self.finished[i] for i in index]
+        if not index:  # empty: the next admission starts afresh
+            self.state = self.limits = self.steps = self.scores = self.history = None
+            self.tokens, self.ids = None, None
+            return
+        k = self.k
+        beam_rows = (still[:, None] * k + torch.arange(k, device=still.device)).view(-1)
+        self.limits, self.scores, self.steps = (self.limits[still], self.scores[still],
+                                                self.steps[still])
+        width = int(self.steps.max())  # older sentences gone: the padding before all goes too
+        self.history = self.history[beam_rows, self.history.size(1) - width:]
+        self.tokens = self.tokens[beam_rows]
+        self.state = self.model.reorder(self.state, beam_rows)
 
 
 @torch.no_grad()
@@ -209,73 +356,40 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
     the K-th: an open hypothesis's log-probability only falls as it grows, so its best possible
     score at each length it can still reach is its current log-probability plus that length's
     word reward, over that length's penalty; the largest of those bounds it.
-    Finished sentences leave the batch, so the rest run on smaller tensors.
+    Finished sentences leave the batch, so the rest run on smaller tensors. The search is
+    :class:`BeamSearch` with the whole batch admitted at once.
     """
-    device = src.device
-    batch, k = src.size(0), beam_size
-    state, ids = _start(model, src, src_lengths, restriction)
-    state = model.expand(state, k)  # (B*K) rows; the encoder memory stays (B, S, ...)
-    limits = max_lengths(src_lengths, max_len_a, max_len_b).to(device)  # (B,)
-    sentence = torch.arange(batch, device=device)  # original index of each active sentence
-    scores = torch.full((batch, k), float("-inf"), device=device)
-    scores[:, 0] = 0.0  # one live beam per sentence at the start
-    history = torch.empty((batch * k, 0), dtype=torch.long, device=device)
-    tokens = torch.full((batch * k,), BOS_ID, dtype=torch.long, device=device)
-    finished: list[list[Hypothesis]] = [[] for _ in range(batch)]
-    for t in range(int(limits.max())):
-        active = sentence.size(0)
-        log_probs, state = model.step(tokens, state)  # (A*K, V) float32
-        at_limit = _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram)
-        top_scores, origin, token = top_candidates(scores, log_probs, 2 * k)  # (A, 2K) each
-        is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
-        # EOS among the top K candidates finishes a hypothesis
-        eos_rows, eos_cols = (is_eos[:, :k]).nonzero(as_tuple=True)
-        for row, col in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
-            beam_row = row * k + int(origin[row, col])
-            log_prob = float(top_scores[row, col])
-            length = history.size(1) + 1
-            finished[int(sentence[row])].append(Hypothesis(
-                _ids(history[beam_row].tolist(), ids),
-                hypothesis_score(log_prob, length, alpha, word_reward), log_prob))
-        # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
-        keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
-        scores = top_scores.gather(1, keep)
-        if bool(at_limit.any()):  # rows at their limit have no non-EOS candidate left
-            scores = scores.masked_fill((t + 1 >= limits)[:, None], float("-inf"))
-        rows = (torch.arange(active, device=device)[:, None] * k
-                + origin.gather(1, keep)).view(-1)  # (A*K,) source row of each new beam
-        tokens = token.gather(1, keep).view(-1)
-        history = torch.cat([history[rows], tokens[:, None]], dim=1)
-        state = model.reorder(state, rows)
-        # sentences whose K-th finished hypothesis cannot be beaten are done
-        done = _sentences_done(finished, sentence, scores, limits, t, k, alpha, word_reward)
-        if bool(done.all()):
-            break
-        if bool(done.any()):
-            still = (~done).nonzero(as_tuple=True)[0]
-            beam_rows = (still[:, None] * k + torch.arange(k, device=device)).view(-1)
-            sentence, limits, scores = sentence[still], limits[still], scores[still]
-            history, tokens = history[beam_rows], tokens[beam_rows]
-            state = model.reorder(state, beam_rows)
-    return [sorted(hyps, key=lambda h: h.score, reverse=True)[:n_best] for hyps in finished]
+    search = BeamSearch(model, beam_size, alpha, max_len_a, max_len_b, min_len,
+                        no_repeat_ngram, word_reward)
+    search.admit(src, src_lengths, range(src.size(0)), restriction)
+    out: list[list[Hypothesis]] = [[] for _ in range(src.size(0))]
+    while len(search):
+        for index, hyps in search.step():
+            out[index] = hyps[:n_best]
+    return out
 
 
-def _sentences_done(finished: list[list[Hypothesis]], sentence: torch.Tensor,
-                    scores: torch.Tensor, limits: torch.Tensor, t: int, k: int,
+def _sentences_done(finished: list[list[Hypothesis]], scores: torch.Tensor,
+                    limits: torch.Tensor, t: int | torch.Tensor, k: int,
                     alpha: float, word_reward: float = 0.0) -> torch.Tensor:
-    """(A,) True where a sentence has K finished hypotheses none of its open ones can beat."""
+    """(A,) True where a sentence has K finished hypotheses none of its open ones can beat.
+
+    finished: each active sentence's finished hypotheses; scores: (A, K); limits: (A,); t: the
+    step just taken, shared or (A,) per sentence."""
     best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
+    t = torch.as_tensor(t, device=scores.device).expand(best_open.size(0))  # (A,)
     # an open hypothesis's log-probability only falls as it grows, so finishing at length n
     # (EOS counted; the next possible is t + 2) scores at most (best + reward * n) / lp(n):
     # the bound is the largest of those up to each sentence's length limit
-    lengths = torch.arange(t + 2, max(int(limits.max()), t + 2) + 1,
+    first = int(t.min()) + 2
+    lengths = torch.arange(first, max(int(limits.max()), first) + 1,
                            device=scores.device, dtype=torch.float32)  # (N,)
     reach = (best_open[:, None] + word_reward * lengths) / length_penalty(lengths, alpha)
-    reach = reach.masked_fill(lengths > limits[:, None], float("-inf"))  # (A, N)
+    reach = reach.masked_fill((lengths > limits[:, None]) | (lengths < (t + 2)[:, None]),
+                              float("-inf"))  # (A, N)
     bound = reach.max(dim=1).values.tolist()
     done = []
-    for i, index in enumerate(sentence.tolist()):
-        hyps = finished[index]
+    for i, hyps in enumerate(finished):
         if len(hyps) < k:
             done.append(bound[i] == float("-inf"))
             continue
@@ -376,8 +490,8 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
         progress = progress_out
         history = torch.cat([history[rows], tokens[:, None]], dim=1)
         state = model.reorder(state, rows)
-        plain = [[h for _, h in hyps] for hyps in finished]
-        done = _sentences_done(plain, sentence, scores, limits, t, k, alpha, word_reward)
+        plain = [[h for _, h in finished[i]] for i in sentence.tolist()]
+        done = _sentences_done(plain, scores, limits, t, k, alpha, word_reward)
         if bool(done.all()):
             break
         if bool(done.any()):

@@ -1,7 +1,8 @@
 """The sequence-to-sequence model: encoder, bridge, decoder, and the incremental search API.
 
 ``forward`` trains with teacher forcing; search uses only ``encode``, ``init_state``,
-``expand``, ``step``, ``reorder`` and ``restrict`` (a lexical shortlist) and never reaches into
+``expand``, ``step``, ``reorder``, ``concat`` (continuous batching) and ``restrict`` (a lexical
+shortlist) and never reaches into
 the modules, so an :class:`Ensemble` of models decodes through the same search code.
 :func:`build_model` turns a :class:`~nmt.config.ModelConfig` into a model.
 """
@@ -84,6 +85,11 @@ class Seq2Seq(nn.Module):
         """Repeat each row ``k`` times for beam search, sharing the encoder memory."""
         return state.expand(k)
 
+    @staticmethod
+    def concat(state: DecoderState, other: DecoderState) -> DecoderState:
+        """The rows of ``state`` then those of ``other`` (sentences joining a running search)."""
+        return state.concat(other)
+
     def encode_sentences(self, src: torch.Tensor, src_lengths: torch.Tensor) -> torch.Tensor:
         """(B, 2H) fixed-length sentence vectors: top-layer final forward and backward h."""
         return self.encoder.sentence_vectors(self.encode(src, src_lengths))
@@ -127,6 +133,11 @@ class Ensemble(nn.Module):
     def expand(states: list[DecoderState], k: int) -> list[DecoderState]:
         """Repeat each row ``k`` times in every model's state."""
         return [s.expand(k) for s in states]
+
+    @staticmethod
+    def concat(states: list[DecoderState], others: list[DecoderState]) -> list[DecoderState]:
+        """Every model's state joined with its rows of ``others``."""
+        return [s.concat(o) for s, o in zip(states, others, strict=True)]
 
 
 def build_model(cfg: ModelConfig, src_vocab: int, tgt_vocab: int) -> Seq2Seq:

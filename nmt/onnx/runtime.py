@@ -187,6 +187,7 @@ class OnnxModel:
     # the model's own: the state is a DecoderState, its encoder memory shared by the beams
     reorder = staticmethod(Seq2Seq.reorder)
     expand = staticmethod(Seq2Seq.expand)
+    concat = staticmethod(Seq2Seq.concat)
 
 
 def _load_session(session: Callable[[Path], Any], path: Path, root: Path,

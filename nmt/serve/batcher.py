@@ -1,30 +1,44 @@
-"""One worker thread per model that merges concurrent requests into batched searches.
+"""One worker thread per model that merges concurrent requests into shared searches.
 
 Request handlers call :meth:`Batcher.submit` (cheap: no tokenizer, no torch) and await the
-returned future. The worker takes the first waiting job, then keeps gathering jobs while they
-arrive less than ``max_wait`` seconds apart (at most ``GATHER_CAP * max_wait`` in all), up to
-``gather_tokens`` source pieces, and translates them with one
-:meth:`nmt.inference.translator.Translator.translate_nbest` call: the same search as
-``nmt translate``, with the server's one :class:`~nmt.config.DecodingConfig` (whose
-``long_lines`` is ``split`` unless ``nmt serve --long-lines truncate`` asked for the cut:
-:func:`nmt.serve.server.load_models` sets it). Jobs asking for different n-best sizes share one
-search, run with the largest: beam search stops by its beam size alone and n-best only cuts its
-sorted list, so each job's first n are what a search of its own would give (a test checks it).
-Jobs with different glossaries are searched apart.
+returned future. The search settings are the server's one :class:`~nmt.config.DecodingConfig`
+(whose ``long_lines`` is ``split`` unless ``nmt serve --long-lines truncate`` asked for the
+cut: :func:`nmt.serve.server.load_models` sets it): the same search as ``nmt translate``.
+
+**Continuous batching** (beam search, the default): the worker keeps one running search
+(:class:`nmt.inference.translator.Stream`) and, between two of its steps, admits the
+sentences of the requests that arrived meanwhile (up to ``gather_tokens`` source pieces
+searched at once; the rest wait their turn in arrival order). Each request is answered as soon
+as its own sentences are finished, so a short sentence never waits for a long one, nor for a
+search that started before it. A sentence's hypotheses are those it gets searched alone. A
+search that starts from idle first gathers what arrives less than ``max_wait`` seconds apart
+(at most ``GATHER_CAP * max_wait``). Jobs asking for different n-best sizes share the search:
+beam search stops by its beam size alone, and each job cuts the sorted list to its own n.
+
+**Gathered batches** (greedy search, a lexical shortlist, or a server glossary): the worker
+takes the first waiting job, gathers jobs as above up to ``gather_tokens`` pieces, and
+translates them with one :meth:`~nmt.inference.translator.Translator.translate_nbest` call,
+jobs with different glossaries apart. A job with a glossary of its own is searched this way in
+continuous mode too, between two steps. ``max_wait`` 0 turns batching across requests off:
+each request is one search.
 
 ``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
-once. A job whose future was cancelled (its request timed out) is dropped unrun, and a search
-that fails is retried request by request, so one bad request fails alone.
+once. A job whose future was cancelled (its request timed out, or its client went away) is
+dropped unrun, or from the running search at its next step; a failing search is retried
+request by request (gathered batches), or fails the requests it held (continuous), so the
+worker always goes on.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, InvalidStateError
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -54,6 +68,18 @@ class Job:
     sizes: list[int] = field(default_factory=list)  # source pieces per line (the worker counts)
 
 
+@dataclass(eq=False)
+class _Flight:
+    """A job in continuous mode: its lines' parts, their source ids, and each part's
+    hypotheses once found."""
+
+    job: Job
+    parts: list[list[str]]  # per line, the parts it is searched in
+    sources: list[list[int] | None] = field(default_factory=list)  # per part (flat); None: empty
+    found: list[list[tuple[str, float]] | None] = field(default_factory=list)  # None: searching
+    left: int = 0  # parts still searching or waiting
+
+
 class Batcher:
     """The worker thread of one :class:`~nmt.inference.translator.Translator`.
 
@@ -77,8 +103,13 @@ class Batcher:
         self._waiting = 0  # lines submitted and not yet taken by the worker
         self._closed = False
         self._lock = threading.Lock()
-        self.batches = 0  # searches run (for tests and the log)
-        self._thread = threading.Thread(target=self._run, name="nmt-batcher", daemon=True)
+        self.batches = 0  # searches run, or admissions into the running one (tests, the log)
+        # continuous batching: beam search, which BeamSearch can join sentences into
+        self.continuous = (max_wait > 0 and options.beam_size > 1 and glossary is None
+                           and hasattr(translator, "stream")
+                           and getattr(translator, "shortlist", None) is None)
+        run = self._run_continuous if self.continuous else self._run
+        self._thread = threading.Thread(target=run, name="nmt-batcher", daemon=True)
         self._thread.start()
 
     def _size(self, line: str) -> int:
@@ -174,6 +205,162 @@ class Batcher:
                 for job in jobs:
                     if not job.future.done():
                         job.future.set_exception(exc)
+
+    # ----------------------------------------------------------------- continuous batching
+
+    def _run_continuous(self) -> None:
+        """The worker of continuous mode: take arrivals, drop what was given up on, admit
+        waiting sentences, take one step, answer the jobs whose sentences are all found."""
+        stream = self.translator.stream(self.options)
+        waiting: deque[tuple[int, list[int]]] = deque()  # (key, source ids) not yet admitted
+        owner: dict[int, tuple[_Flight, int]] = {}  # key -> its job's flight, part index
+        searching: dict[int, int] = {}  # admitted key -> its source pieces
+        flights: list[_Flight] = []
+        keys = itertools.count()
+        stop = False
+        while not (stop and not flights):
+            jobs: list[Job] = []
+            if not stop:
+                idle = not flights
+                stop = self._arrivals(jobs, block=idle)
+                if idle and jobs and not stop:  # a search from idle gathers a moment first
+                    stop = self._arrivals(jobs, block=False, window=True)
+            for job in jobs:
+                flight = self._plan(job)
+                if flight is None:
+                    continue
+                if flight.left == 0:  # nothing to search (empty lines)
+                    self._answer(flight)
+                    continue
+                flights.append(flight)
+                for index, ids in enumerate(flight.sources):
+                    if ids is not None:
+                        key = next(keys)
+                        owner[key] = (flight, index)
+                        waiting.append((key, ids))
+            if any(f.job.future.cancelled() for f in flights):
+                # given up on (timed out, client gone): out of the queue and the search
+                dropped = {key for key, (f, _) in owner.items() if f.job.future.cancelled()}
+                stream.drop(list(dropped))
+                waiting = deque(item for item in waiting if item[0] not in dropped)
+                for key in dropped:
+                    del owner[key]
+                    searching.pop(key, None)
+                flights = [f for f in flights if not f.job.future.cancelled()]
+            try:
+                admitted = self._admit(stream, waiting, sum(searching.values()))
+                searching.update((key, len(ids)) for key, ids in admitted)
+                if not len(stream):
+                    continue
+                finished = stream.step()
+            except Exception as exc:  # noqa: BLE001 - fails the requests it held, not the worker
+                log.error("the running search failed: %s", exc,
+                          exc_info=(type(exc), exc, exc.__traceback__))
+                for flight in flights:
+                    self._fail(flight.job, exc)
+                flights, owner, searching, waiting = [], {}, {}, deque()
+                stream = self.translator.stream(self.options)
+                continue
+            for key, hyps in finished:
+                flight, index = owner.pop(key)
+                del searching[key]
+                flight.found[index] = hyps
+                flight.left -= 1
+                if flight.left == 0:
+                    flights.remove(flight)
+                    self._answer(flight)
+
+    def _arrivals(self, jobs: list[Job], block: bool, window: bool = False) -> bool:
+        """Move queued jobs into ``jobs``: wait for one when ``block``; with ``window``, keep
+        gathering while they arrive less than ``max_wait`` apart (``GATHER_CAP`` periods at
+        most); else take what is queued now. True when the queue says stop (close)."""
+        now = time.monotonic()
+        deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
+        while True:
+            try:
+                if block:
+                    job, block = self._jobs.get(), False
+                elif window:
+                    timeout = min(deadline, cap) - time.monotonic()
+                    if timeout <= 0:
+                        return False
+                    job = self._jobs.get(timeout=timeout)
+                    deadline = time.monotonic() + self.max_wait
+                else:
+                    job = self._jobs.get_nowait()
+            except queue.Empty:
+                return False
+            if job is None:
+                return True
+            with self._lock:
+                self._waiting -= len(job.lines)
+            jobs.append(job)
+
+    def _plan(self, job: Job) -> _Flight | None:
+        """A job's lines as parts to search, with their source ids (empty parts found at
+        once); None for a job given up on, one whose lines the tokenizer refuses (failed), or
+        one with a glossary of its own (searched now, apart, as a gathered batch)."""
+        if job.future.cancelled():
+            return None
+        if job.glossary is not None:
+            if job.future.set_running_or_notify_cancel():
+                self._translate([job], job.n_best)
+            return None
+        try:
+            flight = _Flight(job, [self.translator.parts(line, self.options)
+                                   for line in job.lines])
+            for part in (p for line in flight.parts for p in line):
+                ids = None
+                if part.strip():
+                    ids, pieces = self.translator.source_ids(part)
+                    if pieces > len(ids) - 1:
+                        log.warning("a line of %d source pieces was translated from its first "
+                                    "%d (the model's data.max_len)", pieces, len(ids) - 1)
+                    flight.left += 1
+                flight.sources.append(ids)
+                flight.found.append(None if ids else [("", 0.0)] * job.n_best)
+        except Exception as exc:  # noqa: BLE001 - a line the tokenizer refuses fails its job
+            self._fail(job, exc)
+            return None
+        return flight
+
+    def _admit(self, stream, waiting: deque[tuple[int, list[int]]],
+               pieces: int) -> list[tuple[int, list[int]]]:
+        """Admit waiting sentences into ``stream``, oldest first, while it holds at most
+        ``gather_tokens`` source pieces (``pieces`` now; the first into an empty search
+        whatever its size). Returns those admitted."""
+        budget = self.gather_tokens - pieces
+        items: list[tuple[int, list[int]]] = []
+        while waiting and (len(waiting[0][1]) <= budget or not (items or len(stream))):
+            items.append(waiting.popleft())
+            budget -= len(items[-1][1])
+        if items:
+            stream.admit(items)
+            self.batches += 1
+        return items
+
+    def _answer(self, flight: _Flight) -> None:
+        """Set the job's result: each line's parts joined, cut to its n-best."""
+        from nmt.inference.translator import join_parts
+
+        results, start = [], 0
+        for parts in flight.parts:
+            results.append(join_parts(flight.found[start:start + len(parts)],
+                                      flight.job.n_best))
+            start += len(parts)
+        try:
+            flight.job.future.set_result(results)
+        except InvalidStateError:  # cancelled meanwhile: nobody waits for it
+            pass
+
+    @staticmethod
+    def _fail(job: Job, exc: Exception) -> None:
+        try:
+            job.future.set_exception(exc)
+        except InvalidStateError:
+            pass
+
+    # ----------------------------------------------------------------- gathered batches
 
     def _translate_lines(self, lines: list[str], n_best: int,
                          glossary: Glossary | None = None) -> Result:

@@ -19,6 +19,8 @@ reduction="sum")`` (a test checks values and gradients).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 
@@ -42,6 +44,15 @@ def _compute_dtype(hidden: torch.Tensor) -> torch.dtype:
     if torch.is_autocast_enabled(device_type):
         return torch.get_autocast_dtype(device_type)
     return hidden.dtype
+
+
+@dataclass
+class OutputRows:
+    """Rows of the vocabulary projection (what the fused losses read of a layer): weight
+    (M, D) and bias (M,) gathered from the full layer, gradients flowing back to it."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor | None
 
 
 class _LinearCrossEntropy(torch.autograd.Function):
@@ -105,7 +116,8 @@ class _LinearCrossEntropy(torch.autograd.Function):
                 None, None, None, None)
 
 
-def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear, target: torch.Tensor,
+def linear_cross_entropy(hidden: torch.Tensor, layer: torch.nn.Linear | OutputRows,
+                         target: torch.Tensor,
                          label_smoothing: float = 0.0, chunk: int = CHUNK) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of ``layer(hidden)`` against ``target``.
 
@@ -219,7 +231,8 @@ class _CopyCrossEntropy(torch.autograd.Function):
 
 
 def copy_cross_entropy(hidden: torch.Tensor, weights: torch.Tensor, src: torch.Tensor,
-                       layer: torch.nn.Linear, gate: torch.nn.Linear, target: torch.Tensor,
+                       layer: torch.nn.Linear | OutputRows, gate: torch.nn.Linear,
+                       target: torch.Tensor,
                        label_smoothing: float = 0.0, chunk: int = CHUNK) -> torch.Tensor:
     """Summed label-smoothed cross-entropy of copy attention's mixture against ``target``.
 
@@ -246,6 +259,27 @@ def sequence_loss(logits: torch.Tensor, gold: torch.Tensor,
                            reduction="sum")
 
 
+def candidate_ids(gold: torch.Tensor, vocab: int, negatives: int,
+                  src: torch.Tensor | None = None) -> torch.Tensor:
+    """(M,) sorted target ids a sampled softmax normalises over: the special ids (PAD, UNK, BOS,
+    EOS), every id in ``gold`` (and ``src``, with copy attention), and ``negatives`` more drawn
+    uniformly without replacement from the other ids (torch's global generator, so a resumed
+    run draws the same). M <= vocab."""
+    device = gold.device
+    parts = [torch.arange(4, device=device), gold.reshape(-1)]
+    if src is not None:
+        parts.append(src.reshape(-1))
+    seen = torch.unique(torch.cat(parts))  # sorted
+    rest = vocab - seen.numel()
+    if negatives <= 0 or rest <= 0:
+        return seen
+    free = torch.ones(vocab, dtype=torch.bool, device=device)
+    free[seen] = False
+    others = free.nonzero().squeeze(1)  # (rest,)
+    pick = torch.randperm(rest, device="cpu")[:negatives].to(device)
+    return torch.cat([seen, others[pick]]).sort().values
+
+
 class TrainingLoss(torch.nn.Module):
     """The summed, label-smoothed training loss of a batch as one module call.
 
@@ -253,13 +287,20 @@ class TrainingLoss(torch.nn.Module):
     the whole computation in ``forward`` (its gradient hooks need that). The vocabulary
     projection is fused with the loss over the real (non-padding) target tokens only
     (:func:`linear_cross_entropy`).
+
+    ``sampled`` > 0 (``training.sampled_softmax``): in training mode the softmax runs over a
+    subset of the target vocabulary only (Jean et al. 2015): the batch's own target pieces,
+    with copy attention its source pieces, and ``sampled`` pieces drawn uniformly from the rest
+    (:func:`candidate_ids`); the projection's other rows get no gradient from that batch. Label
+    smoothing spreads over the subset. In eval mode, and with 0, the full softmax.
     """
 
     def __init__(self, model: torch.nn.Module, label_smoothing: float,
-                 teacher_forcing_ratio: float) -> None:
+                 teacher_forcing_ratio: float, sampled: int = 0) -> None:
         super().__init__()
         self.model = model
         self.label_smoothing, self.teacher_forcing_ratio = label_smoothing, teacher_forcing_ratio
+        self.sampled = sampled
 
     def forward(self, src: torch.Tensor, src_lengths: torch.Tensor,
                 tgt: torch.Tensor) -> torch.Tensor:
@@ -268,10 +309,17 @@ class TrainingLoss(torch.nn.Module):
         real = gold != PAD_ID  # (B, T)
         features, weights = self.model.features(src, src_lengths, tgt_in,
                                                 self.teacher_forcing_ratio)  # (B, T, Hd)
-        if self.model.copy_gate is None:
-            return linear_cross_entropy(features[real], self.model.output_layer, gold[real],
-                                        self.label_smoothing)
-        rows = src[:, None, :].expand(-1, gold.size(1), -1)  # (B, T, S): each token's source
-        return copy_cross_entropy(features[real], weights[real], rows[real],
-                                  self.model.output_layer, self.model.copy_gate, gold[real],
-                                  self.label_smoothing)
+        layer, copy = self.model.output_layer, self.model.copy_gate is not None
+        target = gold[real]  # (N,)
+        rows = src[:, None, :].expand(-1, gold.size(1), -1)[real] if copy else None  # (N, S)
+        if self.sampled > 0 and self.model.training:
+            ids = candidate_ids(target, layer.weight.size(0), self.sampled,
+                                src if copy else None)  # (M,)
+            layer = OutputRows(layer.weight.index_select(0, ids),
+                               None if layer.bias is None else layer.bias.index_select(0, ids))
+            target = torch.searchsorted(ids, target)
+            rows = torch.searchsorted(ids, rows) if copy else None
+        if not copy:
+            return linear_cross_entropy(features[real], layer, target, self.label_smoothing)
+        return copy_cross_entropy(features[real], weights[real], rows, layer,
+                                  self.model.copy_gate, target, self.label_smoothing)

@@ -176,7 +176,7 @@ class Trainer:
             self._keep_precision(self.progress.precision)
         self.progress.precision = precision_name(self.dtype)
         self.loss = TrainingLoss(self.model, self.tcfg.label_smoothing,
-                                 self.tcfg.teacher_forcing_ratio)
+                                 self.tcfg.teacher_forcing_ratio, self.tcfg.sampled_softmax)
         self.ddp = distributed.wrap(self.dist, self.loss, self.device)  # None: one process
         self.report = Reporter(self.run, config.name, enabled=self.dist.main, quiet=quiet,
                                total_steps=self.tcfg.max_steps, first_step=self.progress.step)
