@@ -144,6 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-wait", type=float, default=5.0, metavar="MS",
                    help="milliseconds a model's worker waits for more requests to batch "
                         "(default 5; 0: one request per search, no batching across requests)")
+    p.add_argument("--batching", choices=("gathered", "continuous"), default="gathered",
+                   help="gathered (default): requests gathered into one search that runs to "
+                        "its end before the next (the tighter tail latency under load); "
+                        "continuous: requests join the running beam search between steps and "
+                        "are answered when their own sentences are done (lower median latency, "
+                        "more throughput at a few clients)")
     p.add_argument("--char-limit", type=int, default=10_000, metavar="N",
                    help="characters of each text of a request, HTML markup included, as "
                         "LibreTranslate counts them (default 10000; 0: no limit)")
@@ -657,7 +663,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
                          decoding=options, glossary=args.glossary,
-                         shortlist=args.shortlist)
+                         shortlist=args.shortlist, continuous=args.batching == "continuous")
     return run(models, limits, args.host, args.port)
 
 

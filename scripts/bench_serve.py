@@ -61,14 +61,15 @@ def rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def translate_file(model: str, lines: list[str]) -> tuple[dict, list[str]]:
+def translate_file(model: str, lines: list[str],
+                   precision: str = "auto") -> tuple[dict, list[str]]:
     """sentences/s of Translator.translate on all lines, in a child process, and its
     translations (what every reply of the server must equal)."""
     code = (
         "import json, sys, time\n"
         "from nmt.inference.translator import Translator\n"
         "lines = json.load(sys.stdin)\n"
-        f"t = Translator.load({model!r})\n"
+        f"t = Translator.load({model!r}, precision={precision!r})\n"
         "t.translate(lines[:20], beam_size=5)\n"
         "start = time.perf_counter()\n"
         "out = t.translate(lines, beam_size=5)\n"
@@ -84,11 +85,15 @@ def translate_file(model: str, lines: list[str]) -> tuple[dict, list[str]]:
 class Server:
     """``nmt serve`` in a child process on a free loopback port."""
 
-    def __init__(self, model: str, max_wait_ms: float) -> None:
+    def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
+                 batch_tokens: int | None = None, batching: str = "continuous") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
              "--beam-size", str(BEAM), "--max-batch-wait", str(max_wait_ms), "-q",
+             "--precision", precision,
+             *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
+             *(["--batching", batching] if batching != "continuous" else []),
              "--queue-limit", "100000", "--timeout", "120"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
@@ -167,6 +172,13 @@ def main() -> int:
     parser.add_argument("--unbatched-clients", default="1,32",
                         help="client counts for the server without batching ('' to skip)")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
+    parser.add_argument("--batching", default="continuous", choices=("continuous", "gathered"),
+                        help="nmt serve --batching of the batched server")
+    parser.add_argument("--batch-tokens", type=int,
+                        help="nmt serve --batch-tokens: source pieces searched at once "
+                             "(default: the model's decoding.batch_tokens)")
+    parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="of nmt serve and of the file translation (ONNX: auto or fp32)")
     parser.add_argument("--json", help="write the figures here too")
     args = parser.parse_args()
 
@@ -182,14 +194,15 @@ def main() -> int:
     figures: dict = {"hardware": hardware(), "load_before": load_before,
                      "sentences": len(lines), "beam_size": BEAM}
 
-    figures["translate_file"], expected = translate_file(args.model, lines)
+    figures["precision"], figures["batching"] = args.precision, args.batching
+    figures["translate_file"], expected = translate_file(args.model, lines, args.precision)
     print(f"translate-file: {figures['translate_file']['sent_per_s']:.1f} sent/s", flush=True)
 
     for name, wait, counts in (("serve_batched", 5.0, args.clients),
                                ("serve_unbatched", 0.0, args.unbatched_clients)):
         if not counts:
             continue
-        server = Server(args.model, wait)
+        server = Server(args.model, wait, args.precision, args.batch_tokens, args.batching)
         try:
             load(server.port, lines, pair, 8, 40, 60)  # warm-up
             rows = []

@@ -88,14 +88,15 @@ def call(url: str, path: str, *, json_body: object = None, form: dict | None = N
 
 
 def served(model_dir: Path, src: str = "src", tgt: str = "tgt", max_wait: float = 0.005,
-           queue_limit: int = 4096, translator: object = None) -> ServedModel:
+           queue_limit: int = 4096, translator: object = None,
+           continuous: bool = True) -> ServedModel:
     """A model directory served as ``src -> tgt`` with greedy search (as the tests compare)."""
     translator = translator or Translator.load(model_dir, precision="fp32")
     # the options nmt serve --beam-size 2 gives: long lines split whatever the config says
     options = load_config(RunDir(model_dir).config).decoding.updated(beam_size=2,
                                                                       long_lines="split")
-    return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, options),
-                       beam_size=2)
+    return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, options,
+                                         continuous=continuous), beam_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -377,8 +378,9 @@ def test_the_official_libretranslate_client(url, reference):
         assert client.translate(line, "src", "tgt") == ref(reference, [line])[0][0]
 
 
+@pytest.mark.parametrize("continuous", [True, False])  # nmt serve --batching
 def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, reverse_task,
-                                                               tmp_path):
+                                                               tmp_path, continuous):
     from nmt.cli import main
 
     lines = Path(f"{reverse_task['test']}.src").read_text(encoding="utf-8").splitlines()[:64]
@@ -387,7 +389,8 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
                  str(tmp_path / "out.txt"), "--beam-size", "2", "--precision", "fp32",
                  "-q"]) == 0
     expected = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
-    model = served(trained_reverse, max_wait=0.05)
+    model = served(trained_reverse, max_wait=0.05, continuous=continuous)
+    assert model.batcher.continuous == continuous
     with running([model], Limits()) as base:
         barrier = threading.Barrier(64)
 
@@ -403,13 +406,14 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
     assert model.batcher.batches < 32  # requests were merged into shared searches
 
 
-def test_requests_with_different_n_best_share_one_search(reference):
+@pytest.mark.parametrize("continuous", [True, False])
+def test_requests_with_different_n_best_share_one_search(reference, continuous):
     """Jobs asking for 1, 2 and 3 hypotheses are gathered into one search run with the largest
     n-best; each gets what a search of its own gives (n-best only cuts the sorted list)."""
     from nmt.serve.batcher import Batcher
 
     options = reference.options({"beam_size": 3, "n_best": 1})
-    batcher = Batcher(reference, 2000, 0.5, 100, options)
+    batcher = Batcher(reference, 2000, 0.5, 100, options, continuous=continuous)
     try:
         asks = [(["a b c", "d e"], 1), (["f g h i", ""], 3), (["b b a"], 2)]
         futures = [batcher.submit(lines, n_best) for lines, n_best in asks]
@@ -437,7 +441,8 @@ def test_a_served_line_is_tokenised_once(trained_reverse, monkeypatch, max_wait)
     encode = translator.src_tok.encode
     monkeypatch.setattr(translator.src_tok, "encode",
                         lambda text, **kw: calls.append(text) or encode(text, **kw))
-    batcher = Batcher(translator, 2000, max_wait, 100, translator.options({"beam_size": 2}))
+    batcher = Batcher(translator, 2000, max_wait, 100, translator.options({"beam_size": 2}),
+                      continuous=True)
     assert batcher.continuous == (max_wait > 0)
     try:
         got = batcher.submit(["a b c", "d e f g", ""]).result(timeout=60)
@@ -489,7 +494,7 @@ def test_continuous_batching_answers_each_request_when_its_own_sentences_are_don
 
     monkeypatch.setattr(translator, "stream", lambda options: Recording(translator, options))
     options = translator.options({"beam_size": 2, "long_lines": "split"})
-    batcher = Batcher(translator, 2000, 0.005, 100, options)
+    batcher = Batcher(translator, 2000, 0.005, 100, options, continuous=True)
 
     def until(test) -> None:
         deadline = time.time() + 30
@@ -517,6 +522,21 @@ def test_continuous_batching_answers_each_request_when_its_own_sentences_are_don
         alone = translator.translate_nbest(lines, options.updated(n_best=n_best))
         assert [[t for t, _ in hyps] for hyps in result] == [[t for t, _ in hyps]
                                                               for hyps in alone]
+
+    # lines count against the queue limit until their request is all in the search: with
+    # room for one sentence at a time, the second line of a request still waits
+    from nmt.serve.batcher import QueueFull
+
+    batcher, log["steps"][0] = Batcher(translator, 1, 0.005, 3, options, continuous=True), 0
+    try:
+        first = batcher.submit(long)
+        until(lambda: log["steps"][0] >= 3)
+        with pytest.raises(QueueFull, match="2 lines are waiting"):
+            batcher.submit(["a b", "c d"])
+        assert len(first.result(timeout=60)) == 2
+        assert batcher.submit(["a b", "c d"]).result(timeout=60)  # room again
+    finally:
+        batcher.close()
 
 
 _BAD_JSON = st.one_of(

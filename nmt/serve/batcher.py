@@ -5,7 +5,8 @@ returned future. The search settings are the server's one :class:`~nmt.config.De
 (whose ``long_lines`` is ``split`` unless ``nmt serve --long-lines truncate`` asked for the
 cut: :func:`nmt.serve.server.load_models` sets it): the same search as ``nmt translate``.
 
-**Continuous batching** (beam search, the default): the worker keeps one running search
+**Continuous batching** (beam search, with ``continuous``: ``nmt serve --batching
+continuous``): the worker keeps one running search
 (:class:`nmt.inference.translator.Stream`) and, between two of its steps, admits the
 sentences of the requests that arrived meanwhile (up to ``gather_tokens`` source pieces
 searched at once; the rest wait their turn in arrival order). Each request is answered as soon
@@ -15,14 +16,19 @@ search that starts from idle first gathers what arrives less than ``max_wait`` s
 (at most ``GATHER_CAP * max_wait``). Jobs asking for different n-best sizes share the search:
 beam search stops by its beam size alone, and each job cuts the sorted list to its own n.
 
-**Gathered batches** (greedy search, a lexical shortlist, or a server glossary): the worker
-takes the first waiting job, gathers jobs as above up to ``gather_tokens`` pieces, and
+**Gathered batches** (the default; and always for greedy search, a lexical shortlist or a
+server glossary): the worker takes the first waiting job, gathers jobs as above up to
+``gather_tokens`` pieces, and
 translates them with one :meth:`~nmt.inference.translator.Translator.translate_nbest` call,
 jobs with different glossaries apart. A job with a glossary of its own is searched this way in
 continuous mode too, between two steps. ``max_wait`` 0 turns batching across requests off:
-each request is one search.
+each request is one search. Which mode serves better is measured in ``docs/serving.md``:
+continuous batching gives the lower median latency and more throughput at a few clients,
+gathered batches the tighter tail under heavy load (each sentence's latency in continuous mode
+grows with its own length, as it shares every step with a full batch).
 
-``queue_limit`` bounds the lines waiting; past it :meth:`submit` raises :class:`QueueFull` at
+``queue_limit`` bounds the lines waiting (in continuous mode: until every part of their
+request is admitted into the search); past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out, or its client went away) is
 dropped unrun, or from the running search at its next step; a failing search is retried
 request by request (gathered batches), or fails the requests it held (continuous), so the
@@ -66,6 +72,7 @@ class Job:
     glossary: Glossary | None = None  # the request's own (merged with the server's)
     future: Future = field(default_factory=Future)
     sizes: list[int] = field(default_factory=list)  # source pieces per line (the worker counts)
+    released: bool = False  # its lines no longer count as waiting (queue_limit)
 
 
 @dataclass(eq=False)
@@ -78,6 +85,7 @@ class _Flight:
     sources: list[list[int] | None] = field(default_factory=list)  # per part (flat); None: empty
     found: list[list[tuple[str, float]] | None] = field(default_factory=list)  # None: searching
     left: int = 0  # parts still searching or waiting
+    unadmitted: int = 0  # parts not yet admitted into the search (the job's lines wait)
 
 
 class Batcher:
@@ -92,10 +100,13 @@ class Batcher:
         queue_limit: lines that may wait; more gives :class:`QueueFull`.
         options: the search settings of every ``translate_nbest`` call (a request's n-best
             size replaces ``n_best``).
+        continuous: batch beam search continuously when it can (see the module; ``nmt serve
+            --batching continuous``); False (default): gathered batches only.
     """
 
     def __init__(self, translator, gather_tokens: int, max_wait: float, queue_limit: int,
-                 options: DecodingConfig, glossary: Glossary | None = None) -> None:
+                 options: DecodingConfig, glossary: Glossary | None = None,
+                 continuous: bool = False) -> None:
         self.translator, self.glossary = translator, glossary
         self.gather_tokens, self.max_wait, self.queue_limit = gather_tokens, max_wait, queue_limit
         self.options = options
@@ -105,7 +116,8 @@ class Batcher:
         self._lock = threading.Lock()
         self.batches = 0  # searches run, or admissions into the running one (tests, the log)
         # continuous batching: beam search, which BeamSearch can join sentences into
-        self.continuous = (max_wait > 0 and options.beam_size > 1 and glossary is None
+        self.continuous = (continuous and max_wait > 0 and options.beam_size > 1
+                           and glossary is None
                            and hasattr(translator, "stream")
                            and getattr(translator, "shortlist", None) is None)
         run = self._run_continuous if self.continuous else self._run
@@ -227,11 +239,12 @@ class Batcher:
                     stop = self._arrivals(jobs, block=False, window=True)
             for job in jobs:
                 flight = self._plan(job)
-                if flight is None:
+                if flight is None or flight.left == 0:  # nothing to search (empty lines)
+                    self._release(job)
+                    if flight is not None:
+                        self._answer(flight)
                     continue
-                if flight.left == 0:  # nothing to search (empty lines)
-                    self._answer(flight)
-                    continue
+                flight.unadmitted = flight.left
                 flights.append(flight)
                 for index, ids in enumerate(flight.sources):
                     if ids is not None:
@@ -246,10 +259,18 @@ class Batcher:
                 for key in dropped:
                     del owner[key]
                     searching.pop(key, None)
+                for flight in flights:
+                    if flight.job.future.cancelled():
+                        self._release(flight.job)
                 flights = [f for f in flights if not f.job.future.cancelled()]
             try:
                 admitted = self._admit(stream, waiting, sum(searching.values()))
-                searching.update((key, len(ids)) for key, ids in admitted)
+                for key, ids in admitted:
+                    searching[key] = len(ids)
+                    flight = owner[key][0]
+                    flight.unadmitted -= 1
+                    if not flight.unadmitted:  # all of it searching: its lines wait no more
+                        self._release(flight.job)
                 if not len(stream):
                     continue
                 finished = stream.step()
@@ -257,6 +278,7 @@ class Batcher:
                 log.error("the running search failed: %s", exc,
                           exc_info=(type(exc), exc, exc.__traceback__))
                 for flight in flights:
+                    self._release(flight.job)
                     self._fail(flight.job, exc)
                 flights, owner, searching, waiting = [], {}, {}, deque()
                 stream = self.translator.stream(self.options)
@@ -292,9 +314,7 @@ class Batcher:
                 return False
             if job is None:
                 return True
-            with self._lock:
-                self._waiting -= len(job.lines)
-            jobs.append(job)
+            jobs.append(job)  # its lines count as waiting until admitted (_release)
 
     def _plan(self, job: Job) -> _Flight | None:
         """A job's lines as parts to search, with their source ids (empty parts found at
@@ -352,6 +372,13 @@ class Batcher:
             flight.job.future.set_result(results)
         except InvalidStateError:  # cancelled meanwhile: nobody waits for it
             pass
+
+    def _release(self, job: Job) -> None:
+        """Stop counting a job's lines as waiting (once): admitted, answered or given up."""
+        if not job.released:
+            job.released = True
+            with self._lock:
+                self._waiting -= len(job.lines)
 
     @staticmethod
     def _fail(job: Job, exc: Exception) -> None:

@@ -49,7 +49,8 @@ def language_pair(directory: str | Path) -> tuple[str, str]:
 def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize: str | None,
                 max_wait: float, queue_limit: int, backend: str = "auto",
                 decoding: Mapping[str, Any] | None = None,
-                glossary: str | None = None, shortlist: bool = False) -> list[ServedModel]:
+                glossary: str | None = None, shortlist: bool = False,
+                continuous: bool = False) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
@@ -59,7 +60,9 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     model's ``decoding.long_lines`` says, unless ``decoding`` asks for ``truncate``.
     ``glossary``: a TSV glossary every model's translations must follow (its target terms are
     encoded by each model's own target SentencePiece model). ``shortlist``: each model
-    searches over its lexical shortlist (``shortlist.safetensors``)."""
+    searches over its lexical shortlist (``shortlist.safetensors``). ``continuous``: beam
+    search batches continuously (:class:`~nmt.serve.batcher.Batcher`), else in gathered
+    batches."""
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
@@ -84,7 +87,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         # n_best: each request sets its own (alternatives); long lines split unless asked
         options = translator.options({"long_lines": "split", "n_best": 1, **given})
         batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
-                          terms)
+                          terms, continuous)
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
         log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory,
                  options.beam_size, translator.backend)

@@ -62,7 +62,7 @@ from nmt.models.weights import average_weights, load_tensors, load_weights, save
 from nmt.training import distributed
 from nmt.training.checkpoints import check_run_dir, load_checkpoint, save_checkpoint
 from nmt.training.ema import WeightEMA
-from nmt.training.loss import TrainingLoss
+from nmt.training.loss import TrainingLoss, sampled_size
 from nmt.training.run_log import Reporter, Window
 from nmt.training.schedule import Budget, Schedule, describe_budget
 from nmt.training.validation import validate
@@ -175,8 +175,9 @@ class Trainer:
                                                        self.dist, self.device, self.tcfg.seed))
             self._keep_precision(self.progress.precision)
         self.progress.precision = precision_name(self.dtype)
+        self.sampled = sampled_size(self.tcfg.sampled_softmax, self.device, self.dtype)
         self.loss = TrainingLoss(self.model, self.tcfg.label_smoothing,
-                                 self.tcfg.teacher_forcing_ratio, self.tcfg.sampled_softmax)
+                                 self.tcfg.teacher_forcing_ratio, self.sampled)
         self.ddp = distributed.wrap(self.dist, self.loss, self.device)  # None: one process
         self.report = Reporter(self.run, config.name, enabled=self.dist.main, quiet=quiet,
                                total_steps=self.tcfg.max_steps, first_step=self.progress.step)
@@ -210,6 +211,10 @@ class Trainer:
             self.report.info("fine-tuning from %s (%s, weights sha256 %s...) with a fresh "
                              "optimizer and schedule", self.base_record["path"],
                              self.base_record["name"], self.base_record["weights_sha256"][:16])
+        if self.sampled:
+            self.report.info("loss: sampled softmax over each batch's own pieces and %d drawn "
+                             "from the rest (training.sampled_softmax%s)", self.sampled,
+                             "" if t.sampled_softmax is not None else ": null, fp32 on a CPU")
         self.report.info("budget: %s", describe_budget(t))
         self.budget.resume(p.elapsed)
         window, validated_at, first_step = Window(), p.step, p.step
