@@ -143,13 +143,12 @@ def test_sampled_softmax_over_every_piece_is_the_full_loss(copy, tie):
     torch.testing.assert_close(loss_and_grads(5)[0], full, rtol=1e-5, atol=1e-5)
 
 
-def test_the_sampled_softmax_is_on_by_default_for_fp32_on_a_cpu():
-    """training.sampled_softmax null: on (SAMPLED_FP32_CPU) in fp32 on a CPU, where the recipe
-    measured it; off in bf16 and on CUDA; a value set in the config wins."""
-    from nmt.training.loss import SAMPLED_FP32_CPU, sampled_size
+def test_the_sampled_softmax_is_on_by_default_on_a_cpu():
+    """training.sampled_softmax null: on (SAMPLED_CPU) on a CPU, where recipe runs measured it;
+    off on CUDA; a value set in the config wins."""
+    from nmt.training.loss import SAMPLED_CPU, sampled_size
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert sampled_size(None, cpu, None) == SAMPLED_FP32_CPU > 0
-    assert sampled_size(None, cpu, torch.bfloat16) == 0
-    assert sampled_size(None, cuda, None) == 0
-    assert sampled_size(0, cpu, None) == 0 and sampled_size(7, cpu, torch.bfloat16) == 7
+    assert sampled_size(None, cpu) == SAMPLED_CPU > 0
+    assert sampled_size(None, cuda) == 0
+    assert sampled_size(0, cpu) == 0 and sampled_size(7, cuda) == 7

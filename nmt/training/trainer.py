@@ -175,7 +175,7 @@ class Trainer:
                                                        self.dist, self.device, self.tcfg.seed))
             self._keep_precision(self.progress.precision)
         self.progress.precision = precision_name(self.dtype)
-        self.sampled = sampled_size(self.tcfg.sampled_softmax, self.device, self.dtype)
+        self.sampled = sampled_size(self.tcfg.sampled_softmax, self.device)
         self.loss = TrainingLoss(self.model, self.tcfg.label_smoothing,
                                  self.tcfg.teacher_forcing_ratio, self.sampled)
         self.ddp = distributed.wrap(self.dist, self.loss, self.device)  # None: one process
@@ -214,7 +214,7 @@ class Trainer:
         if self.sampled:
             self.report.info("loss: sampled softmax over each batch's own pieces and %d drawn "
                              "from the rest (training.sampled_softmax%s)", self.sampled,
-                             "" if t.sampled_softmax is not None else ": null, fp32 on a CPU")
+                             "" if t.sampled_softmax is not None else ": null, on a CPU")
         self.report.info("budget: %s", describe_budget(t))
         self.budget.resume(p.elapsed)
         window, validated_at, first_step = Window(), p.step, p.step
