@@ -538,6 +538,16 @@ def test_continuous_batching_answers_each_request_when_its_own_sentences_are_don
     finally:
         batcher.close()
 
+    # a search over a lexical shortlist takes no sentence while it runs: gathered batches
+    from nmt.errors import ConfigError
+
+    monkeypatch.setattr(translator, "shortlist", object())
+    with pytest.raises(ConfigError, match="lexical shortlist"):
+        Translator.stream(translator, options)
+    batcher = Batcher(translator, 2000, 0.005, 100, options, continuous=True)
+    batcher.close()
+    assert not batcher.continuous
+
 
 _BAD_JSON = st.one_of(
     st.binary(min_size=1, max_size=60).filter(lambda b: not _parses(b)),

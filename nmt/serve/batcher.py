@@ -51,6 +51,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from nmt.config import DecodingConfig
     from nmt.inference.glossary import Glossary
+    from nmt.inference.translator import Stream
 
 log = logging.getLogger(__name__)
 
@@ -344,7 +345,7 @@ class Batcher:
             return None
         return flight
 
-    def _admit(self, stream, waiting: deque[tuple[int, list[int]]],
+    def _admit(self, stream: Stream, waiting: deque[tuple[int, list[int]]],
                pieces: int) -> list[tuple[int, list[int]]]:
         """Admit waiting sentences into ``stream``, oldest first, while it holds at most
         ``gather_tokens`` source pieces (``pieces`` now; the first into an empty search
@@ -382,6 +383,7 @@ class Batcher:
 
     @staticmethod
     def _fail(job: Job, exc: Exception) -> None:
+        """Fail a job with ``exc``, unless its request gave up meanwhile."""
         try:
             job.future.set_exception(exc)
         except InvalidStateError:
