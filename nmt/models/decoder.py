@@ -200,10 +200,9 @@ class Decoder(nn.Module):
         logits = self.output(features)
         if self.copy_gate is None:
             return logits, weights
-        batch, steps, vocab = logits.shape
-        src = state.src[:, None, :].expand(-1, steps, -1)  # (B, T, S)
+        batch, steps, vocab = logits.shape  # a sentence's T steps share its source row
         mixed = copy_log_probs(logits.reshape(-1, vocab), self.copy_gate(features).reshape(-1, 1),
-                               weights.reshape(batch * steps, -1), src.reshape(batch * steps, -1))
+                               weights.reshape(batch * steps, -1), state.src)
         return mixed.view(batch, steps, vocab), weights
 
     def features(self, tgt_in: torch.Tensor, state: DecoderState,
@@ -321,21 +320,29 @@ def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tens
     ``p(w) = (1 - p_copy) softmax(logits)[w] + p_copy sum_{s: src_s = w} weights_s``, with
     ``p_copy = sigmoid(gate)``. Args: logits (R, V), gate (R, 1), attention weights (R, S)
     (zero at padding), source ids (N, S) where N divides R: consecutive groups of R / N rows
-    (a sentence's beams) share one source row, as they share the encoder memory.
+    (a sentence's beams, or its target steps) share one source row, as they share the encoder
+    memory.
 
     Only the S columns of the source's words mix in a copy term; every other word keeps the
     generate term ``log(1 - p_copy) + log_softmax(logits)`` as it is (as in the training loss,
     :func:`nmt.training.loss.copy_cross_entropy`). So the full-vocabulary work is one
-    log-softmax, and the mixture is computed on (R, S) only: beam search with copy attention
-    costs little more than without. The copy term is floored at 1e-30 (padding has weight 0).
+    log-softmax and one scatter, and the mixture is computed on (R, S) only: beam search with
+    copy attention costs little more than without. A word repeated in the source sums the
+    weights of its positions through the sentence's (S, S) matrix of equal ids (one small
+    batched product, no (R, V) scratch tensor to fill and scatter into). The copy term is
+    floored at 1e-30 (padding has weight 0).
     """
     logits, gate, weights = logits.float(), gate.float(), weights.float()
     rows, memory_rows = weights.size(0), src.size(0)
-    if rows != memory_rows:  # (N, S) -> (R, S), each source row once per beam of its group
+    same = src[:, :, None] == src[:, None, :]  # (N, S, S): positions holding the same id
+    # each source position's word's total attention (repeated words add up), (R, S); in fp32
+    # even under autocast, which would run the product in bf16
+    with torch.autocast(weights.device.type, enabled=False):
+        copied = torch.bmm(weights.view(memory_rows, rows // memory_rows, -1),
+                           same.float()).view(rows, -1)
+    if rows != memory_rows:  # (N, S) -> (R, S), each source row once per row of its group
         src = src[:, None, :].expand(-1, rows // memory_rows, -1).reshape(rows, src.size(1))
     generate = F.logsigmoid(-gate) + torch.log_softmax(logits, dim=-1)  # (R, V)
-    # each source position's word's total attention (repeated words add up), (R, S)
-    copied = torch.zeros_like(generate).scatter_add_(1, src, weights).gather(1, src)
     copy = F.logsigmoid(gate) + copied.clamp_min(1e-30).log()  # (R, S)
     at_src = generate.gather(1, src)  # (R, S)
     top = torch.maximum(at_src, copy)  # log(e^a + e^b), as ONNX (opset 17) can run it
@@ -343,8 +350,8 @@ def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tens
     # a word repeated in the source gets the same value from each of its positions; for the
     # gradient only its first position counts (scatter's backward would hand each its own)
     if mixed.requires_grad:
-        same = src[:, :, None] == src[:, None, :]  # (R, S, S)
         earlier = torch.ones(same.shape[1:], dtype=torch.bool, device=src.device).tril(-1)
-        first = ~(same & earlier).any(-1)  # (R, S)
+        first = ~(same & earlier).any(-1)  # (N, S)
+        first = first[:, None, :].expand(-1, rows // memory_rows, -1).reshape(rows, -1)
         mixed = torch.where(first, mixed, mixed.detach())
     return generate.scatter(1, src, mixed)

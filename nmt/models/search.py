@@ -378,6 +378,9 @@ def _sentences_done(finished: list[list[Hypothesis]], scores: torch.Tensor,
     step just taken, shared or (A,) per sentence."""
     best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
     t = torch.as_tensor(t, device=scores.device).expand(best_open.size(0))  # (A,)
+    if all(len(hyps) < k for hyps in finished):  # most steps: only sentences with no open
+        # hypothesis, or no length left to reach, are done (their bound below is -inf)
+        return (best_open == float("-inf")) | (t + 2 > limits)
     # an open hypothesis's log-probability only falls as it grows, so finishing at length n
     # (EOS counted; the next possible is t + 2) scores at most (best + reward * n) / lp(n):
     # the bound is the largest of those up to each sentence's length limit
