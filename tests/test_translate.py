@@ -227,3 +227,42 @@ def test_evaluate_a_split_the_model_config_does_not_name(model_dir, capsys):
     assert main(["evaluate", "-m", str(model_dir), "--split", "test"]) == 2
     assert "names no test split" in capsys.readouterr().err
     assert sorted(model_dir.rglob("*")) == before  # the shared model directory is untouched
+
+
+MMAPPED_AFTER_64MB = """
+import ctypes, sys
+import torch
+from nmt.device import keep_large_allocations
+
+class Info(ctypes.Structure):  # glibc's struct mallinfo2
+    _fields_ = [(name, ctypes.c_size_t) for name in ("arena", "ordblks", "smblks", "hblks",
+                "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]
+
+libc = ctypes.CDLL("libc.so.6")
+libc.mallinfo2.restype = Info
+print(keep_large_allocations())
+before = libc.mallinfo2().hblkhd
+x = torch.empty(16 << 20)  # 64 MiB
+print((libc.mallinfo2().hblkhd - before) >> 20)
+"""
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's allocator")
+def test_keep_large_allocations_keeps_a_64mb_tensor_in_the_heap():
+    """glibc hands a 64 MiB allocation fresh pages of its own (zero-filled again every step of a
+    batched search) unless keep_large_allocations raised its thresholds; NMT_MALLOC_TUNING=0
+    leaves them."""
+    import os
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc")
+
+    def run(tuning: str) -> list[str]:
+        env = {**os.environ, "NMT_MALLOC_TUNING": tuning}
+        out = subprocess.run([sys.executable, "-c", MMAPPED_AFTER_64MB], env=env, text=True,
+                             capture_output=True, timeout=120, check=True)
+        return out.stdout.split()
+
+    assert run("0") == ["False", "64"]  # glibc's default: its own mapping
+    assert run("1") == ["True", "0"]  # from the heap

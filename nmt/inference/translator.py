@@ -33,7 +33,12 @@ from nmt.config import Config, DecodingConfig, load_config
 from nmt.data.batching import collate
 from nmt.data.shortlist import Shortlist, tokenizer_key
 from nmt.data.tokenizer import Tokenizer, load_from_dir
-from nmt.device import autocast, resolve_device, resolve_precision
+from nmt.device import (
+    autocast,
+    keep_large_allocations,
+    resolve_device,
+    resolve_precision,
+)
 from nmt.errors import ConfigError
 from nmt.inference.glossary import Glossary, Unplaced
 from nmt.layout import RunDir
@@ -133,6 +138,10 @@ class Translator:
         self.model, self.config = model.eval(), config
         self.src_tok, self.tgt_tok = src_tok, tgt_tok
         self.device, self.dtype = device, dtype
+        # torch's batched search makes (beams x vocabulary) tensors every step; the ONNX
+        # backend measured no gain from it (docs/benchmarks.md)
+        if device.type == "cpu" and not isinstance(model, OnnxModel):
+            keep_large_allocations()
         self.truncated: list[Truncation] = []
         self.unplaced: list[Unplaced] = []
         #: a lexical shortlist that limits every batch's output (:meth:`use_shortlist`)
