@@ -338,7 +338,7 @@ def copy_log_probs(logits: torch.Tensor, gate: torch.Tensor, weights: torch.Tens
     # each source position's word's total attention (repeated words add up), (R, S); in fp32
     # even under autocast, which would run the product in bf16
     with torch.autocast(weights.device.type, enabled=False):
-        copied = torch.bmm(weights.view(memory_rows, rows // memory_rows, -1),
+        copied = torch.bmm(weights.reshape(memory_rows, rows // memory_rows, -1),
                            same.float()).view(rows, -1)
     if rows != memory_rows:  # (N, S) -> (R, S), each source row once per row of its group
         src = src[:, None, :].expand(-1, rows // memory_rows, -1).reshape(rows, src.size(1))
