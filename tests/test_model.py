@@ -140,6 +140,30 @@ def test_reorder_selects_rows():
     torch.testing.assert_close(lp_picked, lp_all[index])
 
 
+def test_reorder_within_sentences_keeps_the_shared_memory():
+    """Beams reordered within their sentences (as every beam search step reorders them) keep
+    the memory shared whether the caller says so (``same_memory``, no check) or not, and step
+    as rows given their own memory do."""
+    torch.manual_seed(0)
+    model = build_model(tiny(attention="general", input_feeding=True, copy_attention=True),
+                        V_SRC, V_SRC).eval()
+    src, src_len, _ = batch()
+    with torch.no_grad():
+        state = model.expand(model.init_state(model.encode(src, src_len)), 2)  # 8 rows, group 2
+        _, state = model.step(torch.randint(4, V_SRC, (8,)), state)
+        index = torch.tensor([1, 1, 2, 3, 5, 4, 7, 6])  # each pair from its sentence's beams
+        told, checked = model.reorder(state, index, same_memory=True), model.reorder(state, index)
+        for picked in (told, checked):
+            assert picked.group == 2 and picked.keys is state.keys and picked.src is state.src
+            torch.testing.assert_close(picked.h, state.h[:, index])
+        perm = torch.tensor([0, 2, 4, 6, 1, 3, 5, 7])  # mixes sentences in pairs: memory per row
+        alone = model.reorder(model.reorder(model.reorder(state, perm), torch.argsort(perm)),
+                              index)
+        assert alone.group == 1 and alone.keys.size(0) == 8
+        tokens = torch.randint(4, V_SRC, (8,))
+        torch.testing.assert_close(model.step(tokens, told)[0], model.step(tokens, alone)[0])
+
+
 def test_scheduled_sampling_changes_inputs_only_below_ratio_one():
     torch.manual_seed(0)
     model = build_model(tiny(), V_SRC, V_TGT).eval()

@@ -74,27 +74,33 @@ class DecoderState:
     subset: OutputSubset | None = None
     penalty: torch.Tensor | None = None
 
-    def index_select(self, index: torch.Tensor) -> DecoderState:
+    def index_select(self, index: torch.Tensor, same_memory: bool = False) -> DecoderState:
         """The state of rows ``index`` (B',) of the batch: for beam search reordering.
 
         The encoder memory follows at the granularity of groups: when every block of ``group``
         new rows comes from one memory row (beams reordered within their sentence, or finished
         sentences dropped), memory rows are selected once per block, or not at all when they
         are unchanged; otherwise the memory is expanded to one row per new row.
+        ``same_memory``: the caller knows that new row ``i`` reads the memory row that old row
+        ``i`` read (beams reordered within their sentences, as every step of beam search
+        reorders them), so the memory is kept without checking the index (two fewer device
+        synchronisations a step).
         """
         def pick(x: torch.Tensor | None, rows: torch.Tensor, dim: int = 0) -> torch.Tensor | None:
             return None if x is None else x.index_select(dim, rows)
 
-        memory, group = index // self.group, self.group
-        blocks = memory.view(-1, group) if memory.numel() % group == 0 else None
-        if blocks is not None and bool((blocks == blocks[:, :1]).all()):
-            memory = blocks[:, 0]
-            if memory.numel() == self.mask.size(0) and bool(
-                    (memory == torch.arange(memory.numel(), device=memory.device)).all()):
-                return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
-                               feed=pick(self.feed, index), weights=pick(self.weights, index))
-        else:
-            group = 1
+        if not same_memory:
+            memory, group = index // self.group, self.group
+            blocks = memory.view(-1, group) if memory.numel() % group == 0 else None
+            if blocks is not None and bool((blocks == blocks[:, :1]).all()):
+                memory = blocks[:, 0]
+                same_memory = memory.numel() == self.mask.size(0) and bool(
+                    (memory == torch.arange(memory.numel(), device=memory.device)).all())
+            else:
+                group = 1
+        if same_memory:
+            return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
+                           feed=pick(self.feed, index), weights=pick(self.weights, index))
         return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
                        feed=pick(self.feed, index), keys=pick(self.keys, memory),
                        proj_keys=pick(self.proj_keys, memory), mask=pick(self.mask, memory),

@@ -9,6 +9,7 @@ Search never reaches into the model's modules.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -153,40 +154,48 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor,
     active, k = scores.shape
     per_beam = min(n, log_probs.size(-1))
     beam_scores, beam_tokens = log_probs.topk(per_beam, dim=1)  # (A*K, n)
-    totals = (scores.view(-1, 1) + beam_scores).view(active, k * per_beam)
+    totals = (scores.reshape(-1, 1) + beam_scores).view(active, k * per_beam)
     top_scores, index = totals.topk(n, dim=1)  # (A, n) into the K x n
     origin = index // per_beam
     token = beam_tokens.view(active, k * per_beam).gather(1, index)
     return top_scores, origin, token
 
 
+@functools.cache
+def _never(device: torch.device) -> torch.Tensor:
+    """(2,) the ids search never emits, PAD and BOS, on ``device``."""
+    return torch.tensor([PAD_ID, BOS_ID], device=device)
+
+
 def _rule_out(log_probs: torch.Tensor, t: int | torch.Tensor, min_len: int,
               limits: torch.Tensor, k: int, history: torch.Tensor, no_repeat_ngram: int,
-              no_end: torch.Tensor | None = None) -> torch.Tensor:
+              no_end: torch.Tensor | None = None) -> torch.Tensor | None:
     """Rule out, in place, what beam search never emits at step ``t``: PAD and BOS; EOS before
     ``min_len`` tokens and in the rows of ``no_end``; anything but EOS in a row at its length
-    limit; a repeated n-gram. Returns the (A*K,) rows at their limit.
+    limit; a repeated n-gram. Returns the (A,) sentences at their length limit, or None when
+    none is (most steps).
 
     log_probs: (A*K, V); t: the step, shared or (A,) per sentence (tokens each has so far);
     limits: (A,) per sentence; history: (A*K, t) (left-padded with PAD where sentences started
     later); no_end: (A*K,) bool.
     """
-    log_probs[:, PAD_ID] = float("-inf")
-    log_probs[:, BOS_ID] = float("-inf")
+    log_probs.index_fill_(1, _never(log_probs.device), float("-inf"))
     if isinstance(t, int):
         if t < min_len:
             log_probs[:, EOS_ID] = float("-inf")
     elif min_len > 0:
         log_probs[(t < min_len).repeat_interleave(k), EOS_ID] = float("-inf")
-    at_limit = (t + 1 >= limits).repeat_interleave(k)  # (A*K,)
+    last = t + 1 >= limits  # (A,)
     if no_end is not None:
-        log_probs[no_end & ~at_limit, EOS_ID] = float("-inf")
-    if bool(at_limit.any()):
+        log_probs[no_end & ~last.repeat_interleave(k), EOS_ID] = float("-inf")
+    any_last = bool(last.any())
+    if any_last:
+        at_limit = last.repeat_interleave(k)  # (A*K,)
         eos = log_probs[at_limit, EOS_ID].clone()
         log_probs[at_limit] = float("-inf")
         log_probs[at_limit, EOS_ID] = eos
     _block_ngrams(history, log_probs, no_repeat_ngram)
-    return at_limit
+    return last if any_last else None
 
 
 class BeamSearch:
@@ -217,6 +226,7 @@ class BeamSearch:
         self.state: object = None
         self.ids: list[int] | None = None  # a shortlist's ids (tokens are positions in them)
         self.limits = self.steps = self.scores = self.history = self.tokens = None
+        self._rows: torch.Tensor | None = None  # see _offsets
 
     def __len__(self) -> int:
         """Active sentences."""
@@ -262,40 +272,47 @@ class BeamSearch:
         the sentences this step finished: every hypothesis they finished, so a caller cuts its
         own n-best. A sentence is finished when it holds K finished hypotheses and no open one
         can still beat the K-th (see :func:`_sentences_done`), or at its length limit."""
-        k, device = self.k, self.tokens.device
-        active, width = len(self), self.history.size(1)
+        k, active, width = self.k, len(self), self.history.size(1)
         log_probs, state = self.model.step(self.tokens, self.state)  # (A*K, V) float32
-        at_limit = _rule_out(log_probs, self.steps, self.min_len, self.limits, k, self.history,
-                             self.no_repeat_ngram)
+        last = _rule_out(log_probs, self.steps, self.min_len, self.limits, k, self.history,
+                         self.no_repeat_ngram)  # (A,) sentences at their limit, or None
         top_scores, origin, token = top_candidates(self.scores, log_probs, 2 * k)  # (A, 2K)
         is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
-        # EOS among the top K candidates finishes a hypothesis
-        eos_rows, eos_cols = (is_eos[:, :k]).nonzero(as_tuple=True)
+        eos_rows, eos_cols = is_eos.nonzero(as_tuple=True)
         if eos_rows.numel():
+            # EOS among the top K candidates finishes a hypothesis
             steps = self.steps.tolist()
             for row, col in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
+                if col >= k:
+                    continue
                 beam_row = row * k + int(origin[row, col])
                 log_prob = float(top_scores[row, col])
                 own = self.history[beam_row, width - steps[row]:].tolist()  # its own tokens
                 self.finished[row].append(Hypothesis(
                     _ids(own, self.ids), hypothesis_score(log_prob, steps[row] + 1, self.alpha,
                                                           self.word_reward), log_prob))
-        # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
-        keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
-        scores = top_scores.gather(1, keep)
-        if bool(at_limit.any()):  # rows at their limit have no non-EOS candidate left
-            scores = scores.masked_fill((self.steps + 1 >= self.limits)[:, None], float("-inf"))
-        rows = (torch.arange(active, device=device)[:, None] * k
-                + origin.gather(1, keep)).view(-1)  # (A*K,) source row of each new beam
-        self.tokens = token.gather(1, keep).view(-1)
-        self.history = torch.cat([self.history[rows], self.tokens[:, None]], dim=1)
-        self.state = self.model.reorder(state, rows)
+            # the best K candidates that are not EOS continue (at most K of the 2K are EOS)
+            keep = torch.sort(is_eos.int(), dim=1, stable=True).indices[:, :k]  # (A, K)
+            scores, origin, token = (x.gather(1, keep) for x in (top_scores, origin, token))
+        else:  # most steps: no EOS among the 2K, the best K continue
+            scores, origin, token = top_scores[:, :k], origin[:, :k], token[:, :k]
+        if last is not None:  # rows at their limit have no non-EOS candidate left
+            scores = scores.masked_fill(last[:, None], float("-inf"))
+        rows = (self._offsets(active) + origin).view(-1)  # (A*K,) source row of each new beam
+        self.tokens = token.reshape(-1)
+        self.history = torch.cat([self.history.index_select(0, rows), self.tokens[:, None]], 1)
+        self.state = self.model.reorder(state, rows, same_memory=True)
         self.scores = scores
-        # sentences whose K-th finished hypothesis cannot be beaten are done
-        done = _sentences_done(self.finished, scores, self.limits, self.steps, k, self.alpha,
-                               self.word_reward)
+        if all(len(hyps) < k for hyps in self.finished):
+            # most steps: no sentence has K finished hypotheses, so only those with no open
+            # hypothesis (the best, first, is -inf) or at their length limit are done
+            done = scores[:, 0] == float("-inf")
+        else:  # sentences whose K-th finished hypothesis cannot be beaten are done
+            done = _sentences_done(self.finished, scores, self.limits, self.steps, k,
+                                   self.alpha, self.word_reward)
         self.steps = self.steps + 1
-        done |= self.steps >= self.limits
+        if last is not None:
+            done |= last
         if not bool(done.any()):
             return []
         out = [(key, sorted(hyps, key=lambda h: h.score, reverse=True))
@@ -303,6 +320,12 @@ class BeamSearch:
                if end]
         self._keep((~done).nonzero(as_tuple=True)[0])
         return out
+
+    def _offsets(self, active: int) -> torch.Tensor:
+        """(A, 1) the first row of each active sentence's K beams (kept while A stays)."""
+        if self._rows is None or self._rows.size(0) != active:
+            self._rows = torch.arange(active, device=self.tokens.device)[:, None] * self.k
+        return self._rows
 
     def drop(self, keys: Sequence[object]) -> None:
         """Stop searching the sentences of ``keys`` (those given up on); unknown keys are
@@ -378,9 +401,6 @@ def _sentences_done(finished: list[list[Hypothesis]], scores: torch.Tensor,
     step just taken, shared or (A,) per sentence."""
     best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
     t = torch.as_tensor(t, device=scores.device).expand(best_open.size(0))  # (A,)
-    if all(len(hyps) < k for hyps in finished):  # most steps: only sentences with no open
-        # hypothesis, or no length left to reach, are done (their bound below is -inf)
-        return (best_open == float("-inf")) | (t + 2 > limits)
     # an open hypothesis's log-probability only falls as it grows, so finishing at length n
     # (EOS counted; the next possible is t + 2) scores at most (best + reward * n) / lp(n):
     # the bound is the largest of those up to each sentence's length limit

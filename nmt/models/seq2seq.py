@@ -76,9 +76,12 @@ class Seq2Seq(nn.Module):
         return self.decoder.restrict(state, ids, allowed)
 
     @staticmethod
-    def reorder(state: DecoderState, index: torch.Tensor) -> DecoderState:
-        """Select (and repeat) rows of the state: ``index`` (B',) into the batch dimension."""
-        return state.index_select(index)
+    def reorder(state: DecoderState, index: torch.Tensor,
+                same_memory: bool = False) -> DecoderState:
+        """Select (and repeat) rows of the state: ``index`` (B',) into the batch dimension;
+        ``same_memory``: each new row reads its old row's encoder memory (beams reordered
+        within their sentences; see :meth:`DecoderState.index_select`)."""
+        return state.index_select(index, same_memory)
 
     @staticmethod
     def expand(state: DecoderState, k: int) -> DecoderState:
@@ -125,9 +128,10 @@ class Ensemble(nn.Module):
         return [m.restrict(s, ids, allowed) for m, s in zip(self.models, states, strict=True)]
 
     @staticmethod
-    def reorder(states: list[DecoderState], index: torch.Tensor) -> list[DecoderState]:
+    def reorder(states: list[DecoderState], index: torch.Tensor,
+                same_memory: bool = False) -> list[DecoderState]:
         """Select (and repeat) rows of every model's state."""
-        return [s.index_select(index) for s in states]
+        return [s.index_select(index, same_memory) for s in states]
 
     @staticmethod
     def expand(states: list[DecoderState], k: int) -> list[DecoderState]:
