@@ -294,12 +294,40 @@ class Decoder(nn.Module):
         x = self.dropout(self.word_dropout(self.embed(tokens)[:, None, :]))  # (B, 1, E)
         if self.input_feeding:
             x = torch.cat([x, state.feed[:, None, :].to(x.dtype)], dim=-1)  # (B, 1, E + Hd)
-        out, (h, c) = self.rnn(x, (state.h, state.c))  # out: (B, 1, Hd)
+        out, h, c = self._rnn_step(x, state.h, state.c)  # out: (B, 1, Hd)
         att, weights = self._attend(out, state)  # (B, 1, Hd), (B, 1, S)
         att = att.squeeze(1)
         new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
                       weights=None if weights is None else weights.squeeze(1))
         return att, new
+
+
+    def _rnn_step(self, x: torch.Tensor, h: torch.Tensor,
+                  c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One LSTM step: x (B, 1, In), h and c (Ld, B, Hd) -> out (B, 1, Hd), h, c.
+
+        In fp32 each layer is one ``torch.lstm_cell`` on ``self.rnn``'s weights: for a single
+        step ``nn.LSTM`` costs several times as much on a CPU (668 against 100 microseconds at 5
+        rows, 16 against 13 ms at 2,000; ``docs/benchmarks.md``). ``nn.LSTM`` itself runs
+        elsewhere: under autocast (its bf16 LSTM), in an ONNX export (one LSTM node), int8
+        (torch.ao's dynamic LSTM) and off the CPU (not measured).
+        """
+        if (type(self.rnn) is not nn.LSTM or x.device.type != "cpu"
+                or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
+                or torch.onnx.is_in_onnx_export()):
+            out, (h, c) = self.rnn(x, (h, c))
+            return out, h, c
+        rnn, inp, hs, cs = self.rnn, x[:, 0], [], []
+        for layer in range(rnn.num_layers):
+            if layer:  # nn.LSTM's dropout between layers
+                inp = F.dropout(inp, rnn.dropout, self.training)
+            weights = [getattr(rnn, f"{name}_l{layer}") for name in
+                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+            h_l, c_l = torch.lstm_cell(inp, (h[layer], c[layer]), *weights)
+            hs.append(h_l)
+            cs.append(c_l)
+            inp = h_l
+        return inp[:, None], torch.stack(hs), torch.stack(cs)
 
 
 def mask_penalty(allowed: torch.Tensor | None, device: torch.device) -> torch.Tensor | None:
