@@ -48,3 +48,24 @@ def test_trained_run_keeps_its_tokenizer(tmp_path, text_corpus):
     assert again.src_tok.model_bytes == first.src_tok.model_bytes
     with pytest.raises(DataError, match="holds a trained model whose tokenizer"):
         prepare(config(tmp_path, text_corpus, "tokenizer.type=bpe"))
+
+
+@pytest.mark.parametrize("least, expected", [(1, 380), (10**9, 300)])
+def test_vocab_size_null_is_picked_by_the_corpus_size(tmp_path, text_corpus, monkeypatch, caplog,
+                                                      least, expected):
+    """``tokenizer.vocab_size: null`` trains SentencePiece with the size the rule gives the
+    training split's number of pairs, and says so."""
+    import logging
+
+    from nmt.data import prepare as stage
+
+    asked = []
+    real = stage.train_sentencepiece
+    monkeypatch.setattr(stage, "VOCAB_BY_PAIRS", ((least, 380), (0, 300)))
+    monkeypatch.setattr(stage, "train_sentencepiece",
+                        lambda lines, cfg: asked.append(cfg.vocab_size) or real(lines, cfg))
+    with caplog.at_level(logging.INFO, logger="nmt.data.prepare"):
+        prepared = prepare(config(tmp_path, text_corpus, "tokenizer.vocab_size=null"))
+    assert asked == [expected]
+    assert prepared.src_tok.vocab_size <= expected
+    assert f"a vocabulary of {expected} pieces for" in caplog.text

@@ -66,6 +66,19 @@ def model_settings(cfg: TokenizerConfig) -> dict:
     return {k: v for k, v in to_dict(cfg).items() if k not in SAMPLING_KEYS}
 
 
+#: ``tokenizer.vocab_size: null``: (fewest training pairs, vocabulary size), largest first.
+#: 30-minute runs of ``recipes/from_files.py`` (docs/results.md, "Defaults for your own
+#: corpus"): on 30,000 pairs (Bible en-es) 8,000 pieces beat 4,000 and 16,000; on 74,000 (UI
+#: messages en-ru) 16,000 beat 8,000 and 4,000; LibreOffice help (32,000 pairs) was tuned at
+#: 8,000.
+VOCAB_BY_PAIRS = ((50_000, 16_000), (0, 8_000))
+
+
+def vocab_for_pairs(pairs: int) -> int:
+    """The vocabulary size ``tokenizer.vocab_size: null`` gives a corpus of ``pairs`` pairs."""
+    return next(size for least, size in VOCAB_BY_PAIRS if pairs >= least)
+
+
 def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokenizer, Tokenizer]:
     """Load the configured SentencePiece model(s), or train them on the training split.
 
@@ -101,6 +114,12 @@ def prepare_tokenizers(config: Config, train: datasets.Dataset) -> tuple[Tokeniz
             raise DataError(f"{out} holds a trained model whose tokenizer was made with other "
                             "settings; use a new output_dir for a different tokenizer")
     start = time.perf_counter()
+    if cfg.vocab_size is None:
+        cfg = dataclasses.replace(cfg, vocab_size=vocab_for_pairs(len(train)))
+        log.info("tokenizer: a vocabulary of %s pieces for %s training pairs "
+                 "(tokenizer.vocab_size: null picks it by the corpus's size: %s)",
+                 f"{cfg.vocab_size:,}", f"{len(train):,}", ", ".join(
+                     f"{size:,} from {least:,} pairs" for least, size in VOCAB_BY_PAIRS))
     # a seeded sample bounds memory and time on large corpora (joint: half the cap per side)
     cap = max(cfg.max_sentences // 2, 1) if cfg.joint else cfg.max_sentences
     subset = train.select(sample_lines(range(len(train)), cap, cfg.seed))

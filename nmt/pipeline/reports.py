@@ -191,7 +191,8 @@ def model_card(recipe: RecipeInfo, config: Config, results: dict[str, Any], base
         f"{m.attention}; bridge {m.bridge}; input feeding {str(m.input_feeding).lower()}; "
         f"dropout {m.dropout}{f', word dropout {m.word_dropout}' if m.word_dropout else ''}"
         f"{'; copy attention (pointer-generator)' if m.copy_attention else ''}",
-        f"- SentencePiece {config.tokenizer.type}, vocabulary {config.tokenizer.vocab_size}"
+        f"- SentencePiece {config.tokenizer.type}, vocabulary "
+        f"{config.tokenizer.vocab_size or 'by the corpus size (the number is under Data)'}"
         f"{' (joint)' if config.tokenizer.joint else ''}",
         f"- parameters: {training.get('parameters', 0):,}",
         "",
