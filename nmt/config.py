@@ -107,8 +107,9 @@ class TokenizerConfig:
     type: str = _f("unigram", "SentencePiece model type.", choices=("unigram", "bpe"))
     vocab_size: int | None = _f(8000, "Vocabulary size of each SentencePiece model, specials "
                                 "included. null: by the training corpus's size, 8,000 below "
-                                "50,000 pairs and 16,000 from there on (measured on three "
-                                "corpora; `recipes/from_files.yaml` uses it).", min=8)
+                                "50,000 pairs and 16,000 from there on (measured on two "
+                                "corpora nobody tuned on, docs/results.md; "
+                                "`recipes/from_files.yaml` uses it).", min=8)
     joint: bool = _f(True, "One model for source and target (true) or one each (false).")
     character_coverage: float = _f(1.0, "Share of characters covered by the vocabulary "
                                    "(0.9995 for CJK-heavy text).", min=0.5, max=1.0)

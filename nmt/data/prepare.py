@@ -67,10 +67,10 @@ def model_settings(cfg: TokenizerConfig) -> dict:
 
 
 #: ``tokenizer.vocab_size: null``: (fewest training pairs, vocabulary size), largest first.
-#: 30-minute runs of ``recipes/from_files.py`` (docs/results.md, "Defaults for your own
+#: 15-minute runs of ``recipes/from_files.py`` (docs/results.md, "Defaults for your own
 #: corpus"): on 30,000 pairs (Bible en-es) 8,000 pieces beat 4,000 and 16,000; on 74,000 (UI
-#: messages en-ru) 16,000 beat 8,000 and 4,000; LibreOffice help (32,000 pairs) was tuned at
-#: 8,000.
+#: messages en-ru) 16,000 beat 8,000, 4,000 and 32,000; LibreOffice help (32,000 pairs) was
+#: tuned at 8,000.
 VOCAB_BY_PAIRS = ((50_000, 16_000), (0, 8_000))
 
 
