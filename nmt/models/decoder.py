@@ -317,12 +317,11 @@ class Decoder(nn.Module):
                 or torch.onnx.is_in_onnx_export()):
             out, (h, c) = self.rnn(x, (h, c))
             return out, h, c
-        rnn, inp, hs, cs = self.rnn, x[:, 0], [], []
-        for layer in range(rnn.num_layers):
+        inp, hs, cs = x[:, 0], [], []
+        # per layer (weight_ih, weight_hh, bias_ih, bias_hh), as lstm_cell takes them
+        for layer, weights in enumerate(self.rnn.all_weights):
             if layer:  # nn.LSTM's dropout between layers
-                inp = F.dropout(inp, rnn.dropout, self.training)
-            weights = [getattr(rnn, f"{name}_l{layer}") for name in
-                       ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+                inp = F.dropout(inp, self.rnn.dropout, self.training)
             h_l, c_l = torch.lstm_cell(inp, (h[layer], c[layer]), *weights)
             hs.append(h_l)
             cs.append(c_l)
