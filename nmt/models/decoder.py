@@ -74,6 +74,14 @@ class DecoderState:
     subset: OutputSubset | None = None
     penalty: torch.Tensor | None = None
 
+    def evolve(self, **changes: object) -> DecoderState:
+        """A copy with ``changes`` (field names) applied: :func:`dataclasses.replace` without
+        its per-call field inspection, for the once-a-step copies of search."""
+        new = object.__new__(DecoderState)
+        new.__dict__.update(self.__dict__)
+        new.__dict__.update(changes)
+        return new
+
     def index_select(self, index: torch.Tensor, same_memory: bool = False) -> DecoderState:
         """The state of rows ``index`` (B',) of the batch: for beam search reordering.
 
@@ -99,8 +107,8 @@ class DecoderState:
             else:
                 group = 1
         if same_memory:
-            return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
-                           feed=pick(self.feed, index), weights=pick(self.weights, index))
+            return self.evolve(h=pick(self.h, index, 1), c=pick(self.c, index, 1),
+                               feed=pick(self.feed, index), weights=pick(self.weights, index))
         return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
                        feed=pick(self.feed, index), keys=pick(self.keys, memory),
                        proj_keys=pick(self.proj_keys, memory), mask=pick(self.mask, memory),

@@ -156,7 +156,7 @@ def top_candidates(scores: torch.Tensor, log_probs: torch.Tensor,
     beam_scores, beam_tokens = log_probs.topk(per_beam, dim=1)  # (A*K, n)
     totals = (scores.reshape(-1, 1) + beam_scores).view(active, k * per_beam)
     top_scores, index = totals.topk(n, dim=1)  # (A, n) into the K x n
-    origin = index // per_beam
+    origin = torch.div(index, per_beam, rounding_mode="trunc")  # not //, wrapped in Python
     token = beam_tokens.view(active, k * per_beam).gather(1, index)
     return top_scores, origin, token
 
@@ -168,16 +168,16 @@ def _never(device: torch.device) -> torch.Tensor:
 
 
 def _rule_out(log_probs: torch.Tensor, t: int | torch.Tensor, min_len: int,
-              limits: torch.Tensor, k: int, history: torch.Tensor, no_repeat_ngram: int,
-              no_end: torch.Tensor | None = None) -> torch.Tensor | None:
+              last: torch.Tensor | None, k: int, history: torch.Tensor, no_repeat_ngram: int,
+              no_end: torch.Tensor | None = None) -> None:
     """Rule out, in place, what beam search never emits at step ``t``: PAD and BOS; EOS before
-    ``min_len`` tokens and in the rows of ``no_end``; anything but EOS in a row at its length
-    limit; a repeated n-gram. Returns the (A,) sentences at their length limit, or None when
-    none is (most steps).
+    ``min_len`` tokens and in the rows of ``no_end``; anything but EOS in the sentences of
+    ``last``, at their length limit; a repeated n-gram.
 
     log_probs: (A*K, V); t: the step, shared or (A,) per sentence (tokens each has so far);
-    limits: (A,) per sentence; history: (A*K, t) (left-padded with PAD where sentences started
-    later); no_end: (A*K,) bool.
+    last: (A,) bool, True where a sentence is at its length limit, or None when none is (most
+    steps); history: (A*K, t) (left-padded with PAD where sentences started later); no_end:
+    (A*K,) bool.
     """
     log_probs.index_fill_(1, _never(log_probs.device), float("-inf"))
     if isinstance(t, int):
@@ -185,17 +185,15 @@ def _rule_out(log_probs: torch.Tensor, t: int | torch.Tensor, min_len: int,
             log_probs[:, EOS_ID] = float("-inf")
     elif min_len > 0:
         log_probs[(t < min_len).repeat_interleave(k), EOS_ID] = float("-inf")
-    last = t + 1 >= limits  # (A,)
     if no_end is not None:
-        log_probs[no_end & ~last.repeat_interleave(k), EOS_ID] = float("-inf")
-    any_last = bool(last.any())
-    if any_last:
+        free = no_end if last is None else no_end & ~last.repeat_interleave(k)
+        log_probs[free, EOS_ID] = float("-inf")
+    if last is not None:
         at_limit = last.repeat_interleave(k)  # (A*K,)
         eos = log_probs[at_limit, EOS_ID].clone()
         log_probs[at_limit] = float("-inf")
         log_probs[at_limit, EOS_ID] = eos
     _block_ngrams(history, log_probs, no_repeat_ngram)
-    return last if any_last else None
 
 
 class BeamSearch:
@@ -227,6 +225,9 @@ class BeamSearch:
         self.ids: list[int] | None = None  # a shortlist's ids (tokens are positions in them)
         self.limits = self.steps = self.scores = self.history = self.tokens = None
         self._rows: torch.Tensor | None = None  # see _offsets
+        # the fewest tokens any active sentence may still emit (limit - steps), kept in Python
+        # so that a step tests the length limits only when one of them is reached
+        self._to_limit = 0
 
     def __len__(self) -> int:
         """Active sentences."""
@@ -263,30 +264,37 @@ class BeamSearch:
             self.steps = torch.cat([self.steps, steps])
             self.history = torch.cat([self.history, self.history.new_full(
                 (batch * k, self.history.size(1)), PAD_ID)])
+        shortest = int(limits.min())  # the new sentences have taken no step yet
+        self._to_limit = min(self._to_limit, shortest) if len(self) else shortest
         self.keys.extend(keys)
         self.finished.extend([] for _ in range(batch))
 
-    @torch.no_grad()
     def step(self) -> list[tuple[object, list[Hypothesis]]]:
         """Advance every active sentence by one token. Returns (key, hypotheses best first) of
         the sentences this step finished: every hypothesis they finished, so a caller cuts its
         own n-best. A sentence is finished when it holds K finished hypotheses and no open one
         can still beat the K-th (see :func:`_sentences_done`), or at its length limit."""
+        if torch.is_grad_enabled():  # callers in no_grad (beam_search) skip entering it a step
+            with torch.no_grad():
+                return self.step()
         k, active, width = self.k, len(self), self.history.size(1)
         log_probs, state = self.model.step(self.tokens, self.state)  # (A*K, V) float32
-        last = _rule_out(log_probs, self.steps, self.min_len, self.limits, k, self.history,
-                         self.no_repeat_ngram)  # (A,) sentences at their limit, or None
+        # (A,) the sentences at their length limit, None while none is (most steps)
+        last = self.steps + 1 >= self.limits if self._to_limit <= 1 else None
+        _rule_out(log_probs, self.steps, self.min_len, last, k, self.history,
+                  self.no_repeat_ngram)
         top_scores, origin, token = top_candidates(self.scores, log_probs, 2 * k)  # (A, 2K)
-        is_eos = (token == EOS_ID) & (top_scores > float("-inf"))
+        is_eos = token == EOS_ID
         eos_rows, eos_cols = is_eos.nonzero(as_tuple=True)
         if eos_rows.numel():
-            # EOS among the top K candidates finishes a hypothesis
-            steps = self.steps.tolist()
+            # EOS among the top K candidates finishes a hypothesis (not a dead beam's: its
+            # score is -inf, and so are those of every candidate after it, which stay dead)
+            steps, candidates, beams = (x.tolist() for x in (self.steps, top_scores, origin))
             for row, col in zip(eos_rows.tolist(), eos_cols.tolist(), strict=True):
-                if col >= k:
+                log_prob = candidates[row][col]
+                if col >= k or log_prob == float("-inf"):
                     continue
-                beam_row = row * k + int(origin[row, col])
-                log_prob = float(top_scores[row, col])
+                beam_row = row * k + beams[row][col]
                 own = self.history[beam_row, width - steps[row]:].tolist()  # its own tokens
                 self.finished[row].append(Hypothesis(
                     _ids(own, self.ids), hypothesis_score(log_prob, steps[row] + 1, self.alpha,
@@ -306,19 +314,20 @@ class BeamSearch:
         if all(len(hyps) < k for hyps in self.finished):
             # most steps: no sentence has K finished hypotheses, so only those with no open
             # hypothesis (the best, first, is -inf) or at their length limit are done
-            done = scores[:, 0] == float("-inf")
+            done = (scores[:, 0] == float("-inf")).tolist()
         else:  # sentences whose K-th finished hypothesis cannot be beaten are done
             done = _sentences_done(self.finished, scores, self.limits, self.steps, k,
                                    self.alpha, self.word_reward)
         self.steps = self.steps + 1
+        self._to_limit -= 1
         if last is not None:
-            done |= last
-        if not bool(done.any()):
+            done = [end or at_limit for end, at_limit in zip(done, last.tolist(), strict=True)]
+        if not any(done):
             return []
         out = [(key, sorted(hyps, key=lambda h: h.score, reverse=True))
-               for key, hyps, end in zip(self.keys, self.finished, done.tolist(), strict=True)
-               if end]
-        self._keep((~done).nonzero(as_tuple=True)[0])
+               for key, hyps, end in zip(self.keys, self.finished, done, strict=True) if end]
+        self._keep(torch.tensor([i for i, end in enumerate(done) if not end], dtype=torch.long,
+                                device=self.tokens.device))
         return out
 
     def _offsets(self, active: int) -> torch.Tensor:
@@ -352,6 +361,7 @@ class BeamSearch:
         self.history = self.history[beam_rows, self.history.size(1) - width:]
         self.tokens = self.tokens[beam_rows]
         self.state = self.model.reorder(self.state, beam_rows)
+        self._to_limit = int((self.limits - self.steps).min())
 
 
 @torch.no_grad()
@@ -394,23 +404,24 @@ def beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengths: torch.Te
 
 def _sentences_done(finished: list[list[Hypothesis]], scores: torch.Tensor,
                     limits: torch.Tensor, t: int | torch.Tensor, k: int,
-                    alpha: float, word_reward: float = 0.0) -> torch.Tensor:
-    """(A,) True where a sentence has K finished hypotheses none of its open ones can beat.
+                    alpha: float, word_reward: float = 0.0) -> list[bool]:
+    """For each of the A sentences: whether it has K finished hypotheses none of its open ones
+    can beat.
 
     finished: each active sentence's finished hypotheses; scores: (A, K); limits: (A,); t: the
-    step just taken, shared or (A,) per sentence."""
-    best_open = scores.max(dim=1).values  # (A,) summed log-probs, -inf when none is open
-    t = torch.as_tensor(t, device=scores.device).expand(best_open.size(0))  # (A,)
+    step just taken, shared or (A,) per sentence. The bounds are float32 arithmetic on NumPy
+    arrays: a few small arrays, where each torch operation would cost more than its work."""
+    best_open = scores.max(dim=1).values.float().cpu().numpy()  # (A,) -inf when none is open
+    limit = limits.cpu().numpy()
+    step = t.cpu().numpy() if isinstance(t, torch.Tensor) else np.full(limit.shape, t)
     # an open hypothesis's log-probability only falls as it grows, so finishing at length n
     # (EOS counted; the next possible is t + 2) scores at most (best + reward * n) / lp(n):
     # the bound is the largest of those up to each sentence's length limit
-    first = int(t.min()) + 2
-    lengths = torch.arange(first, max(int(limits.max()), first) + 1,
-                           device=scores.device, dtype=torch.float32)  # (N,)
+    first = int(step.min()) + 2
+    lengths = np.arange(first, max(int(limit.max()), first) + 1, dtype=np.float32)  # (N,)
     reach = (best_open[:, None] + word_reward * lengths) / length_penalty(lengths, alpha)
-    reach = reach.masked_fill((lengths > limits[:, None]) | (lengths < (t + 2)[:, None]),
-                              float("-inf"))  # (A, N)
-    bound = reach.max(dim=1).values.tolist()
+    reach[(lengths > limit[:, None]) | (lengths < (step + 2)[:, None])] = float("-inf")  # (A, N)
+    bound = reach.max(axis=1).tolist()
     done = []
     for i, hyps in enumerate(finished):
         if len(hyps) < k:
@@ -418,7 +429,7 @@ def _sentences_done(finished: list[list[Hypothesis]], scores: torch.Tensor,
             continue
         kth = sorted((h.score for h in hyps), reverse=True)[k - 1]
         done.append(kth >= bound[i])
-    return torch.tensor(done, device=scores.device)
+    return done
 
 
 @torch.no_grad()
@@ -456,7 +467,9 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
         active = sentence.size(0)
         log_probs, state = model.step(tokens, state)  # (A*K, V) float32
         unmet = torch.tensor([not all(p.met) for p in progress], device=device)
-        _rule_out(log_probs, t, min_len, limits, k, history, no_repeat_ngram, no_end=unmet)
+        last = t + 1 >= limits  # (A,) sentences at their length limit
+        _rule_out(log_probs, t, min_len, last if bool(last.any()) else None, k, history,
+                  no_repeat_ngram, no_end=unmet)
         total_scores = scores.view(-1, 1) + log_probs  # (A*K, V)
         _, top_origin, top_token = top_candidates(scores, log_probs, 2 * k)
         best_token = log_probs.argmax(-1).tolist()  # (A*K,)
@@ -515,10 +528,10 @@ def constrained_beam_search(model: torch.nn.Module, src: torch.Tensor, src_lengt
         state = model.reorder(state, rows)
         plain = [[h for _, h in finished[i]] for i in sentence.tolist()]
         done = _sentences_done(plain, scores, limits, t, k, alpha, word_reward)
-        if bool(done.all()):
+        if all(done):
             break
-        if bool(done.any()):
-            still = (~done).nonzero(as_tuple=True)[0]
+        if any(done):
+            still = torch.tensor([i for i, end in enumerate(done) if not end], device=device)
             beam_rows = (still[:, None] * k + torch.arange(k, device=device)).view(-1)
             sentence, limits, scores = sentence[still], limits[still], scores[still]
             history, tokens = history[beam_rows], tokens[beam_rows]

@@ -56,6 +56,9 @@ class OnnxModel:
         self.step_outputs = [o["name"] for o in graphs["decoder_step"]["outputs"]]
         self.input_feeding = "feed" in self.step_inputs
         self.hidden_size = int(manifest["model"]["decoder_hidden_size"])
+        # the arrays of the inputs that stay the same tensors from step to step (the encoder
+        # memory, a shortlist's ids and penalty): name -> (tensor, its array)
+        self._memory: dict[str, tuple[torch.Tensor, np.ndarray]] = {}
 
     @classmethod
     def load(cls, directory: str | Path, int8: bool = False, threads: int | None = None,
@@ -171,18 +174,30 @@ class OnnxModel:
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
         """Log-probabilities (R, V) float32 of the next token given previous tokens (R,); with
         a shortlist (R, M) over its ids, the tokens being positions in them."""
-        values = {"tokens": prev_tokens, "h": state.h, "c": state.c, "feed": state.feed,
-                  "keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask,
+        changing = {"tokens": prev_tokens, "h": state.h, "c": state.c, "feed": state.feed}
+        memory = {"keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask,
                   "src_ids": state.src}
         session, names = self.step_session, self.step_inputs
         if state.subset is not None:
-            values.update(vocab=state.subset.ids, penalty=state.penalty)
+            memory.update(vocab=state.subset.ids, penalty=state.penalty)
             session, names = self._shortlist_session, [*self.step_inputs, "vocab", "penalty"]
-        outputs = session.run(
-            self.step_outputs, {name: self._numpy(values[name]) for name in names})
-        out = dict(zip(self.step_outputs, (torch.from_numpy(o) for o in outputs), strict=True))
-        return out["log_probs"], replace(state, h=out["h_out"], c=out["c_out"],
-                                         feed=out.get("feed_out"))
+        feeds = {}
+        for name in names:
+            if name in changing:
+                feeds[name] = self._numpy(changing[name])
+                continue
+            # beam search's steps keep the memory's tensors: their arrays are made once
+            tensor = memory[name]
+            cached = self._memory.get(name)
+            if cached is None or cached[0] is not tensor:
+                cached = self._memory[name] = (tensor, self._numpy(tensor))
+            feeds[name] = cached[1]
+        outputs = session.run(self.step_outputs, feeds)
+        out = dict(zip(self.step_outputs, outputs, strict=True))
+        feed = out.get("feed_out")
+        return torch.from_numpy(out["log_probs"]), state.evolve(
+            h=torch.from_numpy(out["h_out"]), c=torch.from_numpy(out["c_out"]),
+            feed=None if feed is None else torch.from_numpy(feed))
 
     # the model's own: the state is a DecoderState, its encoder memory shared by the beams
     reorder = staticmethod(Seq2Seq.reorder)
