@@ -9,7 +9,8 @@ when fine-tuned from another model); a recipe adds
 ``test.beamK.json``, ``results.json`` and the model card ``README.md``. An ONNX export
 (``nmt export``) holds ``config.yaml``, the SentencePiece model(s), ``manifest.json`` and the
 graphs ``encoder.onnx`` and ``decoder_step.onnx`` (and their ``.int8.onnx`` variants), and with
-a shortlist ``shortlist.safetensors`` and ``decoder_step.shortlist.onnx``. Code asks a
+a shortlist ``shortlist.safetensors``, ``decoder_step.shortlist.onnx`` and
+``output_layer.safetensors``. Code asks a
 :class:`RunDir` for a path instead of spelling a name::
 
     run = RunDir(config.out)
@@ -50,6 +51,8 @@ STEP_ONNX_INT8 = "decoder_step.int8.onnx"
 # with a lexical shortlist: the step over a subset of the target vocabulary
 STEP_SHORTLIST_ONNX = "decoder_step.shortlist.onnx"
 STEP_SHORTLIST_ONNX_INT8 = "decoder_step.shortlist.int8.onnx"
+# ... and the output layer's weight and bias, whose rows of a shortlist the search gathers once
+OUTPUT_LAYER_FILE = "output_layer.safetensors"
 
 
 @dataclass(frozen=True)

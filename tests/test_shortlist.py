@@ -165,6 +165,10 @@ def test_shortlist_command_and_flag_on_torch_and_onnx(trained_reverse, reverse_t
     manifest = export_model(model, tmp_path / "export")
     assert "decoder_step_shortlist" in manifest["graphs"]
     assert "shortlist.safetensors" in manifest["files"]
+    # the output layer's rows come as inputs, gathered once per batch from the file beside it
+    inputs = [i["name"] for i in manifest["graphs"]["decoder_step_shortlist"]["inputs"]]
+    assert inputs[-2:] == ["out_weight", "out_bias"]
+    assert "output_layer.safetensors" in manifest["files"]
     onnx_args = ["translate", "-m", str(tmp_path / "export"), "-i", str(tmp_path / "in.txt"),
                  "--beam-size", "3", "--shortlist", "-o", str(tmp_path / "onnx.txt")]
     assert main(onnx_args) == 0

@@ -16,9 +16,12 @@ from typing import Any
 from nmt.errors import ConfigError, NMTError
 from nmt.layout import RunDir
 
-#: The export format and its version; a backend refuses a manifest with another.
+#: The export format and the version written; a backend refuses a manifest of another format
+#: or of a version outside READ_VERSIONS. Version 2: the shortlist step takes the output
+#: layer's rows (``out_weight``, ``out_bias``) as inputs instead of gathering them each step.
 EXPORT_FORMAT = "nmt-onnx"
-EXPORT_FORMAT_VERSION = 1
+EXPORT_FORMAT_VERSION = 2
+READ_VERSIONS = (1, 2)
 #: What to run when the ONNX extra is missing.
 ONNX_EXTRA_HINT = "install the ONNX extra: pip install -e '.[onnx]' (onnx and onnxruntime)"
 
@@ -57,10 +60,11 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     if not isinstance(manifest, dict) or manifest.get("format") != EXPORT_FORMAT:
         raise NMTError(f"{run.manifest}: not an nmt export manifest (format "
                        f"{manifest.get('format') if isinstance(manifest, dict) else None!r})")
-    if manifest.get("format_version") != EXPORT_FORMAT_VERSION:
+    if manifest.get("format_version") not in READ_VERSIONS:
         raise NMTError(f"{run.manifest}: export format version "
-                       f"{manifest.get('format_version')}, this nmt reads version "
-                       f"{EXPORT_FORMAT_VERSION}; export the model again with this nmt")
+                       f"{manifest.get('format_version')}, this nmt reads versions "
+                       f"{READ_VERSIONS[0]} to {READ_VERSIONS[-1]}; export the model again "
+                       "with this nmt")
     problem = _manifest_problem(manifest)
     if problem:
         raise NMTError(f"{run.manifest}: {problem}; export the model again")

@@ -26,7 +26,7 @@ import torch
 
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file
-from nmt.layout import MANIFEST_FILE
+from nmt.layout import MANIFEST_FILE, OUTPUT_LAYER_FILE
 from nmt.models.decoder import DecoderState, OutputSubset, map_to_subset, mask_penalty
 from nmt.models.seq2seq import Seq2Seq
 from nmt.onnx.manifest import read_manifest, require_onnx
@@ -45,14 +45,21 @@ class OnnxModel:
     """An ONNX export searched through the model's incremental API (CPU, fp32 or int8)."""
 
     def __init__(self, encoder: Any, step: Any, manifest: dict[str, Any], int8: bool,
-                 shortlist_step: Callable[[], Any] | None = None) -> None:
+                 shortlist_step: Callable[[], Any] | None = None,
+                 output_layer: Path | None = None) -> None:
         self.encoder_session, self.step_session = encoder, step
         # decoder_step.shortlist.onnx, opened at its first use (None: the export has none)
         self._open_shortlist, self._shortlist_session = shortlist_step, None
+        # output_layer.safetensors: the weight (V, Hd) and bias (V,) whose rows of a shortlist
+        # the shortlist step takes as inputs (a shortlist step of export format 1 gathers them)
+        self._output_layer_file = output_layer
+        self._output_layer: tuple[torch.Tensor, torch.Tensor] | None = None
         self.manifest, self.int8 = manifest, int8
         graphs = manifest["graphs"]
         self.encoder_outputs = [o["name"] for o in graphs["encoder"]["outputs"]]
         self.step_inputs = [i["name"] for i in graphs["decoder_step"]["inputs"]]
+        self.shortlist_inputs = [i["name"] for i in graphs.get("decoder_step_shortlist",
+                                                               {}).get("inputs", [])]
         self.step_outputs = [o["name"] for o in graphs["decoder_step"]["outputs"]]
         self.input_feeding = "feed" in self.step_inputs
         self.hidden_size = int(manifest["model"]["decoder_hidden_size"])
@@ -113,7 +120,7 @@ class OnnxModel:
         shortlist = (None if len(files) < 3 else lambda: _load_session(session, files[2], root,
                                                                         manifest))
         return cls(*(_load_session(session, p, root, manifest) for p in files[:2]), manifest,
-                   int8, shortlist)
+                   int8, shortlist, root / OUTPUT_LAYER_FILE)
 
     def eval(self) -> OnnxModel:
         """Nothing to switch (a graph is always in inference mode); for callers of modules."""
@@ -167,8 +174,28 @@ class OnnxModel:
         if allowed is None:  # the graph takes one row per sentence
             allowed = torch.ones(state.mask.size(0), ids.numel(), dtype=torch.bool)
         src = None if state.src is None else map_to_subset(ids, state.src)
-        return replace(state, subset=OutputSubset(ids, None, None), src=src,
+        subset = OutputSubset(ids, None, None)
+        if "out_weight" in self.shortlist_inputs:  # the rows once here, not in every step
+            weight, bias = self._output_rows()
+            subset = OutputSubset(ids, weight[ids], bias[ids])
+        return replace(state, subset=subset, src=src,
                        penalty=mask_penalty(allowed, torch.device("cpu")))
+
+    def _output_rows(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """The output layer's weight (V, Hd) and bias (V,), read once (safetensors: data)."""
+        if self._output_layer is None:
+            from safetensors.torch import load_file
+
+            if self._output_layer_file is None or not self._output_layer_file.is_file():
+                raise NMTError("the export's shortlist step takes the output layer's rows but "
+                               f"has no {OUTPUT_LAYER_FILE}: export the model again")
+            try:
+                tensors = load_file(str(self._output_layer_file))
+                self._output_layer = (tensors["weight"].float(), tensors["bias"].float())
+            except (OSError, KeyError, ValueError, RuntimeError) as exc:
+                raise NMTError(f"{self._output_layer_file} is not a readable output layer "
+                               f"({exc}): export the model again") from None
+        return self._output_layer
 
     def step(self, prev_tokens: torch.Tensor,
              state: DecoderState) -> tuple[torch.Tensor, DecoderState]:
@@ -179,8 +206,9 @@ class OnnxModel:
                   "src_ids": state.src}
         session, names = self.step_session, self.step_inputs
         if state.subset is not None:
-            memory.update(vocab=state.subset.ids, penalty=state.penalty)
-            session, names = self._shortlist_session, [*self.step_inputs, "vocab", "penalty"]
+            memory.update(vocab=state.subset.ids, penalty=state.penalty,
+                          out_weight=state.subset.weight, out_bias=state.subset.bias)
+            session, names = self._shortlist_session, self.shortlist_inputs
         feeds = {}
         for name in names:
             if name in changing:
