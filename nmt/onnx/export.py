@@ -269,9 +269,8 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
         # a subset of the vocabulary that holds the specials and the example's source ids
         values["vocab"], allowed, values["src_ids"] = example_subset(model, src)
         values["penalty"] = mask_penalty(allowed, allowed.device)
-        output = model.decoder.output
-        values["out_weight"], values["out_bias"] = output.weight[values["vocab"]], output.bias[
-            values["vocab"]]
+        output, rows = model.decoder.output, values["vocab"]
+        values["out_weight"], values["out_bias"] = output.weight[rows], output.bias[rows]
         step_shapes["log_probs"] = ["rows", "subset"]
         step_shapes["penalty"] = ["memory_rows", "subset"]
         inputs = (*names.step_inputs, *SHORTLIST_INPUTS)
