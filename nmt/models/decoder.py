@@ -305,10 +305,9 @@ class Decoder(nn.Module):
         out, h, c = self._rnn_step(x, state.h, state.c)  # out: (B, 1, Hd)
         att, weights = self._attend(out, state)  # (B, 1, Hd), (B, 1, S)
         att = att.squeeze(1)
-        new = replace(state, h=h, c=c, feed=att if self.input_feeding else None,
-                      weights=None if weights is None else weights.squeeze(1))
+        new = state.evolve(h=h, c=c, feed=att if self.input_feeding else None,
+                           weights=None if weights is None else weights.squeeze(1))
         return att, new
-
 
     def _rnn_step(self, x: torch.Tensor, h: torch.Tensor,
                   c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
