@@ -378,6 +378,19 @@ def test_the_official_libretranslate_client(url, reference):
         assert client.translate(line, "src", "tgt") == ref(reference, [line])[0][0]
 
 
+def test_serve_lets_idle_torch_threads_sleep_unless_told_otherwise(tmp_path, monkeypatch):
+    """nmt serve sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning OpenMP threads took
+    the cores from the HTTP loop: docs/serving.md); a value the user set is kept."""
+    from nmt.cli import main
+
+    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+
+
 @pytest.mark.parametrize("continuous", [True, False])  # nmt serve --batching
 def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, reverse_task,
                                                                tmp_path, continuous):
