@@ -6,7 +6,8 @@ size 5:
 
 - ``translate-file``: ``Translator.translate`` on all the lines at once (what ``nmt translate -i
   FILE`` runs after loading the model), in a child process: sentences/s, and the translations;
-- ``serve-batched``: ``nmt serve`` (default ``--max-batch-wait 5``: continuous batching) with 1,
+- ``serve-batched``: ``nmt serve`` (``--max-batch-wait 5``, ``--batching`` as given: gathered
+  batches, nmt serve's default, unless ``--batching continuous``) with 1,
   8, 32 and 128 concurrent clients (``--clients``): sentences/s, p50/p95/p99 latency per
   request, and how many replies differ from ``nmt translate``'s line;
 - ``serve-unbatched``: ``nmt serve --max-batch-wait 0`` (one request per search) with 1 and 32
@@ -86,14 +87,14 @@ class Server:
     """``nmt serve`` in a child process on a free loopback port."""
 
     def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
-                 batch_tokens: int | None = None, batching: str = "continuous") -> None:
+                 batch_tokens: int | None = None, batching: str = "gathered") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
              "--beam-size", str(BEAM), "--max-batch-wait", str(max_wait_ms), "-q",
              "--precision", precision,
              *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
-             *(["--batching", batching] if batching != "continuous" else []),
+             "--batching", batching,
              "--queue-limit", "100000", "--timeout", "120"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
@@ -172,7 +173,7 @@ def main() -> int:
     parser.add_argument("--unbatched-clients", default="1,32",
                         help="client counts for the server without batching ('' to skip)")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
-    parser.add_argument("--batching", default="continuous", choices=("continuous", "gathered"),
+    parser.add_argument("--batching", default="gathered", choices=("continuous", "gathered"),
                         help="nmt serve --batching of the batched server")
     parser.add_argument("--batch-tokens", type=int,
                         help="nmt serve --batch-tokens: source pieces searched at once "
