@@ -438,11 +438,19 @@ def _report_truncations(truncated: list) -> None:
                          f"from the first {cut.kept} (the model's data.max_len)\n")
 
 
-def _onnx_threads_sleep(args: argparse.Namespace) -> None:
-    """Before torch loads: with the ONNX backend, idle OpenMP threads of torch (which then runs
-    only the search's glue) sleep instead of spinning, leaving the cores to ONNX Runtime (beam
-    search ran 1.3x faster so; docs/export.md)."""
+def _idle_threads_sleep() -> None:
+    """Before torch loads: its idle OpenMP threads sleep instead of spinning between operations
+    (``OMP_WAIT_POLICY=PASSIVE``, unless the environment sets it), leaving the cores to whatever
+    else runs: ONNX Runtime (beam search 1.3x faster; docs/export.md), a server's HTTP loop (32
+    clients on an AVX2 EPYC: 12.4 -> 21.4 sentences/s, p99 4.5 -> 2.9 s; docs/serving.md)."""
     import os
+
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def _onnx_threads_sleep(args: argparse.Namespace) -> None:
+    """:func:`_idle_threads_sleep` with the ONNX backend, where torch runs only the search's
+    glue."""
     from pathlib import Path
 
     from nmt.layout import RunDir
@@ -450,7 +458,7 @@ def _onnx_threads_sleep(args: argparse.Namespace) -> None:
     models = args.model if isinstance(args.model, list) else [args.model]
     if args.backend == "onnx" or (args.backend == "auto" and any(
             RunDir(Path(m)).is_onnx_export() for m in models)):
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        _idle_threads_sleep()
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -642,12 +650,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    # Before torch loads, whatever the backend: idle OpenMP threads sleep instead of spinning
-    # between a step's operations, leaving the cores to the HTTP event loop (32 clients, torch
-    # on an AVX2 EPYC: 12.4 -> 21.4 sentences/s, p99 4.5 -> 2.9 s; docs/serving.md).
-    import os
-
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    _idle_threads_sleep()  # whatever the backend: the HTTP loop needs the cores too
     options = _decoding_options(args)
     for flag in ("char_limit", "batch_limit", "body_limit", "req_limit"):
         if getattr(args, flag) < 0:
