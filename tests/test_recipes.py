@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from conftest import make_pairs, precision_overrides, write_text_corpus
 
 pytestmark = pytest.mark.slow  # every test runs a recipe in a subprocess
@@ -32,16 +33,26 @@ def recipe(name: str, *args: object, env: dict | None = None,
                                **(env or {})})
 
 
-def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
-    corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
+@pytest.fixture(scope="module")
+def from_files_run(tmp_path_factory) -> tuple[Path, dict[str, Path], list, str]:
+    """One from_files run on a 400-pair corpus: (its root folder, the corpus prefixes, the
+    recipe's arguments, its stdout). The artifact test re-runs parts of it; the fine-tuning
+    test starts from its model."""
+    root = tmp_path_factory.mktemp("from_files")
+    corpus = {split: write_text_corpus(root / "corpus" / split, make_pairs(n, seed))
               for split, n, seed in (("train", 400, 0), ("valid", 30, 1), ("test", 40, 2))}
-    out = tmp_path / "run"
     args = ["--train", corpus["train"], "--valid", corpus["valid"], "--test", corpus["test"],
-            "--src-lang", "en", "--tgt-lang", "de", "--out", out, "-q", *TINY]
+            "--src-lang", "en", "--tgt-lang", "de", "--out", root / "run", "-q", *TINY]
     proc = recipe("from_files", *args)
     assert proc.returncode == 0, proc.stderr
+    return root, corpus, args, proc.stdout
+
+
+def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(from_files_run):
+    tmp_path, corpus, args, stdout = from_files_run
+    out = tmp_path / "run"
     for index, stage in enumerate(("data", "tokenizer", "train", "translate", "score")):
-        assert f"== stage {index} {stage}" in proc.stdout
+        assert f"== stage {index} {stage}" in stdout
 
     for name in ("config.yaml", "spm.model", "model.safetensors", "trainer_state.pt",
                  "metrics.csv", "curve.png", "training.json", "test.beam5.hyp",
@@ -102,18 +113,15 @@ def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(tmp_path):
     assert stages["train"]["seconds"] > 0.5  # the skipped re-run kept the real timing
 
 
-def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(tmp_path):
+def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(from_files_run):
     """--init-from takes the base's model section (from_files.yaml's differs) and tokenizer;
     --train twice reads both sources as one corpus; the reports name the base by its hash."""
-    corpus = {split: write_text_corpus(tmp_path / "corpus" / split, make_pairs(n, seed))
-              for split, n, seed in (("train", 300, 0), ("more", 100, 3), ("valid", 30, 1),
-                                     ("test", 40, 2))}
-    base = tmp_path / "base"
+    tmp_path, corpus, _, _ = from_files_run
+    corpus = {**corpus, "more": write_text_corpus(tmp_path / "corpus" / "more",
+                                                  make_pairs(100, 3))}
+    base = tmp_path / "run"  # TINY widths, where from_files.yaml has 256 and more
     common = ["--valid", corpus["valid"], "--test", corpus["test"], "--src-lang", "en",
               "--tgt-lang", "de", "-q"]
-    proc = recipe("from_files", "--train", corpus["train"], *common, "--out", base, *TINY,
-                  "model.decoder_hidden_size=64", "model.embed_size=64")
-    assert proc.returncode == 0, proc.stderr
     out = tmp_path / "ft"
     proc = recipe("from_files", "--train", corpus["more"], "--train", corpus["train"], *common,
                   "--out", out, "--init-from", base, "training.max_steps=10",
@@ -124,12 +132,12 @@ def test_from_files_fine_tunes_a_model_on_two_sources_and_names_its_base(tmp_pat
     from nmt.fileio import sha256_file
 
     assert results["base_model"]["weights_sha256"] == sha256_file(base / "model.safetensors")
-    assert results["base_model"]["path"] == "../base"
+    assert results["base_model"]["path"] == "../run"
     assert results["config"]["data"]["train"] == ["../corpus/more", "../corpus/train"]
-    assert results["config"]["model"]["decoder_hidden_size"] == 64  # the base's, not 256
-    assert "400/400 pairs kept" in results["data"]["pairs"]  # both sources, one corpus
+    assert results["config"]["model"]["decoder_hidden_size"] == 32  # the base's, not 256
+    assert "/500 pairs kept" in results["data"]["pairs"]  # both sources (400 + 100), one corpus
     card = (out / "README.md").read_text(encoding="utf-8")
-    assert f"fine-tuned from `en_de` (`../base`, weights sha256 " \
+    assert f"fine-tuned from `en_de` (`../run`, weights sha256 " \
         f"`{results['base_model']['weights_sha256']}`)" in card
     assert (out / "spm.model").read_bytes() == (base / "spm.model").read_bytes()
 
@@ -195,14 +203,18 @@ def _hub_like(tmp_path: Path, name: str) -> Path:
 def test_hub_recipes_run_on_a_local_dataset_of_the_same_schema(tmp_path, name):
     local = _hub_like(tmp_path, name)
     out = tmp_path / "run"
-    # wmt16 has iwslt2017's schema (a translation column): its own loading and tokenizer
-    # stages run, iwslt2017 covers training to scoring on that schema
-    stop = ["--stop-stage", "1"] if name == "wmt16_de_en" else []
+    # multi30k (flat columns) runs every stage; iwslt2017 and wmt16 (a translation column)
+    # their own loading and tokenizer stages: the later stages read the same files whatever
+    # the schema was
+    stop = [] if name == "multi30k_de_en" else ["--stop-stage", "1"]
     proc = recipe(name, "--out", out, "-q", *stop, "data.format=disk", f"data.dataset={local}",
                   "data.num_proc=1", "tokenizer.max_sentences=1000", *TINY,
                   "decoding.batch_tokens=2000", "training.batch_tokens=1000",
                   "model.encoder_layers=1", "model.decoder_layers=1")
     assert proc.returncode == 0, proc.stderr
+    config = yaml.safe_load((out / "config.yaml").read_text())["data"]
+    assert config["src_lang"] == "de"
+    assert config["translation_field"] == (None if name == "multi30k_de_en" else "translation")
     if stop:
         assert list(json.loads((out / "stages.json").read_text())) == ["data", "tokenizer"]
         assert "train: 300 pairs, valid: 20 pairs, test: 20 pairs" in proc.stdout, proc.stdout
@@ -210,9 +222,6 @@ def test_hub_recipes_run_on_a_local_dataset_of_the_same_schema(tmp_path, name):
         return
     results = json.loads((out / "results.json").read_text())
     assert results["test"]["sentences"] == 20
-    assert results["config"]["data"]["src_lang"] == "de"
-    assert results["config"]["data"]["translation_field"] == (
-        None if name == "multi30k_de_en" else "translation")
     assert results["data"]["source"] == results["config"]["data"]["dataset"] == f"../{local.name}"
     for shared in ("results.json", "README.md"):
         assert str(tmp_path) not in (out / shared).read_text(encoding="utf-8"), shared
