@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nmt import __version__
-from nmt.config import DATA_FORMATS, LONG_LINES, DecodingConfig
+from nmt.config import DATA_FORMATS, LONG_LINES, STOPPING, DecodingConfig
 from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
 from nmt.documents import FORMATS
 from nmt.errors import ConfigError, DataError
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from nmt.inference.translator import Translator
 
 #: The decoding settings that translate, serve and evaluate take as flags (--beam-size ...).
-DECODING_FLAGS = ("beam_size", "length_penalty", "word_reward", "long_lines", "max_len_a",
-                  "max_len_b", "batch_tokens")
+DECODING_FLAGS = ("beam_size", "length_penalty", "word_reward", "stopping", "long_lines",
+                  "max_len_a", "max_len_b", "batch_tokens")
 
 EXAMPLES_PREPARE = """examples:
   nmt prepare --config run.yaml

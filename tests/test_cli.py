@@ -164,6 +164,7 @@ DECODING_VALUES = {
     "max_len_b": ["-1", "0", "3"],
     "batch_tokens": ["0", "1", "100"],
     "long_lines": ["split", "truncate", "drop"],
+    "stopping": ["early", "exact", "never"],
     "n_best": ["0", "1", "3"],
 }
 

@@ -63,7 +63,7 @@ def test_without_terms_it_is_the_unconstrained_search(alpha, reward):
     model = random_model(seed=3)
     src, src_len = sources([3, 6, 5, 8, 4])
     plain = beam_search(model, src, src_len, beam_size=4, alpha=alpha, word_reward=reward,
-                        n_best=3)
+                        n_best=3, stopping="exact")  # a glossary search stops exact
     constrained = constrained_beam_search(model, src, src_len, [[]] * 5, beam_size=4,
                                           alpha=alpha, word_reward=reward, n_best=3)
     assert [[h.tokens for h in hyps] for hyps in constrained] == \

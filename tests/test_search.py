@@ -168,10 +168,12 @@ def test_length_limits_and_ngram_blocking():
 
 @pytest.mark.parametrize("alpha", [0.0, 1.0])
 def test_a_sentence_is_not_done_while_the_word_reward_can_lift_an_open_beam(alpha):
-    """Early stopping bounds an open hypothesis by the best it may still score at any length
+    """Exact stopping bounds an open hypothesis by the best it may still score at any length
     it can reach, word reward included: with a finished score of 0.5 and an open
     log-probability of -1 at step 0 of 10, the open beam can still reach (-1 + 10 * 1) / lp(10)
-    > 0.5, so the sentence goes on; without the reward it cannot, so the sentence is done."""
+    > 0.5, so the sentence goes on; without the reward it cannot, so the sentence is done.
+    Early stopping looks at the next step only: with a reward of 0.6 the open beam ending
+    there scores (-1 + 2 * 0.6) / lp(2) < 0.5, so the sentence is done early, not exactly."""
     finished = [[search.Hypothesis([4], 0.5, -1.5)]]
     limits = torch.tensor([10])
     scores = torch.tensor([[-1.0]])
@@ -179,21 +181,30 @@ def test_a_sentence_is_not_done_while_the_word_reward_can_lift_an_open_beam(alph
                                            word_reward=1.0)[0])
     assert bool(search._sentences_done(finished, scores, limits, 0, 1, alpha,
                                        word_reward=0.0)[0])
+    assert not bool(search._sentences_done(finished, scores, limits, 0, 1, alpha,
+                                           word_reward=0.6)[0])
+    assert bool(search._sentences_done(finished, scores, limits, 0, 1, alpha,
+                                       word_reward=0.6, early=True)[0])
+    # per sentence: one at step 0, one at step 5 (continuous batching), the same open score
+    two = search._sentences_done(finished * 2, torch.tensor([[-1.0], [-1.0]]),
+                                 torch.tensor([10, 10]), torch.tensor([0, 5]), 1, alpha,
+                                 word_reward=0.6, early=True)
+    assert two == [True, (-1 + 7 * 0.6) / search.length_penalty(7, alpha) <= 0.5]
 
 
 @pytest.mark.parametrize("alpha, reward", [(0.0, 0.0), (1.0, 0.0), (1.0, 2.0), (2.0, 0.5),
                                            (0.0, 2.0), (1.0, -0.5)])
-def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
-    """A sentence leaves the search only when no open beam can still beat its K-th finished
-    hypothesis, so searching every sentence to its length limit finds the same K best. The
-    model favours EOS, so hypotheses finish early and the bound decides (a bound that leaves
-    out the word reward fails here)."""
+def test_exact_stopping_never_changes_the_result(alpha, reward, monkeypatch):
+    """With ``stopping="exact"`` a sentence leaves the search only when no open beam can still
+    beat its K-th finished hypothesis, so searching every sentence to its length limit finds
+    the same K best. The model favours EOS, so hypotheses finish early and the bound decides
+    (a bound that leaves out the word reward fails here)."""
     model = random_model(seed=3)
     with torch.no_grad():
         model.decoder.output.bias[EOS_ID] += 1.0
     src, src_len = sources([3, 8, 5, 12, 2, 6, 9, 4], seed=4)
     kwargs = dict(beam_size=3, alpha=alpha, n_best=3, word_reward=reward, max_len_a=1.5,
-                  max_len_b=4)
+                  max_len_b=4, stopping="exact")
     stopped = beam_search(model, src, src_len, **kwargs)
     calls = []
 
@@ -209,12 +220,36 @@ def test_early_stopping_never_changes_the_result(alpha, reward, monkeypatch):
         assert [h.score for h in early] == pytest.approx([h.score for h in late], abs=1e-5)
 
 
+def test_early_stopping_ends_long_searches_sooner_with_the_same_best(monkeypatch):
+    """The default stopping (early) takes fewer steps than exact stopping where a length
+    penalty and a word reward keep the exact bound loose, and a sentence's best hypothesis is
+    among what the exact search finds, finished by the time early stopping stopped."""
+    assert DecodingConfig().stopping == "early"
+    model = random_model(seed=3)
+    with torch.no_grad():
+        model.decoder.output.bias[EOS_ID] += 1.0
+    src, src_len = sources([3, 8, 5, 12, 2, 6, 9, 4], seed=4)
+    steps = []
+    step = model.step
+    monkeypatch.setattr(model, "step", lambda *a: steps.append(1) or step(*a))
+    kwargs = dict(beam_size=3, alpha=1.0, word_reward=0.3, max_len_a=3.0, max_len_b=10,
+                  n_best=3)
+    early = beam_search(model, src, src_len, **kwargs)
+    early_steps, steps[:] = len(steps), []
+    exact = beam_search(model, src, src_len, **kwargs, stopping="exact")
+    assert early_steps < len(steps)
+    for fast, full in zip(early, exact, strict=True):
+        assert fast[0].tokens in [h.tokens for h in full]
+        assert fast[0].score <= full[0].score + 1e-6
+
+
+@pytest.mark.parametrize("stopping", ["early", "exact"])
 @pytest.mark.parametrize("kind", ["feeding", "copy", "none", "ensemble"])
-def test_a_sentence_admitted_mid_search_gets_what_it_gets_alone(kind):
+def test_a_sentence_admitted_mid_search_gets_what_it_gets_alone(kind, stopping):
     """Continuous batching: sentences join a running search between steps (shorter and longer
     sources than those running, so the memory is padded), others are dropped; each finished
     sentence has the hypotheses, tokens and scores, of its search alone, under its own length
-    limit, min_len and n-gram history."""
+    limit, min_len, n-gram history and stopping test (each sentence's own step count)."""
     if kind == "copy":
         torch.manual_seed(5)
         model = build_model(ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=16,
@@ -227,7 +262,7 @@ def test_a_sentence_admitted_mid_search_gets_what_it_gets_alone(kind):
     lengths = [6, 3, 9, 2, 14, 5, 7]
     src, src_len = sources(lengths, seed=7)
     kwargs = dict(beam_size=3, alpha=1.0, max_len_a=1.5, max_len_b=4, min_len=3,
-                  no_repeat_ngram=2, word_reward=0.5)
+                  no_repeat_ngram=2, word_reward=0.5, stopping=stopping)
     running = search.BeamSearch(model, **kwargs)
     joins = {0: [0, 1], 2: [2, 3], 3: [4], 6: [5, 6]}  # step -> sentences admitted before it
     got, step = {}, 0

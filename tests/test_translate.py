@@ -55,6 +55,28 @@ def test_a_word_reward_lengthens_the_output_and_scores_it(model_dir, tmp_path):
         [h[0][0] for h in rewarded]
 
 
+def test_early_and_exact_stopping_find_the_same_translations_of_a_trained_model(model_dir):
+    """On the trained reverse task the default (early) stopping finds the translations, and
+    their scores, that exact stopping finds, and never searches more rows: it stops a sentence
+    whenever exact stopping would (its bound is one of the exact bound's terms). This model is
+    so sure of its EOS that both stop almost together; test_search shows the steps saved."""
+    translator = Translator.load(model_dir, precision="fp32")
+    lines = [" ".join("abcdefgh"[(i * 3 + j) % 8] for j in range(2 + i % 9)) for i in range(40)]
+    steps, step = [], translator.model.step  # rows searched, each step
+    translator.model.step = lambda tokens, state: steps.append(len(tokens)) or step(tokens, state)
+    found = {}
+    for stopping in ("early", "exact"):
+        steps.clear()
+        found[stopping] = (translator.translate_nbest(lines, beam_size=4, word_reward=0.5,
+                                                      stopping=stopping), sum(steps))
+    (early, early_steps), (exact, exact_steps) = found["early"], found["exact"]
+    assert [h[0][0] for h in early] == [h[0][0] for h in exact]
+    assert [h[0][1] for h in early] == pytest.approx([h[0][1] for h in exact], abs=1e-5)
+    reversed_lines = [" ".join(reversed(line.split())) for line in lines]
+    assert sum(h[0][0] == r for h, r in zip(early, reversed_lines, strict=True)) >= 36  # learnt
+    assert early_steps <= exact_steps
+
+
 def test_split_long_line_packs_sentences_then_words():
     words = lambda text: len(text.split())  # noqa: E731 - a piece per word
     line = "One two three. Four five six seven! Eight nine ten eleven twelve thirteen. Ok?"

@@ -496,7 +496,8 @@ class Stream:
         self.translator = translator
         o = options
         self.search = BeamSearch(translator.model, o.beam_size, o.length_penalty, o.max_len_a,
-                                 o.max_len_b, o.min_len, o.no_repeat_ngram, o.word_reward)
+                                 o.max_len_b, o.min_len, o.no_repeat_ngram, o.word_reward,
+                                 o.stopping)
 
     def __len__(self) -> int:
         """Sentences being searched."""
