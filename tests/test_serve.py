@@ -380,15 +380,19 @@ def test_the_official_libretranslate_client(url, reference):
 
 def test_serve_lets_idle_torch_threads_sleep_unless_told_otherwise(tmp_path, monkeypatch):
     """nmt serve sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning OpenMP threads took
-    the cores from the HTTP loop: docs/serving.md); a value the user set is kept."""
+    the cores from the HTTP loop: docs/serving.md), and OMP_NUM_THREADS to the cores but one
+    (at least 1); values the user set are kept."""
     from nmt.cli import main
 
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
+    assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) - 1))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["OMP_NUM_THREADS"] == "7"
 
 
 @pytest.mark.parametrize("continuous", [True, False])  # nmt serve --batching
