@@ -76,7 +76,7 @@ def test_from_files_recipe_runs_every_stage_and_writes_every_artifact(from_files
     assert f"| 40 | 5 | {test['bleu']:.2f} | {test['chrf']:.2f} |" in card
     assert "nmt translate -m run -i input.en" in card  # the run lies outside the repository
     assert "- search: beam 5, length penalty 1, word reward 0.3, at most 1.5 x source length " \
-        "+ 10 tokens, long lines split" in card  # the settings that made the scores
+        "+ 10 tokens, long lines split, early stopping" in card  # the settings that made the scores
     # shared files name no path of this machine: the corpus relative to the run directory
     for shared in ("results.json", "README.md"):
         assert str(tmp_path) not in (out / shared).read_text(encoding="utf-8"), shared

@@ -160,6 +160,8 @@ def search_settings(d: DecodingConfig) -> str:
     if d.no_repeat_ngram:
         words.append(f"no repeated {d.no_repeat_ngram}-grams")
     words.append("long lines split" if d.long_lines == "split" else "long lines cut")
+    if d.beam_size > 1:
+        words.append(f"{d.stopping} stopping")
     return ", ".join(words)
 
 
