@@ -326,9 +326,9 @@ def _add_decoding_args(p: argparse.ArgumentParser) -> None:
                    help="beam search: log-probability reward per output token (> 0: longer)")
     p.add_argument("--stopping", choices=STOPPING,
                    help="beam search: a sentence with beam-size finished hypotheses stops when "
-                        "no open one would beat them by ending at the next step (early, the "
-                        "default) or could at any length (exact: slower, what searching to the "
-                        "length limit finds)")
+                        "no open one would beat the beam-size-th best by ending at the next step "
+                        "(early, the default) or could at any length (exact: slower, what "
+                        "searching to the length limit finds)")
     p.add_argument("--long-lines", choices=LONG_LINES,
                    help="a line over the model's data.max_len source pieces: translate it in "
                         "parts (split, the default) or its first data.max_len pieces")

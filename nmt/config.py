@@ -291,10 +291,10 @@ class DecodingConfig:
                          choices=LONG_LINES)
     stopping: str = _f("early", "Beam search: when a sentence that holds beam_size finished "
                        "hypotheses stops. `early`: when none of its open ones would beat the "
-                       "worst of them by ending at the next step (1.4x faster on the "
-                       "LibreOffice test set, the same BLEU); `exact`: when none could at any "
-                       "length up to the limit (then the result is what searching every beam "
-                       "to its limit would find). Glossary searches stop `exact`.",
+                       "beam_size-th best of them by ending at the next step (1.4x faster on "
+                       "the LibreOffice test set, the same BLEU); `exact`: when none could at "
+                       "any length up to the limit (then the result is what searching every "
+                       "beam to its limit would find). Glossary searches stop `exact`.",
                        choices=STOPPING)
 
     def __post_init__(self) -> None:
