@@ -16,7 +16,13 @@ from typing import TYPE_CHECKING, Any
 
 from nmt import __version__
 from nmt.config import DATA_FORMATS, LONG_LINES, STOPPING, DecodingConfig
-from nmt.console import ArgumentParser, parse_args, run_reporting_errors, setup_logging
+from nmt.console import (
+    ArgumentParser,
+    parse_args,
+    run_reporting_errors,
+    setup_logging,
+    usable_cores,
+)
 from nmt.documents import FORMATS
 from nmt.errors import ConfigError, DataError
 
@@ -460,8 +466,7 @@ def _leave_a_core_to_http() -> None:
     with p99 1.5-2.0 s, two 24.4-30.3 with p99 2.0-2.4 s (docs/serving.md)."""
     import os
 
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cores or 1) - 1)))
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() - 1)))
 
 
 def _onnx_threads_sleep(args: argparse.Namespace) -> None:

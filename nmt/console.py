@@ -21,6 +21,15 @@ class ArgumentParser(argparse.ArgumentParser):
         raise SystemExit(2)
 
 
+def usable_cores() -> int:
+    """The CPU cores this process may run on (its affinity where the OS has one)."""
+    import os
+
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def setup_logging(quiet: bool) -> None:
     """Log to stderr (warnings only when ``quiet``); the ``nmt`` loggers keep INFO for files."""
     root = logging.getLogger()

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from nmt.config import FILE_FORMATS, Config, DecodingConfig, to_dict
+from nmt.console import usable_cores
 from nmt.scoring import Scores
 
 # --------------------------------------------------------------------------- paths
@@ -101,8 +102,7 @@ def hardware() -> dict[str, Any]:
         memory = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError, AttributeError):
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return {"cpu": cpu, "cores": cores, "memory_gib": memory, "torch": torch.__version__,
+    return {"cpu": cpu, "cores": usable_cores(), "memory_gib": memory, "torch": torch.__version__,
             "torch_threads": torch.get_num_threads(), "python": platform.python_version(),
             "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
 
