@@ -156,6 +156,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "continuous: requests join the running beam search between steps and "
                         "are answered when their own sentences are done (lower median latency, "
                         "more throughput at a few clients)")
+    p.add_argument("--workers", type=int, default=0, metavar="N",
+                   help="searches each model runs at once, on threads of their own (default "
+                        "0: 2 on a machine of 2 cores or more, else 1); torch threads per "
+                        "search: OMP_NUM_THREADS, default (cores - 1) / workers, at least 1")
     p.add_argument("--char-limit", type=int, default=10_000, metavar="N",
                    help="characters of each text of a request, HTML markup included, as "
                         "LibreTranslate counts them (default 10000; 0: no limit)")
@@ -459,14 +463,24 @@ def _idle_threads_sleep() -> None:
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
-def _leave_a_core_to_http() -> None:
-    """Before torch loads: nmt serve's search runs on every core but one (``OMP_NUM_THREADS``,
-    unless the environment sets it), which the HTTP loop keeps. On 2 cores (an AVX2 EPYC, 32
-    clients, gathered batches, 3 alternating runs) one torch thread gave 26.6-37.3 sentences/s
-    with p99 1.5-2.0 s, two 24.4-30.3 with p99 2.0-2.4 s (docs/serving.md)."""
+def _serve_threads(workers: int) -> int:
+    """Before torch loads: nmt serve's searches per model (``workers``, 0: 2 where there are
+    2 cores or more) and torch threads per search (``OMP_NUM_THREADS``, unless the environment
+    sets it: the cores but one, which the HTTP loop keeps, shared by the searches, at least
+    one each). Returns the searches per model.
+
+    Measured on 2 cores (an AVX2 EPYC, 32 clients; docs/serving.md): one search of one torch
+    thread beat one of two (26.6-37.3 sentences/s against 24.4-30.3, gathered batches), since
+    the search's small operations wait for the slower thread while the HTTP loop holds a core;
+    two searches of one thread each keep both cores busy (GIL released inside operations)."""
     import os
 
-    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, usable_cores() - 1)))
+    cores = usable_cores()
+    if workers < 0:
+        raise ConfigError(f"--workers must be 0 (automatic) or more, got {workers}")
+    workers = workers or min(2, cores)
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (cores - 1) // workers)))
+    return workers
 
 
 def _onnx_threads_sleep(args: argparse.Namespace) -> None:
@@ -672,7 +686,7 @@ def _cmd_score(args: argparse.Namespace) -> int:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     _idle_threads_sleep()  # whatever the backend: the HTTP loop needs the cores too
-    _leave_a_core_to_http()
+    workers = _serve_threads(args.workers)
     options = _decoding_options(args)
     for flag in ("char_limit", "batch_limit", "body_limit", "req_limit"):
         if getattr(args, flag) < 0:
@@ -693,7 +707,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     models = load_models(args.model, args.device, args.precision, args.quantize,
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
                          decoding=options, glossary=args.glossary,
-                         shortlist=args.shortlist, continuous=args.batching == "continuous")
+                         shortlist=args.shortlist, continuous=args.batching == "continuous",
+                         workers=workers)
     return run(models, limits, args.host, args.port)
 
 

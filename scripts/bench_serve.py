@@ -87,14 +87,15 @@ class Server:
     """``nmt serve`` in a child process on a free loopback port."""
 
     def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
-                 batch_tokens: int | None = None, batching: str = "gathered") -> None:
+                 batch_tokens: int | None = None, batching: str = "gathered",
+                 workers: int = 0) -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
              "--beam-size", str(BEAM), "--max-batch-wait", str(max_wait_ms), "-q",
              "--precision", precision,
              *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
-             "--batching", batching,
+             "--batching", batching, "--workers", str(workers),
              "--queue-limit", "100000", "--timeout", "120"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
@@ -175,6 +176,8 @@ def main() -> int:
     parser.add_argument("--soak-seconds", type=float, default=600.0)
     parser.add_argument("--batching", default="gathered", choices=("continuous", "gathered"),
                         help="nmt serve --batching of the batched server")
+    parser.add_argument("--workers", type=int, default=0,
+                        help="nmt serve --workers: searches at once (default 0: nmt serve's)")
     parser.add_argument("--batch-tokens", type=int,
                         help="nmt serve --batch-tokens: source pieces searched at once "
                              "(default: the model's decoding.batch_tokens)")
@@ -196,6 +199,7 @@ def main() -> int:
                      "sentences": len(lines), "beam_size": BEAM}
 
     figures["precision"], figures["batching"] = args.precision, args.batching
+    figures["workers"] = args.workers
     figures["translate_file"], expected = translate_file(args.model, lines, args.precision)
     print(f"translate-file: {figures['translate_file']['sent_per_s']:.1f} sent/s", flush=True)
 
@@ -203,7 +207,8 @@ def main() -> int:
                                ("serve_unbatched", 0.0, args.unbatched_clients)):
         if not counts:
             continue
-        server = Server(args.model, wait, args.precision, args.batch_tokens, args.batching)
+        server = Server(args.model, wait, args.precision, args.batch_tokens, args.batching,
+                        args.workers)
         try:
             load(server.port, lines, pair, 8, 40, 60)  # warm-up
             rows = []

@@ -89,14 +89,14 @@ def call(url: str, path: str, *, json_body: object = None, form: dict | None = N
 
 def served(model_dir: Path, src: str = "src", tgt: str = "tgt", max_wait: float = 0.005,
            queue_limit: int = 4096, translator: object = None,
-           continuous: bool = True) -> ServedModel:
+           continuous: bool = True, workers: int = 1) -> ServedModel:
     """A model directory served as ``src -> tgt`` with greedy search (as the tests compare)."""
     translator = translator or Translator.load(model_dir, precision="fp32")
     # the options nmt serve --beam-size 2 gives: long lines split whatever the config says
     options = load_config(RunDir(model_dir).config).decoding.updated(beam_size=2,
                                                                       long_lines="split")
     return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, options,
-                                         continuous=continuous), beam_size=2)
+                                         continuous=continuous, workers=workers), beam_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -381,23 +381,31 @@ def test_the_official_libretranslate_client(url, reference):
 def test_serve_lets_idle_torch_threads_sleep_unless_told_otherwise(tmp_path, monkeypatch):
     """nmt serve sets OMP_WAIT_POLICY=PASSIVE before torch loads (spinning OpenMP threads took
     the cores from the HTTP loop: docs/serving.md), and OMP_NUM_THREADS to the cores but one
-    (at least 1); values the user set are kept."""
+    shared by the searches (--workers, default 2 on 2 cores or more), at least 1 each; values
+    the user set are kept."""
     from nmt.cli import main
 
+    cores = len(os.sched_getaffinity(0))
     monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
-    assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
+    for workers, threads in ((None, max(1, (cores - 1) // min(2, cores))),
+                             (1, max(1, cores - 1)), (3, max(1, (cores - 1) // 3))):
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+        assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q",
+                     *(["--workers", str(workers)] if workers else [])]) == 2
+        assert os.environ["OMP_NUM_THREADS"] == str(threads)
     assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"
-    assert os.environ["OMP_NUM_THREADS"] == str(max(1, len(os.sched_getaffinity(0)) - 1))
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
     monkeypatch.setenv("OMP_NUM_THREADS", "7")
     assert main(["serve", "-m", str(tmp_path / "none"), "--char-limit", "-1", "-q"]) == 2
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["OMP_NUM_THREADS"] == "7"
 
 
-@pytest.mark.parametrize("continuous", [True, False])  # nmt serve --batching
+@pytest.mark.parametrize(("continuous", "workers"),  # nmt serve --batching, --workers
+                         [(True, 1), (False, 1), (True, 2), (False, 2)])
 def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, reverse_task,
-                                                               tmp_path, continuous):
+                                                               tmp_path, continuous, workers):
+    """Each reply is nmt translate's line, whichever search it shared; with two workers both
+    search (sharing one model), and no line is searched twice."""
     from nmt.cli import main
 
     lines = Path(f"{reverse_task['test']}.src").read_text(encoding="utf-8").splitlines()[:64]
@@ -406,8 +414,8 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
                  str(tmp_path / "out.txt"), "--beam-size", "2", "--precision", "fp32",
                  "-q"]) == 0
     expected = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
-    model = served(trained_reverse, max_wait=0.05, continuous=continuous)
-    assert model.batcher.continuous == continuous
+    model = served(trained_reverse, max_wait=0.05, continuous=continuous, workers=workers)
+    assert model.batcher.continuous == continuous and model.batcher.workers == workers
     with running([model], Limits()) as base:
         barrier = threading.Barrier(64)
 
@@ -420,7 +428,81 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
             replies = list(pool.map(one, lines))
     assert [status for status, _ in replies] == [200] * 64
     assert [reply["translatedText"] for _, reply in replies] == expected
-    assert model.batcher.batches < 32  # requests were merged into shared searches
+    # requests were merged into shared searches (or admissions, continuous), by each worker
+    assert model.batcher.batches < 32 * workers and sum(model.batcher.searched) == 64
+    if continuous:  # each worker takes arrivals while it holds no more than the other
+        assert all(model.batcher.searched)
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_a_second_worker_answers_while_the_first_is_searching(trained_reverse, continuous):
+    """With two workers, a request that arrives while the first worker's search is held up is
+    searched and answered by the second, not queued behind it."""
+    from nmt.serve.batcher import Batcher
+
+    translator = Translator.load(trained_reverse, precision="fp32")
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:  # the first search to start waits until released
+        if not held.is_set():
+            held.set()
+            assert release.wait(30)
+
+    if continuous:
+        stream = translator.stream
+
+        def held_stream(options):
+            running = stream(options)
+            step = running.step
+
+            def held_step():
+                hold()
+                return step()
+            running.step = held_step
+            return running
+        translator.stream = held_stream  # copied into the second worker's translator too
+    else:
+        translate_nbest = translator.translate_nbest
+
+        def held_translate(*args, **kwargs):
+            hold()
+            return translate_nbest(*args, **kwargs)
+        translator.translate_nbest = held_translate
+    options = translator.options({"beam_size": 2})
+    batcher = Batcher(translator, 2000, 0.005, 100, options, continuous=continuous, workers=2)
+    try:
+        first = batcher.submit(["a b c d"])
+        assert held.wait(30)
+        second = batcher.submit(["e f g"]).result(timeout=30)  # while the first is held
+        assert not first.done()
+        release.set()
+        assert [[t for t, _ in hyps] for hyps in first.result(timeout=30)] == ref(
+            translator, ["a b c d"])
+    finally:
+        release.set()
+        batcher.close()
+    assert [[t for t, _ in hyps] for hyps in second] == ref(translator, ["e f g"])
+    assert sorted(batcher.searched) == [1, 1]
+
+
+@pytest.mark.parametrize("continuous", [True, False])
+def test_closing_a_batcher_of_two_workers_answers_every_queued_job(reference, continuous):
+    """close() with jobs still queued: both workers finish them (each stops at its own mark,
+    the other taking what is left), every answer its line's own."""
+    from nmt.serve.batcher import Batcher
+
+    options = reference.options({"beam_size": 2})
+    batcher = Batcher(reference, 2000, 0.005, 100, options, continuous=continuous, workers=2)
+    lines = ["a b c", "d e f g", "b a", "c c d e f", "a", "g f e d c b a", "e d", "f a b"] * 3
+    futures = [batcher.submit([line]) for line in lines]
+    batcher.close()
+    assert not any(thread.is_alive() for thread in batcher._threads)
+    got = [future.result(timeout=0) for future in futures]
+    assert [[text for text, _ in hyps] for (hyps,) in got] == [
+        [text for text, _ in hyps] for hyps in reference.translate_nbest(lines, options)]
+    assert sum(batcher.searched) == len(lines)
+    with pytest.raises(ValueError, match="at least 1 worker"):
+        Batcher(reference, 2000, 0.005, 100, options, workers=0)
 
 
 @pytest.mark.parametrize("continuous", [True, False])

@@ -1,4 +1,4 @@
-"""One worker thread per model that merges concurrent requests into shared searches.
+"""Worker threads per model that merge concurrent requests into shared searches.
 
 Request handlers call :meth:`Batcher.submit` (cheap: no tokenizer, no torch) and await the
 returned future. The search settings are the server's one :class:`~nmt.config.DecodingConfig`
@@ -27,6 +27,14 @@ continuous batching gives the lower median latency and more throughput at a few 
 gathered batches the tighter tail under heavy load (each sentence's latency in continuous mode
 grows with its own length, as it shares every step with a full batch).
 
+**Several workers** (``workers``; ``nmt serve --workers``): that many threads search at once,
+each with its own searches, taking jobs from one queue (in continuous mode a worker takes
+arrivals while it holds no more sentences than any other). Torch and ONNX Runtime release the
+GIL inside their operations, so on a CPU two searches of one thread each keep two cores busy,
+where one search of two threads waits for its slower thread at every small operation
+(``docs/serving.md``). Each worker has its own shallow copy of the translator (the model and
+tokenizers shared, read only; the per-call notes such as ``truncated`` its own).
+
 ``queue_limit`` bounds the lines waiting (in continuous mode: until every part of their
 request is admitted into the search); past it :meth:`submit` raises :class:`QueueFull` at
 once. A job whose future was cancelled (its request timed out, or its client went away) is
@@ -37,6 +45,7 @@ worker always goes on.
 
 from __future__ import annotations
 
+import copy
 import itertools
 import logging
 import queue
@@ -89,8 +98,16 @@ class _Flight:
     unadmitted: int = 0  # parts not yet admitted into the search (the job's lines wait)
 
 
+@dataclass(eq=False)
+class _Worker:
+    """One worker thread's index and translator."""
+
+    index: int
+    translator: object
+
+
 class Batcher:
-    """The worker thread of one :class:`~nmt.inference.translator.Translator`.
+    """The worker threads of one :class:`~nmt.inference.translator.Translator`.
 
     Args:
         translator: the loaded model; only the worker thread uses it.
@@ -103,11 +120,14 @@ class Batcher:
             size replaces ``n_best``).
         continuous: batch beam search continuously when it can (see the module; ``nmt serve
             --batching continuous``); False (default): gathered batches only.
+        workers: threads searching at once (see the module), at least 1.
     """
 
     def __init__(self, translator, gather_tokens: int, max_wait: float, queue_limit: int,
                  options: DecodingConfig, glossary: Glossary | None = None,
-                 continuous: bool = False) -> None:
+                 continuous: bool = False, workers: int = 1) -> None:
+        if workers < 1:
+            raise ValueError(f"a batcher needs at least 1 worker, got {workers}")
         self.translator, self.glossary = translator, glossary
         self.gather_tokens, self.max_wait, self.queue_limit = gather_tokens, max_wait, queue_limit
         self.options = options
@@ -116,18 +136,32 @@ class Batcher:
         self._closed = False
         self._lock = threading.Lock()
         self.batches = 0  # searches run, or admissions into the running one (tests, the log)
+        self.searched = [0] * workers  # sentences (line parts) each worker has searched
         # continuous batching: beam search, which BeamSearch can join sentences into
         self.continuous = (continuous and max_wait > 0 and options.beam_size > 1
                            and glossary is None
                            and hasattr(translator, "stream")
                            and getattr(translator, "shortlist", None) is None)
+        # continuous mode: sentences each worker holds (waiting or searching); inf once it
+        # has stopped, so that the others take what is left
+        self._load = [0.0] * workers
         run = self._run_continuous if self.continuous else self._run
-        self._thread = threading.Thread(target=run, name="nmt-batcher", daemon=True)
-        self._thread.start()
+        # worker 0 uses the translator itself; the others a shallow copy each (see the module)
+        self._threads = [threading.Thread(
+            target=run, args=(_Worker(i, translator if i == 0 else copy.copy(translator)),),
+            name=f"nmt-batcher-{i}", daemon=True) for i in range(workers)]
+        for thread in self._threads:
+            thread.start()
 
-    def _size(self, line: str) -> int:
+    @property
+    def workers(self) -> int:
+        """Threads searching at once."""
+        return len(self._threads)
+
+    @staticmethod
+    def _size(w: _Worker, line: str) -> int:
         """Source pieces of a line before any cut (worker thread)."""
-        return self.translator.source_ids(line)[1] if line.strip() else 0
+        return w.translator.source_ids(line)[1] if line.strip() else 0
 
     def submit(self, lines: Sequence[str], n_best: int = 1,
                glossary: Glossary | None = None) -> Future:
@@ -156,25 +190,28 @@ class Batcher:
         """Refuse new jobs, finish the jobs queued so far, then stop the worker."""
         with self._lock:
             self._closed = True
-        self._jobs.put(None)
-        self._thread.join(timeout)
+        for _ in self._threads:  # one stop mark per worker, after every queued job
+            self._jobs.put(None)
+        deadline = time.monotonic() + timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
 
     # ----------------------------------------------------------------- the worker
 
-    def _take(self, job: Job) -> bool:
+    def _take(self, w: _Worker, job: Job) -> bool:
         """Count a job out of the queue; False for one whose request gave up (timed out)."""
         with self._lock:
             self._waiting -= len(job.lines)
         if not job.future.set_running_or_notify_cancel():
             return False
         try:
-            job.sizes = [self._size(line) for line in job.lines]
+            job.sizes = [self._size(w, line) for line in job.lines]
         except Exception as exc:  # noqa: BLE001 - a line the tokenizer refuses fails its job
             job.future.set_exception(exc)
             return False
         return True
 
-    def _gather(self, first: Job) -> tuple[list[Job], bool]:
+    def _gather(self, w: _Worker, first: Job) -> tuple[list[Job], bool]:
         """The first job and those arriving less than ``max_wait`` apart (``GATHER_CAP`` periods
         at most), up to ``gather_tokens`` source pieces; jobs given up on are dropped."""
         jobs, stop, pieces = [first], False, sum(first.sizes)
@@ -192,26 +229,27 @@ class Batcher:
             if job is None:
                 stop = True
                 break
-            if self._take(job):
+            if self._take(w, job):
                 jobs.append(job)
                 pieces += sum(job.sizes)
         return jobs, stop
 
-    def _run(self) -> None:
+    def _run(self, w: _Worker) -> None:
+        """A worker of gathered batches: take a job, gather more, search them, again."""
         stop = False
         while not stop:
             first = self._jobs.get()
             if first is None:
                 break
-            if not self._take(first):
+            if not self._take(w, first):
                 continue
-            jobs, stop = self._gather(first)
+            jobs, stop = self._gather(w, first)
             try:
                 groups: dict[int, list[Job]] = {}
                 for job in jobs:  # one search per glossary, with the largest n-best asked
                     groups.setdefault(id(job.glossary), []).append(job)
                 for group in groups.values():
-                    self._translate(group, max(job.n_best for job in group))
+                    self._translate(w, group, max(job.n_best for job in group))
             except Exception as exc:  # noqa: BLE001 - the worker must outlive any failure
                 log.error("the translation worker failed: %s", exc,
                           exc_info=(type(exc), exc, exc.__traceback__))
@@ -221,10 +259,16 @@ class Batcher:
 
     # ----------------------------------------------------------------- continuous batching
 
-    def _run_continuous(self) -> None:
-        """The worker of continuous mode: take arrivals, drop what was given up on, admit
+    def _run_continuous(self, w: _Worker) -> None:
+        """A worker of continuous mode: take arrivals, drop what was given up on, admit
         waiting sentences, take one step, answer the jobs whose sentences are all found."""
-        stream = self.translator.stream(self.options)
+        try:
+            self._search_continuously(w)
+        finally:  # the other workers take what is left
+            self._load[w.index] = float("inf")
+
+    def _search_continuously(self, w: _Worker) -> None:
+        stream = w.translator.stream(self.options)
         waiting: deque[tuple[int, list[int]]] = deque()  # (key, source ids) not yet admitted
         owner: dict[int, tuple[_Flight, int]] = {}  # key -> its job's flight, part index
         searching: dict[int, int] = {}  # admitted key -> its source pieces
@@ -233,13 +277,14 @@ class Batcher:
         stop = False
         while not (stop and not flights):
             jobs: list[Job] = []
+            self._load[w.index] = len(waiting) + len(searching)
             if not stop:
                 idle = not flights
-                stop = self._arrivals(jobs, block=idle)
+                stop = self._arrivals(w.index, jobs, block=idle)
                 if idle and jobs and not stop:  # a search from idle gathers a moment first
-                    stop = self._arrivals(jobs, block=False, window=True)
+                    stop = self._arrivals(w.index, jobs, block=False, window=True)
             for job in jobs:
-                flight = self._plan(job)
+                flight = self._plan(w, job)
                 if flight is None or flight.left == 0:  # nothing to search (empty lines)
                     self._release(job)
                     if flight is not None:
@@ -265,7 +310,7 @@ class Batcher:
                         self._release(flight.job)
                 flights = [f for f in flights if not f.job.future.cancelled()]
             try:
-                admitted = self._admit(stream, waiting, sum(searching.values()))
+                admitted = self._admit(w.index, stream, waiting, sum(searching.values()))
                 for key, ids in admitted:
                     searching[key] = len(ids)
                     flight = owner[key][0]
@@ -282,7 +327,7 @@ class Batcher:
                     self._release(flight.job)
                     self._fail(flight.job, exc)
                 flights, owner, searching, waiting = [], {}, {}, deque()
-                stream = self.translator.stream(self.options)
+                stream = w.translator.stream(self.options)
                 continue
             for key, hyps in finished:
                 flight, index = owner.pop(key)
@@ -293,13 +338,18 @@ class Batcher:
                     flights.remove(flight)
                     self._answer(flight)
 
-    def _arrivals(self, jobs: list[Job], block: bool, window: bool = False) -> bool:
+    def _arrivals(self, worker: int, jobs: list[Job], block: bool,
+                  window: bool = False) -> bool:
         """Move queued jobs into ``jobs``: wait for one when ``block``; with ``window``, keep
         gathering while they arrive less than ``max_wait`` apart (``GATHER_CAP`` periods at
-        most); else take what is queued now. True when the queue says stop (close)."""
+        most); else take what is queued now. With several workers, ``worker`` takes another
+        job only while it holds no more lines than any other worker. True when the queue says
+        stop (close)."""
         now = time.monotonic()
         deadline, cap = now + self.max_wait, now + GATHER_CAP * self.max_wait
         while True:
+            if not block and not self._least_loaded(worker, sum(len(j.lines) for j in jobs)):
+                return False
             try:
                 if block:
                     job, block = self._jobs.get(), False
@@ -317,7 +367,13 @@ class Batcher:
                 return True
             jobs.append(job)  # its lines count as waiting until admitted (_release)
 
-    def _plan(self, job: Job) -> _Flight | None:
+    def _least_loaded(self, worker: int, taken: int) -> bool:
+        """Whether continuous ``worker``, holding ``taken`` more lines, holds no more than
+        any other worker (always, alone)."""
+        mine = self._load[worker] + taken
+        return all(mine <= load for i, load in enumerate(self._load) if i != worker)
+
+    def _plan(self, w: _Worker, job: Job) -> _Flight | None:
         """A job's lines as parts to search, with their source ids (empty parts found at
         once); None for a job given up on, one whose lines the tokenizer refuses (failed), or
         one with a glossary of its own (searched now, apart, as a gathered batch)."""
@@ -325,15 +381,15 @@ class Batcher:
             return None
         if job.glossary is not None:
             if job.future.set_running_or_notify_cancel():
-                self._translate([job], job.n_best)
+                self._translate(w, [job], job.n_best)
             return None
         try:
-            flight = _Flight(job, [self.translator.parts(line, self.options)
+            flight = _Flight(job, [w.translator.parts(line, self.options)
                                    for line in job.lines])
             for part in (p for line in flight.parts for p in line):
                 ids = None
                 if part.strip():
-                    ids, pieces = self.translator.source_ids(part)
+                    ids, pieces = w.translator.source_ids(part)
                     if pieces > len(ids) - 1:
                         log.warning("a line of %d source pieces was translated from its first "
                                     "%d (the model's data.max_len)", pieces, len(ids) - 1)
@@ -345,7 +401,7 @@ class Batcher:
             return None
         return flight
 
-    def _admit(self, stream: Stream, waiting: deque[tuple[int, list[int]]],
+    def _admit(self, worker: int, stream: Stream, waiting: deque[tuple[int, list[int]]],
                pieces: int) -> list[tuple[int, list[int]]]:
         """Admit waiting sentences into ``stream``, oldest first, while it holds at most
         ``gather_tokens`` source pieces (``pieces`` now; the first into an empty search
@@ -357,7 +413,9 @@ class Batcher:
             budget -= len(items[-1][1])
         if items:
             stream.admit(items)
-            self.batches += 1
+            self.searched[worker] += len(items)
+            with self._lock:
+                self.batches += 1
         return items
 
     def _answer(self, flight: _Flight) -> None:
@@ -391,28 +449,30 @@ class Batcher:
 
     # ----------------------------------------------------------------- gathered batches
 
-    def _translate_lines(self, lines: list[str], n_best: int,
+    def _translate_lines(self, translator, lines: list[str], n_best: int,
                          glossary: Glossary | None = None) -> Result:
-        """translate_nbest over the lines with the server's options, this n-best size and
-        ``glossary`` (default: the server's)."""
-        return self.translator.translate_nbest(lines, self.options.updated(n_best=n_best),
+        """``translator``'s translate_nbest over the lines with the server's options, this
+        n-best size and ``glossary`` (default: the server's)."""
+        return translator.translate_nbest(lines, self.options.updated(n_best=n_best),
                                                glossary=glossary or self.glossary)
 
-    def _translate(self, jobs: list[Job], n_best: int) -> None:
+    def _translate(self, w: _Worker, jobs: list[Job], n_best: int) -> None:
         lines = [line for job in jobs for line in job.lines]
         try:
-            results = self._translate_lines(lines, n_best, jobs[0].glossary)
+            results = self._translate_lines(w.translator, lines, n_best, jobs[0].glossary)
         except Exception as exc:  # noqa: BLE001 - handed to the waiting request
             if len(jobs) > 1:  # one request's failure must not fail those merged with it
                 for job in jobs:
-                    self._translate([job], n_best)
+                    self._translate(w, [job], n_best)
                 return
             log.error("translation of a request of %d lines failed: %s", len(lines), exc,
                       exc_info=(type(exc), exc, exc.__traceback__))
             jobs[0].future.set_exception(exc)
             return
-        self.batches += 1
-        for cut in getattr(self.translator, "truncated", []):
+        self.searched[w.index] += len(lines)
+        with self._lock:
+            self.batches += 1
+        for cut in getattr(w.translator, "truncated", []):
             log.warning("a line of %d source pieces was translated from its first %d (the "
                         "model's data.max_len)", cut.pieces, cut.kept)
         start = 0

@@ -50,7 +50,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
                 max_wait: float, queue_limit: int, backend: str = "auto",
                 decoding: Mapping[str, Any] | None = None,
                 glossary: str | None = None, shortlist: bool = False,
-                continuous: bool = False) -> list[ServedModel]:
+                continuous: bool = False, workers: int = 1) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
@@ -62,7 +62,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     encoded by each model's own target SentencePiece model). ``shortlist``: each model
     searches over its lexical shortlist (``shortlist.safetensors``). ``continuous``: beam
     search batches continuously (:class:`~nmt.serve.batcher.Batcher`), else in gathered
-    batches."""
+    batches. ``workers``: searches each model runs at once (threads of its batcher)."""
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
@@ -87,10 +87,11 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         # n_best: each request sets its own (alternatives); long lines split unless asked
         options = translator.options({"long_lines": "split", "n_best": 1, **given})
         batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
-                          terms, continuous)
+                          terms, continuous, workers)
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
-        log.info("serving %s -> %s from %s (beam %d, %s backend)", *pair, directory,
-                 options.beam_size, translator.backend)
+        log.info("serving %s -> %s from %s (beam %d, %s backend, %d search%s at once)", *pair,
+                 directory, options.beam_size, translator.backend, workers,
+                 "" if workers == 1 else "es")
     return models
 
 
