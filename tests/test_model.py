@@ -294,3 +294,50 @@ def test_scaled_init_sizes_embeddings_for_a_tied_output_and_opens_the_forget_gat
     torch.manual_seed(0)
     plain = build_model(ModelConfig(init="torch", **cfg), 3000, 3000)
     assert abs(plain.decoder.embed.weight[1:].std().item() - 1.0) < 0.02
+
+
+@pytest.mark.skipif(not __import__("nmt.models.decoder").models.decoder.PACKED_PRODUCTS,
+                    reason="this torch has no oneDNN linear on a packed weight")
+def test_search_steps_use_the_output_weight_packed_once_and_follow_its_changes(monkeypatch):
+    """Under no_grad on a CPU in fp32 a step's output layer is oneDNN's product on the weight
+    packed once (the same logits up to rounding), packed again when the weight changes in
+    place (a loaded or fine-tuned model) and forgotten with the weight; in training it is
+    ``self.output``."""
+    import gc
+
+    from nmt.models import decoder as dec
+
+    packs = []
+    reorder = torch.ops.mkldnn._reorder_linear_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_linear_weight",
+                        lambda w: packs.append(w) or reorder(w))
+    torch.manual_seed(2)
+    model = build_model(tiny(attention="general", decoder_hidden_size=16), V_SRC, V_TGT).eval()
+    out = model.decoder.output
+    x = torch.randn(5, 16)
+    with torch.no_grad():
+        for _ in range(3):
+            torch.testing.assert_close(model.decoder._output_logits(x), out(x), atol=1e-5,
+                                       rtol=0)
+        assert len(packs) == 1  # packed once for three steps
+        out.weight.mul_(2.0)  # changed in place: packed again, and the logits follow
+        torch.testing.assert_close(model.decoder._output_logits(x), out(x), atol=1e-5, rtol=0)
+        assert len(packs) == 2
+    assert id(out.weight) in dec._PACKED
+    model.train()  # forgotten: a fused optimizer's step changes the weight, not its version
+    assert id(out.weight) not in dec._PACKED
+    model.decoder._output_logits(x)  # training: self.output, nothing packed
+    assert len(packs) == 2 and id(out.weight) not in dec._PACKED
+    # the trainer's round: a fused optimizer's step (the weight's version unchanged), then eval
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    model(*batch(0)[:2], batch(0)[2][:, :-1]).sum().backward()
+    opt.step()
+    model.eval()
+    with torch.no_grad():
+        torch.testing.assert_close(model.decoder._output_logits(x), out(x), atol=1e-5, rtol=0)
+    assert len(packs) == 3
+    key = id(out.weight)
+    del model, out, opt
+    packs.clear()
+    gc.collect()
+    assert key not in dec._PACKED
