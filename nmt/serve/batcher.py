@@ -110,7 +110,7 @@ class Batcher:
     """The worker threads of one :class:`~nmt.inference.translator.Translator`.
 
     Args:
-        translator: the loaded model; only the worker thread uses it.
+        translator: the loaded model; only the worker threads use it (see the module).
         gather_tokens: source pieces gathered into one search at most (a larger single
             request still runs, as one call).
         max_wait: seconds to wait for more jobs after the first; 0 turns batching across
