@@ -44,6 +44,14 @@ def _packed_products() -> bool:
 PACKED_PRODUCTS = _packed_products()
 
 
+def _plain_cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether ``x`` runs in plain fp32 on a CPU: no autocast, no ONNX export being traced (the
+    condition of the search's CPU shortcuts, :meth:`Decoder._rnn_step` and
+    :meth:`Decoder._output_logits`)."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.onnx.is_in_onnx_export())
+
+
 @dataclass
 class OutputSubset:
     """The part of the output layer a lexical shortlist leaves to search.
@@ -294,9 +302,8 @@ class Decoder(nn.Module):
         """
         weight = self.output.weight
         if (self.training or not PACKED_PRODUCTS or type(self.output) is not nn.Linear
-                or x.device.type != "cpu" or x.dtype != torch.float32
-                or weight.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-                or torch.onnx.is_in_onnx_export() or torch.is_grad_enabled()):
+                or weight.dtype != torch.float32 or torch.is_grad_enabled()
+                or not _plain_cpu_fp32(x)):
             return self.output(x)
         key = id(weight)
         entry = _PACKED.get(key)
@@ -370,9 +377,7 @@ class Decoder(nn.Module):
         elsewhere: under autocast (its bf16 LSTM), in an ONNX export (one LSTM node), int8
         (torch.ao's dynamic LSTM) and off the CPU (not measured).
         """
-        if (type(self.rnn) is not nn.LSTM or x.device.type != "cpu"
-                or x.dtype != torch.float32 or torch.is_autocast_enabled("cpu")
-                or torch.onnx.is_in_onnx_export()):
+        if type(self.rnn) is not nn.LSTM or not _plain_cpu_fp32(x):
             out, (h, c) = self.rnn(x, (h, c))
             return out, h, c
         inp, hs, cs = x[:, 0], [], []
