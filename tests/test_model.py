@@ -259,6 +259,24 @@ def test_copy_log_probs_mixes_generation_and_copying():
     torch.testing.assert_close(half, 0.5 * torch.softmax(logits, -1) + 0.5 * expected)
 
 
+def test_copy_log_probs_in_search_equal_those_with_autograd():
+    """Without autograd (search) the mixture is computed in place: the same values, bit for
+    bit, and the caller's logits untouched."""
+    from nmt.models.decoder import copy_log_probs
+
+    g = torch.Generator().manual_seed(0)
+    logits, gate = torch.randn(6, 40, generator=g), torch.randn(6, 1, generator=g)
+    weights = torch.softmax(torch.randn(6, 5, generator=g), -1)
+    src = torch.randint(4, 40, (2, 5), generator=g)  # 3 rows (beams) per source row
+    kept = logits.clone()
+    with torch.no_grad():
+        searched = copy_log_probs(logits, gate, weights, src)
+    trained = copy_log_probs(logits.requires_grad_(), gate, weights, src)
+    assert trained.requires_grad and not searched.requires_grad
+    assert torch.equal(searched, trained.detach())
+    assert torch.equal(logits.detach(), kept)
+
+
 def test_copy_attention_needs_attention_and_a_joint_vocabulary():
     from nmt.config import load_config
 

@@ -300,3 +300,48 @@ def test_two_stage_top_k_equals_the_top_k_over_beams_times_vocabulary(seed):
     finite = want_scores > float("-inf")
     assert torch.equal(origin[finite], (want_index // vocab)[finite])
     assert torch.equal(token[finite], (want_index % vocab)[finite])
+
+
+@pytest.mark.parametrize("width", [64 * 40, 64 * 40 + 17, 8000])
+@pytest.mark.parametrize("k", [1, 10])
+def test_row_top_through_blocks_equals_topk(width, k):
+    """The block-wise top k (each block's maximum, then the best blocks' columns) gives
+    torch.topk's values and columns: on random rows, on rows whose best values crowd into one
+    block or sit in the last, partial block, and on a row of -inf but one."""
+    g = torch.Generator().manual_seed(width + k)
+    x = torch.randn(6, width, generator=g)
+    x[1, 64:64 + k] += 10.0  # the k best in one block
+    x[2, -3:] += 10.0  # the best at the end
+    x[3] = float("-inf")
+    x[3, 5] = -0.5  # a row at its length limit: only EOS left
+    calls = search._block_columns.cache_info().misses + search._block_columns.cache_info().hits
+    values, columns = search.row_top(x, k)
+    info = search._block_columns.cache_info()
+    assert info.misses + info.hits == calls + 1  # the block path ran
+    want_values, want_columns = x.topk(k, dim=1)
+    assert torch.equal(values, want_values)
+    finite = want_values > float("-inf")
+    assert torch.equal(columns[finite], want_columns[finite])
+
+
+def test_a_running_search_cuts_its_memory_to_the_longest_source_left():
+    """When sentences leave a running search, the encoder memory keeps only the width of the
+    longest source still searched (not that of the longest ever admitted), and the others'
+    hypotheses stay those of their searches alone."""
+    model = random_model(seed=3)
+    lengths = [14, 4, 6]
+    src, src_len = sources(lengths, seed=4)
+    kwargs = dict(beam_size=3, max_len_a=1.5, max_len_b=4)
+    running = search.BeamSearch(model, **kwargs)
+    running.admit(src, src_len, [0, 1, 2])
+    got = dict(running.step())
+    assert running.state.mask.shape[1] == 14
+    running.drop([0])
+    assert running.state.mask.shape[1] == 6
+    assert running.state.keys.shape[1] == running.state.proj_keys.shape[1] == 6
+    while len(running):
+        got.update(running.step())
+    for i in (1, 2):
+        alone = beam_search(model, src[i:i + 1, :lengths[i]], src_len[i:i + 1], n_best=99,
+                            **kwargs)[0]
+        assert [h.tokens for h in got[i]] == [h.tokens for h in alone]
