@@ -1093,3 +1093,77 @@ def test_glossary_per_request_and_for_the_server(trained_reverse, url, reference
         status, reply = call(base, "/translate", json_body={
             "q": "a b c", "source": "src", "target": "tgt", "glossary": {"a": "h"}})
         assert {"f", "h"} <= set(reply["translatedText"].split()), reply
+
+
+def test_waiting_requests_are_taken_by_the_latency_they_are_heading_for():
+    """Continuous mode takes the waiting job with the longest wait plus expected search
+    (seconds per character x its longest line), arrival order while nothing is learnt;
+    gathered batches keep arrival order; the stop marks come out after every job."""
+    from nmt.serve.batcher import Job, _Arrivals
+
+    now = time.monotonic()
+    short_old = Job(["a b"], 1, arrived=now - 1.0, chars=3)
+    long_new = Job(["x" * 300], 1, arrived=now - 0.1, chars=300)
+    short_new = Job(["c"], 1, arrived=now, chars=1)
+    for by_latency, per_char, order in ((False, 0.01, [short_old, long_new, short_new]),
+                                        (True, 0.0, [short_old, long_new, short_new]),
+                                        (True, 0.01, [long_new, short_old, short_new]),
+                                        (True, 0.001, [short_old, long_new, short_new])):
+        arrivals = _Arrivals(by_latency)
+        arrivals.per_char = per_char
+        for item in (short_old, long_new, short_new, None, None):
+            arrivals.put(item)
+        assert [arrivals.get_nowait() for _ in range(5)] == [*order, None, None]
+
+
+def test_a_continuous_batcher_learns_seconds_per_character_and_takes_long_lines_first(
+        trained_reverse):
+    """An answered request teaches the batcher its seconds per character; then requests that
+    wait while the worker searches are taken longest line first (a long line that arrived
+    after two short ones joins the search ahead of them), and every answer is its own line's."""
+    from nmt.serve.batcher import Batcher
+
+    translator = Translator.load(trained_reverse, precision="fp32")
+    admitted: list[list[int]] = []  # source pieces of each admission's sentences
+    held, release = threading.Event(), threading.Event()
+    stream = translator.stream
+
+    def recording_stream(options):
+        running = stream(options)
+        admit, step = running.admit, running.step
+
+        def recorded_admit(items):
+            admitted.append([len(ids) for _, ids in items])
+            admit(items)
+
+        def held_step():
+            if held.is_set():
+                assert release.wait(30)
+            return step()
+        running.admit, running.step = recorded_admit, held_step
+        return running
+
+    translator.stream = recording_stream
+    options = translator.options({"beam_size": 2})
+    batcher = Batcher(translator, 2000, 0.005, 100, options, continuous=True)
+    lines = ["a", "b", "c d e f g a b c d e f g"]
+    try:
+        assert batcher.submit(["a b c"]).result(timeout=30)
+        assert batcher._jobs.per_char > 0  # learnt from the answered request
+        held.set()
+        busy = batcher.submit(["g f"])
+        deadline = time.time() + 30
+        while len(admitted) < 2 and time.time() < deadline:
+            time.sleep(0.001)
+        futures = [batcher.submit([line]) for line in lines]  # wait behind the held step
+        time.sleep(0.05)
+        batcher._jobs.per_char = 1.0  # a second per character: length decides
+        release.set()
+        got = [future.result(timeout=30) for future in futures]
+        assert busy.result(timeout=30)
+    finally:
+        release.set()
+        batcher.close()
+    pieces = admitted[2]
+    assert len(pieces) == 3 and pieces[0] == max(pieces)  # the long line first
+    assert [[t for t, _ in hyps] for (hyps,) in got] == ref(translator, lines)

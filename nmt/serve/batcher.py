@@ -9,12 +9,19 @@ cut: :func:`nmt.serve.server.load_models` sets it): the same search as ``nmt tra
 continuous``): the worker keeps one running search
 (:class:`nmt.inference.translator.Stream`) and, between two of its steps, admits the
 sentences of the requests that arrived meanwhile (up to ``gather_tokens`` source pieces
-searched at once; the rest wait their turn in arrival order). Each request is answered as soon
-as its own sentences are finished, so a short sentence never waits for a long one, nor for a
-search that started before it. A sentence's hypotheses are those it gets searched alone. A
-search that starts from idle first gathers what arrives less than ``max_wait`` seconds apart
-(at most ``GATHER_CAP * max_wait``). Jobs asking for different n-best sizes share the search:
-beam search stops by its beam size alone, and each job cuts the sorted list to its own n.
+searched at once). Each request is answered as soon as its own sentences are finished, so a
+short sentence never waits for a long one, nor for a search that started before it. Requests
+that wait for a worker are taken by the latency they are heading for, the longest first: the
+time they have waited plus their search's expected time, their longest line's characters
+times the seconds per character that this server's finished requests took (:class:`_Arrivals`;
+in arrival order until a request has finished). A sentence's latency in a shared search grows
+with its own length, so under load this takes long sentences in sooner and leaves short ones
+waiting a little longer, which shortens the tail without costing throughput; a short request
+waits at most about one long search more than in arrival order (``docs/serving.md``). A
+sentence's hypotheses are those it gets searched alone. A search that starts from idle first
+gathers what arrives less than ``max_wait`` seconds apart (at most ``GATHER_CAP *
+max_wait``). Jobs asking for different n-best sizes share the search: beam search stops by its
+beam size alone, and each job cuts the sorted list to its own n.
 
 **Gathered batches** (the default; and always for greedy search, a lexical shortlist or a
 server glossary): the worker takes the first waiting job, gathers jobs as above up to
@@ -83,6 +90,44 @@ class Job:
     future: Future = field(default_factory=Future)
     sizes: list[int] = field(default_factory=list)  # source pieces per line (the worker counts)
     released: bool = False  # its lines no longer count as waiting (queue_limit)
+    arrived: float = field(default_factory=time.monotonic)
+    chars: int = 0  # characters of its longest line (its expected search time, _Arrivals)
+    admitted: float | None = None  # continuous mode: when its first sentence joined a search
+
+
+class _Arrivals(queue.Queue):
+    """The jobs waiting for a worker, and after them the workers' stop marks (None).
+
+    In arrival order, unless ``by_latency``: then :meth:`get` takes the job heading for the
+    longest latency, the time it has waited plus ``per_char`` seconds per character of its
+    longest line (its expected search time; ``per_char`` 0: arrival order). A stop mark
+    comes out only when no job is left (``close`` puts them after every job).
+    """
+
+    def __init__(self, by_latency: bool) -> None:
+        super().__init__()
+        self.by_latency = by_latency
+        self.per_char = 0.0  # seconds of search per character, learnt (Batcher._learn)
+
+    def _init(self, maxsize: int) -> None:
+        self.queue: deque[Job | None] = deque()
+
+    def _get(self) -> Job | None:  # under the queue's lock
+        if not self.by_latency or self.per_char <= 0 or len(self.queue) < 2:
+            return self.queue.popleft()
+        now, per_char = time.monotonic(), self.per_char
+        best, heading = None, -1.0
+        for i, job in enumerate(self.queue):
+            if job is None:  # the stop marks come after every job
+                break
+            latency = now - job.arrived + per_char * job.chars
+            if latency > heading:  # the first of equals: arrival order
+                best, heading = i, latency
+        if best is None:
+            return self.queue.popleft()
+        job = self.queue[best]
+        del self.queue[best]
+        return job
 
 
 @dataclass(eq=False)
@@ -131,7 +176,6 @@ class Batcher:
         self.translator, self.glossary = translator, glossary
         self.gather_tokens, self.max_wait, self.queue_limit = gather_tokens, max_wait, queue_limit
         self.options = options
-        self._jobs: queue.Queue[Job | None] = queue.Queue()
         self._waiting = 0  # lines submitted and not yet taken by the worker
         self._closed = False
         self._lock = threading.Lock()
@@ -142,6 +186,7 @@ class Batcher:
                            and glossary is None
                            and hasattr(translator, "stream")
                            and getattr(translator, "shortlist", None) is None)
+        self._jobs = _Arrivals(by_latency=self.continuous)
         # continuous mode: sentences each worker holds (waiting or searching); inf once it
         # has stopped, so that the others take what is left
         self._load = [0.0] * workers
@@ -182,7 +227,7 @@ class Batcher:
                 raise QueueFull(f"{self._waiting} lines are waiting (queue limit "
                                 f"{self.queue_limit})")
             self._waiting += len(lines)
-        job = Job(list(lines), n_best, glossary)
+        job = Job(list(lines), n_best, glossary, chars=max(map(len, lines), default=0))
         self._jobs.put(job)
         return job.future
 
@@ -311,9 +356,12 @@ class Batcher:
                 flights = [f for f in flights if not f.job.future.cancelled()]
             try:
                 admitted = self._admit(w.index, stream, waiting, sum(searching.values()))
+                now = time.monotonic()
                 for key, ids in admitted:
                     searching[key] = len(ids)
                     flight = owner[key][0]
+                    if flight.job.admitted is None:
+                        flight.job.admitted = now
                     flight.unadmitted -= 1
                     if not flight.unadmitted:  # all of it searching: its lines wait no more
                         self._release(flight.job)
@@ -337,6 +385,16 @@ class Batcher:
                 if flight.left == 0:
                     flights.remove(flight)
                     self._answer(flight)
+                    self._learn(flight.job)
+
+    def _learn(self, job: Job) -> None:
+        """Fold a searched job's seconds per character into the estimate that orders the
+        waiting jobs (:class:`_Arrivals`): a moving average over the last few dozen."""
+        if job.admitted is None or job.chars <= 0:
+            return
+        seconds = (time.monotonic() - job.admitted) / job.chars
+        known = self._jobs.per_char
+        self._jobs.per_char = seconds if known <= 0 else known + (seconds - known) / 32
 
     def _arrivals(self, worker: int, jobs: list[Job], block: bool,
                   window: bool = False) -> bool:
