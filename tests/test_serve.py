@@ -1114,6 +1114,11 @@ def test_waiting_requests_are_taken_by_the_latency_they_are_heading_for():
         for item in (short_old, long_new, short_new, None, None):
             arrivals.put(item)
         assert [arrivals.get_nowait() for _ in range(5)] == [*order, None, None]
+    arrivals = _Arrivals(True)  # only the first SCAN waiting are compared
+    arrivals.per_char, arrivals.SCAN = 0.01, 1
+    for item in (short_old, long_new):
+        arrivals.put(item)
+    assert arrivals.get_nowait() is short_old
 
 
 def test_a_continuous_batcher_learns_seconds_per_character_and_takes_long_lines_first(

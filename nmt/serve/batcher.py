@@ -100,9 +100,12 @@ class _Arrivals(queue.Queue):
 
     In arrival order, unless ``by_latency``: then :meth:`get` takes the job heading for the
     longest latency, the time it has waited plus ``per_char`` seconds per character of its
-    longest line (its expected search time; ``per_char`` 0: arrival order). A stop mark
-    comes out only when no job is left (``close`` puts them after every job).
+    longest line (its expected search time; ``per_char`` 0: arrival order), among the first
+    ``SCAN`` waiting (a bounded cost per take however long the queue). A stop mark comes out
+    only when no job is left (``close`` puts them after every job).
     """
+
+    SCAN = 256
 
     def __init__(self, by_latency: bool) -> None:
         super().__init__()
@@ -117,7 +120,7 @@ class _Arrivals(queue.Queue):
             return self.queue.popleft()
         now, per_char = time.monotonic(), self.per_char
         best, heading = None, -1.0
-        for i, job in enumerate(self.queue):
+        for i, job in enumerate(itertools.islice(self.queue, self.SCAN)):
             if job is None:  # the stop marks come after every job
                 break
             latency = now - job.arrived + per_char * job.chars
