@@ -99,6 +99,23 @@ def test_bridge_joins_directions_and_follows_the_depth_rule():
     assert h0.shape == (3, 2, 4) and not torch.equal(h0, c0) and h0.abs().max() <= 1
 
 
+@pytest.mark.parametrize("layers", [1, 2])
+def test_a_batch_without_padding_is_encoded_as_with_padding(layers):
+    """Sentences of one length (a sentence alone, as a server admits them) take the encoder's
+    short path: the same outputs, final states and mask, bit for bit, as the same sentences
+    padded by one position (the sorted, segmented path)."""
+    torch.manual_seed(0)
+    encoder = Encoder(30, 8, 6, num_layers=layers).eval()
+    src = torch.randint(4, 30, (3, 7))
+    lengths = torch.full((3,), 7)
+    with torch.no_grad():
+        short = encoder(src, lengths)
+        padded = encoder(torch.cat([src, torch.zeros(3, 1, dtype=torch.long)], 1), lengths)
+    assert torch.equal(short.outputs, padded.outputs[:, :7])
+    assert torch.equal(short.h, padded.h) and torch.equal(short.c, padded.c)
+    assert torch.equal(short.mask, padded.mask[:, :7]) and bool(short.mask.all())
+
+
 def test_decoder_starts_from_both_encoder_h_and_c():
     torch.manual_seed(0)
     model = build_model(tiny(attention="none"), V_SRC, V_TGT).eval()
