@@ -376,3 +376,58 @@ def test_search_steps_use_the_output_weight_packed_once_and_follow_its_changes(m
     packs.clear()
     gc.collect()
     assert key not in dec._PACKED
+
+
+@pytest.mark.skipif(not __import__("nmt.models.encoder").models.encoder.PACKED_RNN,
+                    reason="this torch has no oneDNN LSTM layer on weights laid out once")
+def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(monkeypatch):
+    """Under no_grad on a CPU in fp32 each direction runs oneDNN's LSTM on its weights laid out
+    once: the same outputs and states, bit for bit, as nn.LSTM (a padded batch, run in length
+    segments from each other's states, and a batch without padding); laid out again when a
+    weight changes in place, forgotten at train() (a fused optimizer's step changes the
+    weights, not their version) and with the weights."""
+    import gc
+
+    from nmt.models import encoder as enc
+
+    layouts = []
+    reorder = torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight
+    monkeypatch.setattr(torch.ops.mkldnn, "_reorder_mkldnn_rnn_layer_weight",
+                        lambda *args: layouts.append(args[0]) or reorder(*args))
+    torch.manual_seed(3)
+    model = build_model(tiny(encoder_layers=2), V_SRC, V_TGT).eval()
+    src, src_len = batch(0)[:2]
+    unpadded, unpadded_len = src[:, :3], torch.full((src.size(0),), 3)
+
+    def both(encoder, s, n):
+        with torch.no_grad():
+            monkeypatch.setattr(enc, "PACKED_RNN", True)
+            laid_out = encoder(s, n)
+            monkeypatch.setattr(enc, "PACKED_RNN", False)
+            plain = encoder(s, n)
+            monkeypatch.setattr(enc, "PACKED_RNN", True)
+        for field in ("outputs", "h", "c"):
+            assert torch.equal(getattr(laid_out, field), getattr(plain, field)), field
+
+    for _ in range(2):
+        both(model.encoder, src, src_len)
+        both(model.encoder, unpadded, unpadded_len)
+    assert len(layouts) == 4  # two layers x two directions, once
+    with torch.no_grad():
+        model.encoder.layers[0][0].weight_hh_l0.mul_(0.5)  # changed in place: laid out again
+    both(model.encoder, src, src_len)
+    assert len(layouts) == 5
+    model.train()
+    assert not any(id(rnn.weight_ih_l0) in enc._PACKED for layer in model.encoder.layers
+                   for rnn in layer)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
+    model(*batch(0)[:2], batch(0)[2][:, :-1]).sum().backward()
+    opt.step()
+    model.eval()
+    both(model.encoder, src, src_len)  # after the trainer's round, the new weights
+    assert len(layouts) == 9
+    keys = [id(rnn.weight_ih_l0) for layer in model.encoder.layers for rnn in layer]
+    del model, opt
+    layouts.clear()
+    gc.collect()
+    assert not any(key in enc._PACKED for key in keys)

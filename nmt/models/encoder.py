@@ -6,6 +6,7 @@ Hd decoder units, Ld decoder layers.
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 
 import torch
@@ -14,6 +15,58 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.data.tokenizer import PAD_ID
 from nmt.errors import ConfigError
+
+
+def _packed_rnn() -> bool:
+    """Whether this torch has oneDNN's LSTM layer on weights laid out once (the ops inductor
+    uses when it freezes an LSTM)."""
+    try:
+        return (torch.backends.mkldnn.is_available()
+                and callable(torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight)
+                and callable(torch.ops.aten.mkldnn_rnn_layer))
+    except (AttributeError, RuntimeError):
+        return False
+
+
+PACKED_RNN = _packed_rnn()
+
+# Each direction's LSTM weights laid out once for oneDNN (:func:`_lstm`), by id of its
+# weight_ih: (weak references to weight_ih and weight_hh, their versions when laid out, the two
+# laid-out weights). An entry leaves with its weight and whenever the encoder enters or leaves
+# training (Encoder.train), as the decoder's packed output layer does.
+_PACKED: dict[int, tuple[weakref.ref, weakref.ref, tuple[int, int], list[torch.Tensor]]] = {}
+
+
+def _lstm(rnn: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
+          ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    """``rnn(x, state)`` for one layer and direction, x (B, T, I) batch first, state (1, B, H)
+    each or None: at inference on a CPU in fp32 through oneDNN's LSTM layer on the weights laid
+    out once, which ``nn.LSTM`` lays out again at every call (a sixth to a half of a short
+    sentence's encoding). The same oneDNN computation, bit for bit; elsewhere ``rnn`` itself."""
+    if (not PACKED_RNN or type(rnn) is not nn.LSTM or rnn.training or torch.is_grad_enabled()
+            or x.device.type != "cpu" or x.dtype != torch.float32 or not rnn.bias
+            or rnn.num_layers != 1 or rnn.bidirectional or torch.is_autocast_enabled("cpu")
+            or torch.jit.is_tracing() or not torch._C._get_mkldnn_enabled()):
+        return rnn(x, state)
+    w_ih, w_hh, b_ih, b_hh = rnn.all_weights[0]
+    hidden = rnn.hidden_size
+    key = id(w_ih)
+    entry = _PACKED.get(key)
+    versions = (w_ih._version, w_hh._version)
+    if entry is None or entry[0]() is not w_ih or entry[1]() is not w_hh or entry[2] != versions:
+        entry = _PACKED[key] = (
+            weakref.ref(w_ih, lambda _, key=key: _PACKED.pop(key, None)), weakref.ref(w_hh),
+            versions, torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(
+                w_ih.detach(), w_hh.detach(), hidden, False, True, True))
+    batch = x.size(0)
+    if state is None:
+        h0 = c0 = x.new_zeros(1, batch, hidden)
+    else:
+        h0, c0 = (s.contiguous() for s in state)
+    out, h, c, _ = torch.ops.aten.mkldnn_rnn_layer(
+        x.transpose(0, 1).contiguous(), entry[3][0], entry[3][1], b_ih, b_hh, h0, c0, False, [],
+        2, hidden, 1, True, False, True, False)  # 2: oneDNN's LSTM; input time first
+    return out.transpose(0, 1), (h, c)
 
 
 @dataclass
@@ -85,6 +138,15 @@ class Encoder(nn.Module):
                                   batch_first=True) for _direction in range(2))
             for i in range(num_layers))
 
+    def train(self, mode: bool = True) -> Encoder:
+        """``nn.Module.train`` (``eval()`` calls it too), forgetting the LSTM weights laid out
+        for inference (:func:`_lstm`): training changes them, and a fused optimizer does so
+        without their version."""
+        for layer in self.layers:
+            for rnn in layer:  # int8 (torch.ao's dynamic LSTM) has no such weight
+                _PACKED.pop(id(getattr(rnn, "weight_ih_l0", None)), None)
+        return super().train(mode)
+
     @property
     def output_size(self) -> int:
         """Size of an output vector: 2H."""
@@ -132,8 +194,8 @@ class Encoder(nn.Module):
         for i, (forward_rnn, backward_rnn) in enumerate(self.layers):
             if i > 0:
                 x = self.dropout(x)
-            out_f, (h_f, c_f) = forward_rnn(x)
-            out_b, (h_b, c_b) = backward_rnn(x.flip(1))
+            out_f, (h_f, c_f) = _lstm(forward_rnn, x, None)
+            out_b, (h_b, c_b) = _lstm(backward_rnn, x.flip(1), None)
             x = torch.cat([out_f, out_b.flip(1)], dim=-1)  # (B, S, 2H)
             finals_h += [h_f[0], h_b[0]]
             finals_c += [c_f[0], c_b[0]]
@@ -156,7 +218,7 @@ class Encoder(nn.Module):
         state, start = None, 0
         for end in sorted(set(lens)):
             running = sum(1 for n in lens if n >= end)  # a prefix of the batch
-            out, (h, c) = rnn(x[:running, start:end], state)  # out: (running, end - start, H)
+            out, (h, c) = _lstm(rnn, x[:running, start:end], state)  # (running, end - start, H)
             if running < batch:
                 out = torch.cat([out, out.new_zeros(batch - running, *out.shape[1:])])
             pieces.append(out)
