@@ -91,6 +91,22 @@ def cpu_runs_bf16_lstm() -> bool:
     return True
 
 
+def has_onednn_ops(*ops: str) -> bool:
+    """Whether this torch has oneDNN and each of ``ops`` (``"namespace.name"`` under
+    ``torch.ops``): the ops that run a product on weights laid out once, which search uses
+    where it can (the decoder's output layer, the encoder's LSTM)."""
+    try:
+        if not torch.backends.mkldnn.is_available():
+            return False
+        for op in ops:
+            namespace, name = op.split(".")
+            if not callable(getattr(getattr(torch.ops, namespace), name)):
+                return False
+        return True
+    except (AttributeError, RuntimeError):
+        return False
+
+
 def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     """Autocast dtype for ``auto | fp32 | bf16`` on ``device``; None means plain fp32."""
     if name == "fp32":

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from nmt.data.tokenizer import PAD_ID
+from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
 from nmt.models.attention import build_attention
 from nmt.models.encoder import EncoderOutput, WordDropout
@@ -31,17 +32,8 @@ from nmt.models.encoder import EncoderOutput, WordDropout
 _PACKED: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
 
 
-def _packed_products() -> bool:
-    """Whether this torch has oneDNN's linear on a packed weight (the ops inductor uses)."""
-    try:
-        return (torch.backends.mkldnn.is_available()
-                and callable(torch.ops.mkldnn._reorder_linear_weight)
-                and callable(torch.ops.mkldnn._linear_pointwise))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-PACKED_PRODUCTS = _packed_products()
+#: whether this torch has oneDNN's linear on a packed weight (the ops inductor uses)
+PACKED_PRODUCTS = has_onednn_ops("mkldnn._reorder_linear_weight", "mkldnn._linear_pointwise")
 
 
 def _plain_cpu_fp32(x: torch.Tensor) -> bool:

@@ -14,21 +14,12 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from nmt.data.tokenizer import PAD_ID
+from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
 
-
-def _packed_rnn() -> bool:
-    """Whether this torch has oneDNN's LSTM layer on weights laid out once (the ops inductor
-    uses when it freezes an LSTM)."""
-    try:
-        return (torch.backends.mkldnn.is_available()
-                and callable(torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight)
-                and callable(torch.ops.aten.mkldnn_rnn_layer))
-    except (AttributeError, RuntimeError):
-        return False
-
-
-PACKED_RNN = _packed_rnn()
+#: whether this torch has oneDNN's LSTM layer on weights laid out once (the ops inductor uses
+#: when it freezes an LSTM)
+PACKED_RNN = has_onednn_ops("mkldnn._reorder_mkldnn_rnn_layer_weight", "aten.mkldnn_rnn_layer")
 
 # Each direction's LSTM weights laid out once for oneDNN (:func:`_lstm`), by id of its
 # weight_ih: (weak references to weight_ih and weight_hh, their versions when laid out, the two
