@@ -340,7 +340,7 @@ def test_search_steps_use_the_output_weight_packed_once_and_follow_its_changes(m
     ``self.output``."""
     import gc
 
-    from nmt.models import decoder as dec
+    from nmt.models import packed
 
     packs = []
     reorder = torch.ops.mkldnn._reorder_linear_weight
@@ -358,11 +358,11 @@ def test_search_steps_use_the_output_weight_packed_once_and_follow_its_changes(m
         out.weight.mul_(2.0)  # changed in place: packed again, and the logits follow
         torch.testing.assert_close(model.decoder._output_logits(x), out(x), atol=1e-5, rtol=0)
         assert len(packs) == 2
-    assert id(out.weight) in dec._PACKED
+    assert id(out.weight) in packed.CACHE
     model.train()  # forgotten: a fused optimizer's step changes the weight, not its version
-    assert id(out.weight) not in dec._PACKED
+    assert id(out.weight) not in packed.CACHE
     model.decoder._output_logits(x)  # training: self.output, nothing packed
-    assert len(packs) == 2 and id(out.weight) not in dec._PACKED
+    assert len(packs) == 2 and id(out.weight) not in packed.CACHE
     # the trainer's round: a fused optimizer's step (the weight's version unchanged), then eval
     opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     model(*batch(0)[:2], batch(0)[2][:, :-1]).sum().backward()
@@ -375,7 +375,7 @@ def test_search_steps_use_the_output_weight_packed_once_and_follow_its_changes(m
     del model, out, opt
     packs.clear()
     gc.collect()
-    assert key not in dec._PACKED
+    assert key not in packed.CACHE
 
 
 @pytest.mark.skipif(not __import__("nmt.models.encoder").models.encoder.PACKED_RNN,
@@ -389,6 +389,7 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     import gc
 
     from nmt.models import encoder as enc
+    from nmt.models import packed
 
     layouts = []
     reorder = torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight
@@ -418,7 +419,7 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     both(model.encoder, src, src_len)
     assert len(layouts) == 5
     model.train()
-    assert not any(id(rnn.weight_ih_l0) in enc._PACKED for layer in model.encoder.layers
+    assert not any(id(rnn.weight_ih_l0) in packed.CACHE for layer in model.encoder.layers
                    for rnn in layer)
     opt = torch.optim.Adam(model.parameters(), lr=0.1, fused=True)
     model(*batch(0)[:2], batch(0)[2][:, :-1]).sum().backward()
@@ -430,4 +431,4 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     del model, opt
     layouts.clear()
     gc.collect()
-    assert not any(key in enc._PACKED for key in keys)
+    assert not any(key in packed.CACHE for key in keys)

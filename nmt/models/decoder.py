@@ -11,7 +11,6 @@ what search uses through :meth:`Decoder.step`.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass, replace
 
 import torch
@@ -23,14 +22,7 @@ from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
 from nmt.models.attention import build_attention
 from nmt.models.encoder import EncoderOutput, WordDropout
-
-# The output layer's weight packed once for oneDNN (Decoder._output_logits), by id of the
-# weight: (a weak reference to the weight, its version when packed: a weight changed in place is
-# packed again, the packed weight). An entry leaves with its weight, and whenever the decoder
-# enters or leaves training (Decoder.train): a fused optimizer's step changes the weight without
-# its version. Kept off the module, which is copied and saved as it is.
-_PACKED: dict[int, tuple[weakref.ref, int, torch.Tensor]] = {}
-
+from nmt.models.packed import forget, laid_out
 
 #: whether this torch has oneDNN's linear on a packed weight (the ops inductor uses)
 PACKED_PRODUCTS = has_onednn_ops("mkldnn._reorder_linear_weight", "mkldnn._linear_pointwise")
@@ -221,7 +213,7 @@ class Decoder(nn.Module):
     def train(self, mode: bool = True) -> Decoder:
         """``nn.Module.train`` (``eval()`` calls it too), forgetting the packed output weight:
         training changes the weight, and a fused optimizer does so without its version."""
-        _PACKED.pop(id(self.output.weight), None)
+        forget(self.output.weight)
         return super().train(mode)
 
     def init_state(self, enc: EncoderOutput, h0: torch.Tensor, c0: torch.Tensor) -> DecoderState:
@@ -307,13 +299,9 @@ class Decoder(nn.Module):
                 or weight.dtype != torch.float32 or torch.is_grad_enabled()
                 or not _plain_cpu_fp32(x)):
             return self.output(x)
-        key = id(weight)
-        entry = _PACKED.get(key)
-        if entry is None or entry[0]() is not weight or entry[1] != weight._version:
-            entry = _PACKED[key] = (weakref.ref(weight, lambda _, key=key: _PACKED.pop(key, None)),
-                                    weight._version,
-                                    torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
-        return torch.ops.mkldnn._linear_pointwise(x, entry[2], self.output.bias, "none", [], "")
+        packed = laid_out((weight,),
+                          lambda: torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
+        return torch.ops.mkldnn._linear_pointwise(x, packed, self.output.bias, "none", [], "")
 
     def step_log_probs(self, tokens: torch.Tensor,
                        state: DecoderState) -> tuple[torch.Tensor, DecoderState]:

@@ -6,7 +6,6 @@ Hd decoder units, Ld decoder layers.
 
 from __future__ import annotations
 
-import weakref
 from dataclasses import dataclass
 
 import torch
@@ -16,17 +15,11 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.data.tokenizer import PAD_ID
 from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
+from nmt.models.packed import forget, laid_out
 
 #: whether this torch has oneDNN's LSTM layer on weights laid out once (the ops inductor uses
 #: when it freezes an LSTM)
 PACKED_RNN = has_onednn_ops("mkldnn._reorder_mkldnn_rnn_layer_weight", "aten.mkldnn_rnn_layer")
-
-# Each direction's LSTM weights laid out once for oneDNN (:func:`_lstm`), by id of its
-# weight_ih: (weak references to weight_ih and weight_hh, their versions when laid out, the two
-# laid-out weights). An entry leaves with its weight and whenever the encoder enters or leaves
-# training (Encoder.train), as the decoder's packed output layer does.
-_PACKED: dict[int, tuple[weakref.ref, weakref.ref, tuple[int, int], list[torch.Tensor]]] = {}
-
 
 def _lstm(rnn: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor] | None
           ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
@@ -41,21 +34,15 @@ def _lstm(rnn: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor
         return rnn(x, state)
     w_ih, w_hh, b_ih, b_hh = rnn.all_weights[0]
     hidden = rnn.hidden_size
-    key = id(w_ih)
-    entry = _PACKED.get(key)
-    versions = (w_ih._version, w_hh._version)
-    if entry is None or entry[0]() is not w_ih or entry[1]() is not w_hh or entry[2] != versions:
-        entry = _PACKED[key] = (
-            weakref.ref(w_ih, lambda _, key=key: _PACKED.pop(key, None)), weakref.ref(w_hh),
-            versions, torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(
-                w_ih.detach(), w_hh.detach(), hidden, False, True, True))
+    packed = laid_out((w_ih, w_hh), lambda: torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(
+        w_ih.detach(), w_hh.detach(), hidden, False, True, True))
     batch = x.size(0)
     if state is None:
         h0 = c0 = x.new_zeros(1, batch, hidden)
     else:
         h0, c0 = (s.contiguous() for s in state)
     out, h, c, _ = torch.ops.aten.mkldnn_rnn_layer(
-        x.transpose(0, 1).contiguous(), entry[3][0], entry[3][1], b_ih, b_hh, h0, c0, False, [],
+        x.transpose(0, 1).contiguous(), packed[0], packed[1], b_ih, b_hh, h0, c0, False, [],
         2, hidden, 1, True, False, True, False)  # 2: oneDNN's LSTM; input time first
     return out.transpose(0, 1), (h, c)
 
@@ -133,9 +120,8 @@ class Encoder(nn.Module):
         """``nn.Module.train`` (``eval()`` calls it too), forgetting the LSTM weights laid out
         for inference (:func:`_lstm`): training changes them, and a fused optimizer does so
         without their version."""
-        for layer in self.layers:
-            for rnn in layer:  # int8 (torch.ao's dynamic LSTM) has no such weight
-                _PACKED.pop(id(getattr(rnn, "weight_ih_l0", None)), None)
+        # int8 (torch.ao's dynamic LSTM) has no such weight
+        forget(*(getattr(rnn, "weight_ih_l0", None) for layer in self.layers for rnn in layer))
         return super().train(mode)
 
     @property
