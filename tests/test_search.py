@@ -345,3 +345,45 @@ def test_a_running_search_cuts_its_memory_to_the_longest_source_left():
         alone = beam_search(model, src[i:i + 1, :lengths[i]], src_len[i:i + 1], n_best=99,
                             **kwargs)[0]
         assert [h.tokens for h in got[i]] == [h.tokens for h in alone]
+
+
+def test_the_copy_positions_found_once_follow_the_memory():
+    """With copy attention each sentence's first positions of repeated source ids are found
+    once (the state's ``src_first``) and stay those of its source ids as sentences join,
+    leave and the memory narrows; the hypotheses stay those of each search alone."""
+    from nmt.models.decoder import first_positions
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(embed_size=8, hidden_size=8, decoder_hidden_size=8, dropout=0.0,
+                      attention="general", copy_attention=True, tie_embeddings=True)
+    model = build_model(cfg, 8, 8).eval()  # 4 ordinary ids: sources repeat them
+    lengths = [12, 5, 9, 3]
+    src, src_len = sources(lengths, vocab=8, seed=6)
+    kwargs = dict(beam_size=3, max_len_a=1.5, max_len_b=4)
+    running = search.BeamSearch(model, **kwargs)
+
+    def check():
+        state = running.state
+        assert state.src_first is not None
+        assert torch.equal(state.src_first, first_positions(state.src))
+
+    running.admit(src[1:3, :9], src_len[1:3], [1, 2])
+    check()
+    assert running.state.src_first.tolist()[0][:4] != list(range(4))  # ids do repeat
+    got = dict(running.step())
+    running.admit(src[:1], src_len[:1], [0])  # wider: the others' memory is padded
+    check()
+    got.update(running.step())
+    running.admit(src[3:, :3], src_len[3:], [3])
+    check()
+    running.drop([0])
+    check()
+    while len(running):
+        got.update(running.step())
+        if len(running):
+            check()
+    assert 0 not in got  # dropped
+    for i in (1, 2, 3):
+        alone = beam_search(model, src[i:i + 1, :lengths[i]], src_len[i:i + 1], n_best=99,
+                            **kwargs)[0]
+        assert [h.tokens for h in got[i]] == [h.tokens for h in alone]
