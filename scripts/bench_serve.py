@@ -5,7 +5,9 @@ LibreOffice help test set (``--src``, first ``--limit`` lines), every request on
 size 5:
 
 - ``translate-file``: ``Translator.translate`` on all the lines at once (what ``nmt translate -i
-  FILE`` runs after loading the model), in a child process: sentences/s, and the translations;
+  FILE`` runs after loading the model), in a child process, before the servers and again after
+  them: sentences/s of each and their mean (the rate the targets compare with, so that a host
+  whose speed drifts during the run weighs on both sides alike), and the translations;
 - ``serve-batched``: ``nmt serve`` (``--max-batch-wait 5``, ``--batching`` as given: gathered
   batches, nmt serve's default, unless ``--batching continuous``) with 1,
   8, 32 and 128 concurrent clients (``--clients``): sentences/s, p50/p95/p99 latency per
@@ -200,8 +202,8 @@ def main() -> int:
 
     figures["precision"], figures["batching"] = args.precision, args.batching
     figures["workers"] = args.workers
-    figures["translate_file"], expected = translate_file(args.model, lines, args.precision)
-    print(f"translate-file: {figures['translate_file']['sent_per_s']:.1f} sent/s", flush=True)
+    before, expected = translate_file(args.model, lines, args.precision)
+    print(f"translate-file (before the servers): {before['sent_per_s']:.1f} sent/s", flush=True)
 
     for name, wait, counts in (("serve_batched", 5.0, args.clients),
                                ("serve_unbatched", 0.0, args.unbatched_clients)):
@@ -234,12 +236,22 @@ def main() -> int:
         finally:
             server.stop()
 
+    after, again = translate_file(args.model, lines, args.precision)
+    rates = (before["sent_per_s"], after["sent_per_s"])
+    figures["translate_file"] = {"sentences": len(lines), "sent_per_s": statistics.mean(rates),
+                                 "before": before, "after": after,
+                                 "lines_changed": sum(a != b for a, b in zip(expected, again,
+                                                                             strict=True))}
+    print(f"translate-file (after the servers): {after['sent_per_s']:.1f} sent/s; mean "
+          f"{figures['translate_file']['sent_per_s']:.1f}", flush=True)
     at = {(name, r["clients"]): r for name in ("serve_batched", "serve_unbatched")
           for r in figures.get(name, [])}
     targets = {}
     if ("serve_batched", 32) in at:
         targets["file_over_batched_32"] = (figures["translate_file"]["sent_per_s"]
                                            / at["serve_batched", 32]["sent_per_s"])
+        targets["file_before_over_batched_32"] = (before["sent_per_s"]  # the file once, first
+                                                  / at["serve_batched", 32]["sent_per_s"])
         targets["p99_ms_32"] = at["serve_batched", 32]["p99_ms"]
         if ("serve_unbatched", 32) in at:
             targets["batched_over_unbatched_32"] = (at["serve_batched", 32]["sent_per_s"]
