@@ -12,7 +12,10 @@ An export directory (file names in :mod:`nmt.layout`) holds:
   ``keys``, ``proj_keys`` (not for ``dot``) and ``mask`` with N rows, where R = N x G: each
   block of G consecutive rows (the beams of one sentence) shares one row of the encoder memory,
   so beam search neither copies nor reorders it; with copy attention also ``src_ids`` (N, S)
-  int64, the source ids (the encoder's ``src``), memory rows like ``keys``. Outputs
+  int64, the source ids (the encoder's ``src``), and ``src_first`` (N, S) int64, each
+  position's first position holding the same id
+  (:func:`nmt.models.decoder.first_positions`, found once per sentence, not at every step;
+  exports made before it find them in the graph), memory rows like ``keys``. Outputs
   ``log_probs`` (R, V) float32, the next token's log-probabilities (with copy attention: of
   the generate / copy mixture), and ``h_out``, ``c_out`` (and ``feed_out``), the next state.
 - when the model directory has a lexical shortlist (``shortlist.safetensors``, copied too),
@@ -104,7 +107,8 @@ class GraphNames:
     def for_model(cls, attention: str, input_feeding: bool,
                   copy_attention: bool = False) -> GraphNames:
         """The names for an attention kind (none, dot, general, mlp), input feeding and copy
-        attention (whose step also takes the source ids, ``src_ids``, memory rows like keys)."""
+        attention (whose step also takes the source ids, ``src_ids``, and their first
+        positions, ``src_first``, memory rows like keys)."""
         memory: tuple[str, ...] = ()
         if attention != "none":
             memory = ("keys", "mask") if attention == "dot" else ("keys", "proj_keys", "mask")
@@ -114,7 +118,7 @@ class GraphNames:
         return cls(encoder_outputs=("h0", "c0", "mask", "keys",
                                     *(m for m in memory if m not in ("keys", "mask"))),
                    step_inputs=("tokens", "h", "c", *feed, *memory,
-                                *(("src_ids",) if copy_attention else ())),
+                                *(("src_ids", "src_first") if copy_attention else ())),
                    step_outputs=("log_probs", "h_out", "c_out", *(f"{f}_out" for f in feed)))
 
 
@@ -157,7 +161,7 @@ class StepGraph(nn.Module):
             state = replace(state, subset=OutputSubset(named["vocab"], named["out_weight"],
                                                        named["out_bias"]),
                             penalty=named["penalty"])
-        state.src = named.get("src_ids")
+        state.src, state.src_first = named.get("src_ids"), named.get("src_first")
         log_probs, new = self.model.step(named["tokens"], state)
         out = [log_probs, new.h, new.c]
         if "feed" in named:
@@ -185,13 +189,14 @@ def graph_shapes(model: Seq2Seq, attention: str) -> dict[str, list[Any]]:
         "feed": ["rows", hidden], "log_probs": ["rows", dec.output.out_features],
         "h_out": [layers, "rows", hidden], "c_out": [layers, "rows", hidden],
         "feed_out": ["rows", hidden], "src_ids": ["batch", "src_len"],
+        "src_first": ["batch", "src_len"],
         "vocab": ["subset"], "penalty": ["batch", "subset"],
         "out_weight": ["subset", hidden], "out_bias": ["subset"],
     }
 
 
 _DTYPES = {"src": "int64", "src_lengths": "int64", "tokens": "int64", "mask": "bool",
-           "src_ids": "int64", "vocab": "int64"}
+           "src_ids": "int64", "src_first": "int64", "vocab": "int64"}
 #: The shortlist step graph's inputs after the step graph's.
 SHORTLIST_INPUTS = ("vocab", "penalty", "out_weight", "out_bias")
 
@@ -202,7 +207,8 @@ def _io(names: tuple[str, ...], shapes: dict[str, list[Any]],
     out = []
     for name in names:
         shape = list(shapes[name])
-        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids", "penalty"):
+        if memory_rows and name in ("keys", "proj_keys", "mask", "src_ids", "src_first",
+                                    "penalty"):
             shape[0] = "memory_rows"
         out.append({"name": name, "dtype": _DTYPES.get(name, "float32"), "shape": shape})
     return out
@@ -253,9 +259,10 @@ def _export_graphs(model: Seq2Seq, names: GraphNames, shapes: dict[str, list[Any
         state = model.expand(model.init_state(model.encode(src, lengths)), 2)
         values = {"tokens": torch.full((4,), BOS_ID, dtype=torch.long), "h": state.h,
                   "c": state.c, "feed": state.feed, "keys": state.keys,
-                  "proj_keys": state.proj_keys, "mask": state.mask, "src_ids": state.src}
+                  "proj_keys": state.proj_keys, "mask": state.mask, "src_ids": state.src,
+                  "src_first": state.src_first}
         step_shapes = dict(shapes)
-        for name in ("keys", "proj_keys", "mask", "src_ids"):
+        for name in ("keys", "proj_keys", "mask", "src_ids", "src_first"):
             step_shapes[name] = ["memory_rows", *shapes[name][1:]]
         torch.onnx.export(
             StepGraph(model, names).eval(), tuple(values[n] for n in names.step_inputs),

@@ -27,7 +27,13 @@ import torch
 from nmt.errors import ConfigError, NMTError
 from nmt.fileio import sha256_file
 from nmt.layout import MANIFEST_FILE, OUTPUT_LAYER_FILE
-from nmt.models.decoder import DecoderState, OutputSubset, map_to_subset, mask_penalty
+from nmt.models.decoder import (
+    DecoderState,
+    OutputSubset,
+    first_positions,
+    map_to_subset,
+    mask_penalty,
+)
 from nmt.models.seq2seq import Seq2Seq
 from nmt.onnx.manifest import read_manifest, require_onnx
 
@@ -148,6 +154,8 @@ class OnnxModel:
                    for name, value in zip(self.encoder_outputs, outputs, strict=True)}
         if "src_ids" in self.step_inputs:  # copy attention: the step scatters onto the ids
             tensors["src_ids"] = src.long().cpu()
+            if "src_first" in self.step_inputs:  # (exports made before it find them per step)
+                tensors["src_first"] = first_positions(tensors["src_ids"])
         return OnnxEncoding(tensors)
 
     def init_state(self, enc: OnnxEncoding) -> DecoderState:
@@ -157,7 +165,7 @@ class OnnxModel:
         feed = h0.new_zeros(h0.size(1), self.hidden_size) if self.input_feeding else None
         keys = t["keys"] if "keys" in self.step_inputs else None  # None: no attention
         return DecoderState(h0, t["c0"], feed, keys, t.get("proj_keys", keys), t["mask"],
-                            src=t.get("src_ids"))
+                            src=t.get("src_ids"), src_first=t.get("src_first"))
 
     def restrict(self, state: DecoderState, ids: torch.Tensor,
                  allowed: torch.Tensor | None = None) -> DecoderState:
@@ -203,7 +211,7 @@ class OnnxModel:
         a shortlist (R, M) over its ids, the tokens being positions in them."""
         changing = {"tokens": prev_tokens, "h": state.h, "c": state.c, "feed": state.feed}
         memory = {"keys": state.keys, "proj_keys": state.proj_keys, "mask": state.mask,
-                  "src_ids": state.src}
+                  "src_ids": state.src, "src_first": state.src_first}
         session, names = self.step_session, self.step_inputs
         if state.subset is not None:
             memory.update(vocab=state.subset.ids, penalty=state.penalty,
