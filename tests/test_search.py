@@ -9,7 +9,7 @@ import torch
 
 from nmt.config import DecodingConfig, ModelConfig
 from nmt.data.batching import pad
-from nmt.data.tokenizer import BOS_ID, EOS_ID, UNK_ID
+from nmt.data.tokenizer import BOS_ID, EOS_ID, PAD_ID, UNK_ID
 from nmt.errors import ConfigError
 from nmt.models import search
 from nmt.models.search import (
@@ -349,8 +349,9 @@ def test_a_running_search_cuts_its_memory_to_the_longest_source_left():
 
 def test_the_copy_positions_found_once_follow_the_memory():
     """With copy attention each sentence's first positions of repeated source ids are found
-    once (the state's ``src_first``) and stay those of its source ids as sentences join,
-    leave and the memory narrows; the hypotheses stay those of each search alone."""
+    once (the state's ``src_first``) and stay those of its source ids as sentences join (the
+    memory padded), leave and the memory narrows; the hypotheses stay those of each search
+    alone."""
     from nmt.models.decoder import first_positions
 
     torch.manual_seed(5)
@@ -362,10 +363,11 @@ def test_the_copy_positions_found_once_follow_the_memory():
     kwargs = dict(beam_size=3, max_len_a=1.5, max_len_b=4)
     running = search.BeamSearch(model, **kwargs)
 
-    def check():
+    def check():  # at real positions those of the ids; padding points to padding
         state = running.state
-        assert state.src_first is not None
-        assert torch.equal(state.src_first, first_positions(state.src))
+        real = state.mask
+        assert torch.equal(state.src_first[real], first_positions(state.src)[real])
+        assert (state.src.gather(1, state.src_first)[~real] == PAD_ID).all()
 
     running.admit(src[1:3, :9], src_len[1:3], [1, 2])
     check()

@@ -68,7 +68,8 @@ class DecoderState:
             them); else None. Memory like ``keys``. With a ``subset``, their positions in it.
         src_first: (B, S) int64 with ``src``: each source position's first position holding the
             same id (:func:`first_positions`), found once per sentence rather than at every
-            step; None: the mixture finds them. Memory like ``keys``.
+            step (padding, whose weight is 0, points to a padding position); None: the mixture
+            finds them. Memory like ``keys``.
         subset: a lexical shortlist's output vocabulary (:class:`OutputSubset`), shared by all
             rows; None for the whole vocabulary. With one, tokens in and out of a step are
             positions in ``subset.ids``, not vocabulary ids.
@@ -166,15 +167,21 @@ class DecoderState:
                     for x in (a, b))
             return torch.cat([a, b], dim)
 
-        src = join(self.src, other.src, fill=PAD_ID)
+        def first(x: torch.Tensor) -> torch.Tensor:  # (N, S) -> (N, width): padding added
+            if x.size(1) == width:                     # here is its own first position
+                return x
+            extra = torch.arange(x.size(1), width, device=x.device).expand(x.size(0), -1)
+            return torch.cat([x, extra], 1)
+
         return replace(self, h=join(self.h, other.h, 1), c=join(self.c, other.c, 1),
                        feed=torch.cat([self.feed, other.feed]) if self.feed is not None else None,
                        keys=join(self.keys, other.keys), proj_keys=join(self.proj_keys,
                                                                         other.proj_keys),
                        mask=join(self.mask, other.mask, fill=False),
                        weights=None,  # the next step sets them (nothing reads the last)
-                       src=src, src_first=None if self.src_first is None or other.src_first
-                       is None else first_positions(src))
+                       src=join(self.src, other.src, fill=PAD_ID),
+                       src_first=None if self.src_first is None or other.src_first is None
+                       else torch.cat([first(self.src_first), first(other.src_first)]))
 
     def expand(self, k: int) -> DecoderState:
         """Each row repeated ``k`` times (beams), the encoder memory shared, not copied."""
