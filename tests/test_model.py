@@ -385,7 +385,8 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     once: the same outputs and states, bit for bit, as nn.LSTM (a padded batch, run in length
     segments from each other's states, and a batch without padding); laid out again when a
     weight changes in place, forgotten at train() (a fused optimizer's step changes the
-    weights, not their version) and with the weights."""
+    weights, not their version) and with the weights; a sentence alone has a layout of its
+    own."""
     import gc
 
     from nmt.models import encoder as enc
@@ -394,7 +395,7 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     layouts = []
     reorder = torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight
     monkeypatch.setattr(torch.ops.mkldnn, "_reorder_mkldnn_rnn_layer_weight",
-                        lambda *args: layouts.append(args[0]) or reorder(*args))
+                        lambda *args: layouts.append(args[6]) or reorder(*args))
     torch.manual_seed(3)
     model = build_model(tiny(encoder_layers=2), V_SRC, V_TGT).eval()
     src, src_len = batch(0)[:2]
@@ -411,13 +412,18 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
             assert torch.equal(getattr(laid_out, field), getattr(plain, field)), field
 
     for _ in range(2):
-        both(model.encoder, src, src_len)
         both(model.encoder, unpadded, unpadded_len)
-    assert len(layouts) == 4  # two layers x two directions, once
+    assert layouts == [None] * 4  # two layers x two directions, once
+    for _ in range(2):  # a sentence alone: a layout of its own (oneDNN's for a batch of one)
+        both(model.encoder, src[:1, :4], torch.tensor([4]))
+    assert [size[:2] for size in layouts[4:]] == [[1, 4]] * 4  # made for (batch 1, 4 pieces)
+    for _ in range(2):  # length segments, the last of one sentence: both layouts made
+        both(model.encoder, src, src_len)
+    assert len(layouts) == 8
     with torch.no_grad():
         model.encoder.layers[0][0].weight_hh_l0.mul_(0.5)  # changed in place: laid out again
-    both(model.encoder, src, src_len)
-    assert len(layouts) == 5
+    both(model.encoder, unpadded, unpadded_len)
+    assert len(layouts) == 9
     model.train()
     assert not any(id(rnn.weight_ih_l0) in packed.CACHE for layer in model.encoder.layers
                    for rnn in layer)
@@ -425,8 +431,8 @@ def test_the_encoder_lays_its_lstm_weights_out_once_and_follows_their_changes(mo
     model(*batch(0)[:2], batch(0)[2][:, :-1]).sum().backward()
     opt.step()
     model.eval()
-    both(model.encoder, src, src_len)  # after the trainer's round, the new weights
-    assert len(layouts) == 9
+    both(model.encoder, unpadded, unpadded_len)  # after the trainer's round, the new weights
+    assert len(layouts) == 13
     keys = [id(rnn.weight_ih_l0) for layer in model.encoder.layers for rnn in layer]
     del model, opt
     layouts.clear()

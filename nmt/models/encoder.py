@@ -33,10 +33,15 @@ def _lstm(rnn: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor
             or torch.jit.is_tracing() or not torch._C._get_mkldnn_enabled()):
         return rnn(x, state)
     w_ih, w_hh, b_ih, b_hh = rnn.all_weights[0]
-    hidden = rnn.hidden_size
+    hidden, batch = rnn.hidden_size, x.size(0)
+    # oneDNN may want another weight layout for a batch of one (a sentence joining a running
+    # search): on a 2-core AMD EPYC (AVX2) blocks of 32 gates instead of 16, so with one layout
+    # for all it reordered both weights at every such call (60-90 microseconds each,
+    # docs/serving.md); a batch of one has a layout of its own
+    single = batch == 1
     packed = laid_out((w_ih, w_hh), lambda: torch.ops.mkldnn._reorder_mkldnn_rnn_layer_weight(
-        w_ih.detach(), w_hh.detach(), hidden, False, True, True))
-    batch = x.size(0)
+        w_ih.detach(), w_hh.detach(), hidden, False, True, True,
+        list(x.shape) if single else None), variant=single)
     if state is None:
         h0 = c0 = x.new_zeros(1, batch, hidden)
     else:

@@ -13,20 +13,23 @@ modules :func:`forget` theirs whenever they enter or leave training.
 from __future__ import annotations
 
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from typing import TypeVar
 
 import torch
 
 T = TypeVar("T")
 
-#: id of the first weight -> (weak references to the weights, their versions, the layout)
-CACHE: dict[int, tuple[tuple[weakref.ref, ...], tuple[int, ...], object]] = {}
+#: id of the first weight -> (weak references to the weights, their versions, the layouts by
+#: variant)
+CACHE: dict[int, tuple[tuple[weakref.ref, ...], tuple[int, ...], dict[Hashable, object]]] = {}
 
 
-def laid_out(weights: tuple[torch.Tensor, ...], make: Callable[[], T]) -> T:
+def laid_out(weights: tuple[torch.Tensor, ...], make: Callable[[], T],
+             variant: Hashable = None) -> T:
     """The layout ``make()`` of ``weights``, made once and again only when one of them is
-    another tensor or has changed in place."""
+    another tensor or has changed in place. ``variant`` tells apart layouts of the same weights
+    for different calls (oneDNN's LSTM wants another for a batch of one on some CPUs)."""
     key = id(weights[0])
     versions = tuple(w._version for w in weights)
     entry = CACHE.get(key)
@@ -34,8 +37,11 @@ def laid_out(weights: tuple[torch.Tensor, ...], make: Callable[[], T]) -> T:
             or any(ref() is not w for ref, w in zip(entry[0], weights, strict=True))):
         refs = (weakref.ref(weights[0], lambda _, key=key: CACHE.pop(key, None)),
                 *(weakref.ref(w) for w in weights[1:]))
-        entry = CACHE[key] = (refs, versions, make())
-    return entry[2]  # type: ignore[return-value]
+        entry = CACHE[key] = (refs, versions, {})
+    layouts = entry[2]
+    if variant not in layouts:
+        layouts[variant] = make()
+    return layouts[variant]  # type: ignore[return-value]
 
 
 def forget(*weights: torch.Tensor | None) -> None:
