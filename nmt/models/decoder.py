@@ -22,18 +22,10 @@ from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
 from nmt.models.attention import build_attention
 from nmt.models.encoder import EncoderOutput, WordDropout
-from nmt.models.packed import forget, laid_out
+from nmt.models.packed import forget, laid_out, plain_cpu_fp32
 
 #: whether this torch has oneDNN's linear on a packed weight (the ops inductor uses)
 PACKED_PRODUCTS = has_onednn_ops("mkldnn._reorder_linear_weight", "mkldnn._linear_pointwise")
-
-
-def _plain_cpu_fp32(x: torch.Tensor) -> bool:
-    """Whether ``x`` runs in plain fp32 on a CPU: no autocast, no ONNX export being traced (the
-    condition of the search's CPU shortcuts, :meth:`Decoder._rnn_step` and
-    :meth:`Decoder._output_logits`)."""
-    return (x.device.type == "cpu" and x.dtype == torch.float32
-            and not torch.is_autocast_enabled("cpu") and not torch.onnx.is_in_onnx_export())
 
 
 @dataclass
@@ -141,7 +133,7 @@ class DecoderState:
 
         return replace(self, h=pick(self.h, index, 1), c=pick(self.c, index, 1),
                        feed=pick(self.feed, index), keys=cut(self.keys),
-                       proj_keys=cut(self.proj_keys), mask=cut(self.mask),
+                       proj_keys=cut(self.proj_keys), mask=mask[:, :width].contiguous(),
                        weights=cut(self.weights, index), group=group, src=cut(self.src),
                        penalty=pick(self.penalty, memory), src_first=cut(self.src_first))
 
@@ -314,7 +306,7 @@ class Decoder(nn.Module):
         weight = self.output.weight
         if (self.training or not PACKED_PRODUCTS or type(self.output) is not nn.Linear
                 or weight.dtype != torch.float32 or torch.is_grad_enabled()
-                or not _plain_cpu_fp32(x)):
+                or not plain_cpu_fp32(x)):
             return self.output(x)
         packed = laid_out((weight,),
                           lambda: torch.ops.mkldnn._reorder_linear_weight(weight.detach()))
@@ -385,7 +377,7 @@ class Decoder(nn.Module):
         elsewhere: under autocast (its bf16 LSTM), in an ONNX export (one LSTM node), int8
         (torch.ao's dynamic LSTM) and off the CPU (not measured).
         """
-        if type(self.rnn) is not nn.LSTM or not _plain_cpu_fp32(x):
+        if type(self.rnn) is not nn.LSTM or not plain_cpu_fp32(x):
             out, (h, c) = self.rnn(x, (h, c))
             return out, h, c
         inp, hs, cs = x[:, 0], [], []

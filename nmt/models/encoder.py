@@ -15,7 +15,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 from nmt.data.tokenizer import PAD_ID
 from nmt.device import has_onednn_ops
 from nmt.errors import ConfigError
-from nmt.models.packed import forget, laid_out
+from nmt.models.packed import forget, laid_out, plain_cpu_fp32
 
 #: whether this torch has oneDNN's LSTM layer on weights laid out once (the ops inductor uses
 #: when it freezes an LSTM)
@@ -28,9 +28,8 @@ def _lstm(rnn: nn.LSTM, x: torch.Tensor, state: tuple[torch.Tensor, torch.Tensor
     out once, which ``nn.LSTM`` lays out again at every call (a sixth to a half of a short
     sentence's encoding). The same oneDNN computation, bit for bit; elsewhere ``rnn`` itself."""
     if (not PACKED_RNN or type(rnn) is not nn.LSTM or rnn.training or torch.is_grad_enabled()
-            or x.device.type != "cpu" or x.dtype != torch.float32 or not rnn.bias
-            or rnn.num_layers != 1 or rnn.bidirectional or torch.is_autocast_enabled("cpu")
-            or torch.jit.is_tracing() or not torch._C._get_mkldnn_enabled()):
+            or not plain_cpu_fp32(x) or not rnn.bias or rnn.num_layers != 1
+            or rnn.bidirectional or not torch._C._get_mkldnn_enabled()):
         return rnn(x, state)
     w_ih, w_hh, b_ih, b_hh = rnn.all_weights[0]
     hidden, batch = rnn.hidden_size, x.size(0)

@@ -49,3 +49,12 @@ def forget(*weights: torch.Tensor | None) -> None:
     for weight in weights:
         if weight is not None:
             CACHE.pop(id(weight), None)
+
+
+def plain_cpu_fp32(x: torch.Tensor) -> bool:
+    """Whether ``x`` runs in plain fp32 on a CPU: no autocast, nothing traced (an ONNX export).
+    The condition of the inference shortcuts: the decoder's ``lstm_cell`` step and output layer
+    on a packed weight, the encoder's LSTM on weights laid out once."""
+    return (x.device.type == "cpu" and x.dtype == torch.float32
+            and not torch.is_autocast_enabled("cpu") and not torch.jit.is_tracing()
+            and not torch.onnx.is_in_onnx_export())
