@@ -90,14 +90,14 @@ class Server:
 
     def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
                  batch_tokens: int | None = None, batching: str = "gathered",
-                 workers: int = 0) -> None:
+                 workers: int = 0, workers_in: str = "processes") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
              "--beam-size", str(BEAM), "--max-batch-wait", str(max_wait_ms), "-q",
              "--precision", precision,
              *(["--batch-tokens", str(batch_tokens)] if batch_tokens else []),
-             "--batching", batching, "--workers", str(workers),
+             "--batching", batching, "--workers", str(workers), "--workers-in", workers_in,
              "--queue-limit", "100000", "--timeout", "120"],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         deadline = time.time() + 120
@@ -180,6 +180,8 @@ def main() -> int:
                         help="nmt serve --batching of the batched server")
     parser.add_argument("--workers", type=int, default=0,
                         help="nmt serve --workers: searches at once (default 0: nmt serve's)")
+    parser.add_argument("--workers-in", default="processes", choices=("processes", "threads"),
+                        help="nmt serve --workers-in: where continuous searches run")
     parser.add_argument("--batch-tokens", type=int,
                         help="nmt serve --batch-tokens: source pieces searched at once "
                              "(default: the model's decoding.batch_tokens)")
@@ -201,7 +203,7 @@ def main() -> int:
                      "sentences": len(lines), "beam_size": BEAM}
 
     figures["precision"], figures["batching"] = args.precision, args.batching
-    figures["workers"] = args.workers
+    figures["workers"], figures["workers_in"] = args.workers, args.workers_in
     before, expected = translate_file(args.model, lines, args.precision)
     print(f"translate-file (before the servers): {before['sent_per_s']:.1f} sent/s", flush=True)
 
@@ -210,7 +212,7 @@ def main() -> int:
         if not counts:
             continue
         server = Server(args.model, wait, args.precision, args.batch_tokens, args.batching,
-                        args.workers)
+                        args.workers, args.workers_in)
         try:
             load(server.port, lines, pair, 8, 40, 60)  # warm-up
             rows = []

@@ -89,14 +89,19 @@ def call(url: str, path: str, *, json_body: object = None, form: dict | None = N
 
 def served(model_dir: Path, src: str = "src", tgt: str = "tgt", max_wait: float = 0.005,
            queue_limit: int = 4096, translator: object = None,
-           continuous: bool = True, workers: int = 1) -> ServedModel:
-    """A model directory served as ``src -> tgt`` with greedy search (as the tests compare)."""
+           continuous: bool = True, workers: int = 1, processes: bool = False) -> ServedModel:
+    """A model directory served as ``src -> tgt`` with greedy search (as the tests compare);
+    ``processes``: continuous searches in child processes (nmt serve's default)."""
+    from nmt.serve.processes import ModelSource
+
     translator = translator or Translator.load(model_dir, precision="fp32")
     # the options nmt serve --beam-size 2 gives: long lines split whatever the config says
     options = load_config(RunDir(model_dir).config).decoding.updated(beam_size=2,
                                                                       long_lines="split")
+    source = ModelSource(str(model_dir), precision="fp32") if processes else None
     return ServedModel(src, tgt, Batcher(translator, 2000, max_wait, queue_limit, options,
-                                         continuous=continuous, workers=workers), beam_size=2)
+                                         continuous=continuous, workers=workers,
+                                         processes=source), beam_size=2)
 
 
 @pytest.fixture(scope="module")
@@ -400,12 +405,15 @@ def test_serve_lets_idle_torch_threads_sleep_unless_told_otherwise(tmp_path, mon
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["OMP_NUM_THREADS"] == "7"
 
 
-@pytest.mark.parametrize(("continuous", "workers"),  # nmt serve --batching, --workers
-                         [(True, 1), (False, 1), (True, 2), (False, 2)])
+@pytest.mark.parametrize(("continuous", "workers", "processes"),  # --batching, --workers(-in)
+                         [(True, 1, False), (False, 1, False), (True, 2, False),
+                          (False, 2, False), (True, 2, True)])
 def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, reverse_task,
-                                                               tmp_path, continuous, workers):
+                                                               tmp_path, continuous, workers,
+                                                               processes):
     """Each reply is nmt translate's line, whichever search it shared; with two workers both
-    search (sharing one model), and no line is searched twice."""
+    search (sharing one model, or each in a child process of its own), and no line is searched
+    twice."""
     from nmt.cli import main
 
     lines = Path(f"{reverse_task['test']}.src").read_text(encoding="utf-8").splitlines()[:64]
@@ -414,8 +422,12 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
                  str(tmp_path / "out.txt"), "--beam-size", "2", "--precision", "fp32",
                  "-q"]) == 0
     expected = (tmp_path / "out.txt").read_text(encoding="utf-8").splitlines()
-    model = served(trained_reverse, max_wait=0.05, continuous=continuous, workers=workers)
+    model = served(trained_reverse, max_wait=0.05, continuous=continuous, workers=workers,
+                   processes=processes)
     assert model.batcher.continuous == continuous and model.batcher.workers == workers
+    assert model.batcher.processes == processes
+    children = [w.process.pid for w in model.batcher._crew if w.process is not None]
+    assert len(set(children)) == (workers if processes else 0) and os.getpid() not in children
     with running([model], Limits()) as base:
         barrier = threading.Barrier(64)
 
@@ -432,6 +444,68 @@ def test_64_concurrent_requests_each_get_their_own_translation(trained_reverse, 
     assert model.batcher.batches < 32 * workers and sum(model.batcher.searched) == 64
     if continuous:  # each worker takes arrivals while it holds no more than the other
         assert all(model.batcher.searched)
+    model.batcher.close()  # the children stop with their workers
+    assert not any(_alive(pid) for pid in children)
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a child not yet reaped counts as gone)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_search_process_answers_as_this_process_and_outlives_failures(trained_reverse,
+                                                                        reference):
+    """A continuous search in a child process (nmt serve --workers-in processes) finds what
+    the same search finds here, sentences admitted mid-search included; a search that fails
+    there raises here with its reason and the child goes on; a child that stops is started
+    again, at once when it held nothing, else after its sentences' failure."""
+    from nmt.serve.processes import ModelSource, SearchProcess, SearchProcessError
+
+    options = reference.options({"beam_size": 2})
+    ids = [reference.source_ids(line)[0]
+           for line in ["a b c d", "e f g", "g f e d c b a", "b a", "c"]]
+
+    def search(stream) -> dict:
+        stream.admit([(0, ids[0]), (1, ids[1])])
+        found = dict(stream.step() + stream.step())
+        stream.admit([(2, ids[2]), (3, ids[3]), (4, ids[4])])  # mid-search
+        stream.drop([4])
+        while len(stream):
+            found.update(stream.step())
+        return found
+
+    expected = search(reference.stream(options))
+    assert sorted(expected) == [0, 1, 2, 3]
+    process = SearchProcess(ModelSource(str(trained_reverse), precision="fp32"), options)
+    try:
+        process.wait_ready()
+        first = process.pid
+        assert first != os.getpid() and _alive(first)
+        assert search(process.stream()) == expected
+        stream = process.stream()
+        stream.admit([(0, ids[0])])
+        with pytest.raises(SearchProcessError, match="IndexError"):  # past the vocabulary
+            stream.admit([(1, [10**6, 2])])
+        assert search(process.stream()) == expected and process.pid == first
+        idle = process.stream()
+        os.kill(first, signal.SIGKILL)  # stops while its search holds nothing
+        while _alive(first):
+            time.sleep(0.01)
+        assert search(idle) == expected and process.pid != first  # started again first
+        second = process.pid
+        stream = process.stream()
+        stream.admit([(0, ids[0])])
+        os.kill(second, signal.SIGKILL)  # stops holding a sentence
+        with pytest.raises(SearchProcessError, match="stopped"):
+            stream.step()
+        assert search(process.stream()) == expected and process.pid not in (first, second)
+    finally:
+        process.close()
+    assert not _alive(process.pid)
 
 
 @pytest.mark.parametrize("continuous", [True, False])
@@ -810,14 +884,19 @@ def test_bad_model_directories_get_one_line_and_exit_2(trained_reverse, tmp_path
 
 
 @pytest.mark.slow
-def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tmp_path):
+@pytest.mark.parametrize("batching", ["gathered", "continuous"])
+def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tmp_path,
+                                                             batching):
+    """SIGTERM to the server; in continuous mode to its whole process group, as a service
+    manager sends it (the search processes finish the requests held, then stop with it)."""
     import http.client
 
     port = free_port()
     keys = tmp_path / "keys.txt"
     keys.write_text("# test key\nkey-123\n", encoding="utf-8")
     proc = _nmt("-m", trained_reverse, "--port", port, "--api-keys", keys, "--beam-size", "2",
-                "--batch-limit", "0", "--char-limit", "0")
+                "--batch-limit", "0", "--char-limit", "0", "--batching", batching,
+                "--workers", "2", start_new_session=True)
     try:
         deadline, up = time.time() + 120, False
         while time.time() < deadline and not up:
@@ -834,17 +913,37 @@ def test_sigterm_finishes_the_requests_in_flight_and_exits_0(trained_reverse, tm
         # (seen once in CI). The server accepts and reads in order, so a later /health
         # answered means the POST is read and translating (4,000 lines: about a second)
         assert call(f"http://127.0.0.1:{port}", "/health")[0] == 200
-        proc.send_signal(signal.SIGTERM)
+        if batching == "continuous":
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         reply = conn.getresponse()
         status, body = reply.status, json.loads(reply.read())
         _, err = proc.communicate(timeout=120)
+        deadline = time.time() + 30
+        while time.time() < deadline and _group_alive(proc.pid):
+            time.sleep(0.05)
+        assert not _group_alive(proc.pid), "a search process outlived the server"
     finally:
-        proc.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert status == 200 and len(body["translatedText"]) == 4000
     assert proc.returncode == 0, err
+    if batching == "continuous":
+        assert "2 searches at once, each in a process of its own" in err
     done = err.index("POST /translate 200 items=4000")  # one line per request
     assert err.index("Shutting down") < done, err  # answered after the signal was taken
     assert "key-123" not in err and lines[0] not in err  # neither the key nor the text
+
+
+def _group_alive(group: int) -> bool:
+    """Whether a process of process group ``group`` runs (zombies not counted)."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError):
+            fields = stat.read_text(encoding="ascii").rsplit(")", 1)[1].split()
+            if fields[0] != "Z" and int(fields[2]) == group:
+                return True
+    return False
 
 
 # --------------------------------------------------------------------------- what clients send

@@ -40,7 +40,11 @@ arrivals while it holds no more sentences than any other). Torch and ONNX Runtim
 GIL inside their operations, so on a CPU two searches of one thread each keep two cores busy,
 where one search of two threads waits for its slower thread at every small operation
 (``docs/serving.md``). Each worker has its own shallow copy of the translator (the model and
-tokenizers shared, read only; the per-call notes such as ``truncated`` its own).
+tokenizers shared, read only; the per-call notes such as ``truncated`` its own). In continuous
+mode with ``processes`` (``nmt serve``'s default) each worker's running search is in a child
+process of its own instead (:mod:`nmt.serve.processes`): the Python between a search's
+operations holds the GIL, so searches in one process, and the HTTP loop, wait for each other
+there; the worker thread keeps the queue, the tokenizer and the answers.
 
 ``queue_limit`` bounds the lines waiting (in continuous mode: until every part of their
 request is admitted into the search); past it :meth:`submit` raises :class:`QueueFull` at
@@ -68,6 +72,7 @@ if TYPE_CHECKING:
     from nmt.config import DecodingConfig
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Stream
+    from nmt.serve.processes import ModelSource, RemoteStream, SearchProcess
 
 log = logging.getLogger(__name__)
 
@@ -148,10 +153,12 @@ class _Flight:
 
 @dataclass(eq=False)
 class _Worker:
-    """One worker thread's index and translator."""
+    """One worker thread's index and translator, and in continuous mode with ``processes``
+    the child process that runs its searches."""
 
     index: int
     translator: object
+    process: SearchProcess | None = None
 
 
 class Batcher:
@@ -169,11 +176,15 @@ class Batcher:
         continuous: batch beam search continuously when it can (see the module; ``nmt serve
             --batching continuous``); False (default): gathered batches only.
         workers: threads searching at once (see the module), at least 1.
+        processes: in continuous mode, where each worker's searches run: in a child process
+            that loads this model (see the module, :mod:`nmt.serve.processes`); None
+            (default): in this process.
     """
 
     def __init__(self, translator, gather_tokens: int, max_wait: float, queue_limit: int,
                  options: DecodingConfig, glossary: Glossary | None = None,
-                 continuous: bool = False, workers: int = 1) -> None:
+                 continuous: bool = False, workers: int = 1,
+                 processes: ModelSource | None = None) -> None:
         if workers < 1:
             raise ValueError(f"a batcher needs at least 1 worker, got {workers}")
         self.translator, self.glossary = translator, glossary
@@ -195,11 +206,33 @@ class Batcher:
         self._load = [0.0] * workers
         run = self._run_continuous if self.continuous else self._run
         # worker 0 uses the translator itself; the others a shallow copy each (see the module)
-        self._threads = [threading.Thread(
-            target=run, args=(_Worker(i, translator if i == 0 else copy.copy(translator)),),
-            name=f"nmt-batcher-{i}", daemon=True) for i in range(workers)]
+        crew = [_Worker(i, translator if i == 0 else copy.copy(translator))
+                for i in range(workers)]
+        if self.continuous and processes is not None:
+            self._start_processes(crew, processes)
+        #: whether each worker's searches run in a child process (continuous mode)
+        self.processes = any(w.process is not None for w in crew)
+        self._crew = crew
+        self._threads = [threading.Thread(target=run, args=(w,), name=f"nmt-batcher-{w.index}",
+                                          daemon=True) for w in crew]
         for thread in self._threads:
             thread.start()
+
+    def _start_processes(self, crew: list[_Worker], source: ModelSource) -> None:
+        """Give each worker a child process for its searches; they load the model at the
+        same time. If one cannot, stop them all and raise its reason."""
+        from nmt.serve.processes import SearchProcess
+
+        try:
+            for w in crew:
+                w.process = SearchProcess(source, self.options)
+            for w in crew:
+                w.process.wait_ready()
+        except BaseException:
+            for w in crew:
+                if w.process is not None:
+                    w.process.close()
+            raise
 
     @property
     def workers(self) -> int:
@@ -314,9 +347,24 @@ class Batcher:
             self._search_continuously(w)
         finally:  # the other workers take what is left
             self._load[w.index] = float("inf")
+            if w.process is not None:
+                w.process.close()
+
+    def _new_stream(self, w: _Worker) -> Stream | RemoteStream:
+        """An empty running search: in the worker's child process (started again if it has
+        stopped), or in this process if it has none or it cannot start again."""
+        if w.process is not None:
+            try:
+                return w.process.stream()
+            except Exception as exc:  # noqa: BLE001 - this process can search on its own
+                log.error("the search process cannot start (%s): searching in the server's "
+                          "process from now on", exc)
+                w.process.close()
+                w.process = None
+        return w.translator.stream(self.options)
 
     def _search_continuously(self, w: _Worker) -> None:
-        stream = w.translator.stream(self.options)
+        stream = self._new_stream(w)
         waiting: deque[tuple[int, list[int]]] = deque()  # (key, source ids) not yet admitted
         owner: dict[int, tuple[_Flight, int]] = {}  # key -> its job's flight, part index
         searching: dict[int, int] = {}  # admitted key -> its source pieces
@@ -378,7 +426,7 @@ class Batcher:
                     self._release(flight.job)
                     self._fail(flight.job, exc)
                 flights, owner, searching, waiting = [], {}, {}, deque()
-                stream = w.translator.stream(self.options)
+                stream = self._new_stream(w)
                 continue
             for key, hyps in finished:
                 flight, index = owner.pop(key)

@@ -50,7 +50,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
                 max_wait: float, queue_limit: int, backend: str = "auto",
                 decoding: Mapping[str, Any] | None = None,
                 glossary: str | None = None, shortlist: bool = False,
-                continuous: bool = False, workers: int = 1) -> list[ServedModel]:
+                continuous: bool = False, workers: int = 1,
+                processes: bool = False) -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
@@ -62,10 +63,13 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     encoded by each model's own target SentencePiece model). ``shortlist``: each model
     searches over its lexical shortlist (``shortlist.safetensors``). ``continuous``: beam
     search batches continuously (:class:`~nmt.serve.batcher.Batcher`), else in gathered
-    batches. ``workers``: searches each model runs at once (threads of its batcher)."""
+    batches. ``workers``: searches each model runs at once (threads of its batcher).
+    ``processes``: continuous searches run in child processes, one per worker, each loading
+    the model as this one does (:mod:`nmt.serve.processes`)."""
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
+    from nmt.serve.processes import ModelSource, SearchProcessError
 
     pairs: dict[tuple[str, str], str] = {}
     for directory in model_dirs:
@@ -86,12 +90,18 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         given = {k: v for k, v in (decoding or {}).items() if v is not None}
         # n_best: each request sets its own (alternatives); long lines split unless asked
         options = translator.options({"long_lines": "split", "n_best": 1, **given})
-        batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
-                          terms, continuous, workers)
+        source = (ModelSource(str(directory), device, precision, quantize, backend)
+                  if processes else None)
+        try:
+            batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
+                              terms, continuous, workers, source)
+        except SearchProcessError as exc:
+            raise ConfigError(f"model directory {directory}: {exc}") from None
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
-        log.info("serving %s -> %s from %s (beam %d, %s backend, %d search%s at once)", *pair,
+        log.info("serving %s -> %s from %s (beam %d, %s backend, %d search%s at once%s)", *pair,
                  directory, options.beam_size, translator.backend, workers,
-                 "" if workers == 1 else "es")
+                 "" if workers == 1 else "es",
+                 ", each in a process of its own" if batcher.processes else "")
     return models
 
 
