@@ -160,11 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="searches each model runs at once, on threads of their own (default "
                         "0: 2 on a machine of 2 cores or more, else 1); torch threads per "
                         "search: OMP_NUM_THREADS, default (cores - 1) / workers, at least 1")
-    p.add_argument("--workers-in", choices=("processes", "threads"), default="processes",
+    p.add_argument("--workers-in", choices=("auto", "processes", "threads"), default="auto",
                    help="with --batching continuous, where each worker's search runs: "
-                        "processes (default): a child process each, holding its own copy of "
-                        "the model, so that the searches' Python does not wait for each other "
-                        "(more sentences/s, more memory); threads: in the server's process")
+                        "processes: a child process each, holding its own copy of the model, "
+                        "so that the searches' Python does not wait for each other (more "
+                        "sentences/s under load, more memory); threads: in the server's "
+                        "process; auto (default): processes on the torch backend, threads on "
+                        "ONNX Runtime's")
     p.add_argument("--char-limit", type=int, default=10_000, metavar="N",
                    help="characters of each text of a request, HTML markup included, as "
                         "LibreTranslate counts them (default 10000; 0: no limit)")
@@ -713,7 +715,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
                          args.max_batch_wait / 1000, args.queue_limit, backend=args.backend,
                          decoding=options, glossary=args.glossary,
                          shortlist=args.shortlist, continuous=args.batching == "continuous",
-                         workers=workers, processes=args.workers_in == "processes")
+                         workers=workers, workers_in=args.workers_in)
     return run(models, limits, args.host, args.port)
 
 

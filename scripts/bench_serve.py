@@ -90,7 +90,7 @@ class Server:
 
     def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
                  batch_tokens: int | None = None, batching: str = "gathered",
-                 workers: int = 0, workers_in: str = "processes") -> None:
+                 workers: int = 0, workers_in: str = "auto") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "nmt", "serve", "-m", model, "--port", str(self.port),
@@ -180,7 +180,7 @@ def main() -> int:
                         help="nmt serve --batching of the batched server")
     parser.add_argument("--workers", type=int, default=0,
                         help="nmt serve --workers: searches at once (default 0: nmt serve's)")
-    parser.add_argument("--workers-in", default="processes", choices=("processes", "threads"),
+    parser.add_argument("--workers-in", default="auto", choices=("auto", "processes", "threads"),
                         help="nmt serve --workers-in: where continuous searches run")
     parser.add_argument("--batch-tokens", type=int,
                         help="nmt serve --batch-tokens: source pieces searched at once "

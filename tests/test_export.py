@@ -358,3 +358,26 @@ def test_glossary_constraints_on_the_onnx_backend(exports, reverse_task):
             assert any(tokens[i:i + len(t)] == t for i in range(len(tokens))), (tokens, t)
     same = sum(a[0].tokens == b[0].tokens for a, b in zip(want, got, strict=True))
     assert same >= 0.95 * len(ids)
+
+
+def test_nmt_serve_keeps_the_export_searches_on_threads_unless_asked(exported_int8,
+                                                                     trained_reverse):
+    """``--workers-in auto``: a continuous search of the torch backend runs in a child process,
+    one of ONNX Runtime's on a thread (a round trip to a child per step costs more there than
+    the GIL does); either may be asked for."""
+    from nmt.errors import ConfigError
+    from nmt.serve.server import load_models
+
+    def in_processes(model: Path, workers_in: str) -> bool:
+        served = load_models([str(model)], "cpu", "fp32", None, 0.005, 100, continuous=True,
+                             workers=1, workers_in=workers_in)[0]
+        served.batcher.close()
+        assert served.batcher.continuous
+        return served.batcher.processes
+
+    assert not in_processes(exported_int8, "auto")
+    assert in_processes(exported_int8, "processes")
+    assert in_processes(trained_reverse, "auto")
+    assert not in_processes(trained_reverse, "threads")
+    with pytest.raises(ConfigError, match="workers_in"):
+        in_processes(trained_reverse, "fibres")

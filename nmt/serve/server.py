@@ -51,7 +51,7 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
                 decoding: Mapping[str, Any] | None = None,
                 glossary: str | None = None, shortlist: bool = False,
                 continuous: bool = False, workers: int = 1,
-                processes: bool = False) -> list[ServedModel]:
+                workers_in: str = "threads") -> list[ServedModel]:
     """One :class:`ServedModel` per directory (a model directory, or an ONNX export with
     ``backend`` onnx or auto); a pair served twice is a :class:`ConfigError` (found from the
     configs, before any model is loaded).
@@ -64,8 +64,12 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
     searches over its lexical shortlist (``shortlist.safetensors``). ``continuous``: beam
     search batches continuously (:class:`~nmt.serve.batcher.Batcher`), else in gathered
     batches. ``workers``: searches each model runs at once (threads of its batcher).
-    ``processes``: continuous searches run in child processes, one per worker, each loading
-    the model as this one does (:mod:`nmt.serve.processes`)."""
+    ``workers_in``: ``processes``: continuous searches run in child processes, one per
+    worker, each loading the model as this one does (:mod:`nmt.serve.processes`); ``threads``:
+    in this process; ``auto``: processes on the torch backend, threads on ONNX Runtime's, where
+    a round trip to a child per step costs more than the GIL does (``docs/serving.md``)."""
+    if workers_in not in ("auto", "processes", "threads"):
+        raise ConfigError(f"unknown workers_in '{workers_in}' (auto, processes or threads)")
     from nmt.inference.glossary import Glossary
     from nmt.inference.translator import Translator
     from nmt.serve.batcher import Batcher
@@ -90,6 +94,8 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         given = {k: v for k, v in (decoding or {}).items() if v is not None}
         # n_best: each request sets its own (alternatives); long lines split unless asked
         options = translator.options({"long_lines": "split", "n_best": 1, **given})
+        processes = workers_in == "processes" or (workers_in == "auto"
+                                                   and translator.backend == "torch")
         source = (ModelSource(str(directory), device, precision, quantize, backend)
                   if processes else None)
         try:
