@@ -150,16 +150,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch-wait", type=float, default=5.0, metavar="MS",
                    help="milliseconds a model's worker waits for more requests to batch "
                         "(default 5; 0: one request per search, no batching across requests)")
-    p.add_argument("--batching", choices=("gathered", "continuous"), default="gathered",
-                   help="gathered (default): requests gathered into one search that runs to "
-                        "its end before the next (the tighter tail latency under load); "
-                        "continuous: requests join the running beam search between steps and "
-                        "are answered when their own sentences are done (lower median latency, "
-                        "more throughput at a few clients)")
+    p.add_argument("--batching", choices=("continuous", "gathered"), default="continuous",
+                   help="continuous (default): requests join the running beam search between "
+                        "steps and are answered when their own sentences are done; gathered: "
+                        "requests gathered into one search that runs to its end before the "
+                        "next (greedy search, --shortlist and --glossary always batch so)")
     p.add_argument("--workers", type=int, default=0, metavar="N",
-                   help="searches each model runs at once, on threads of their own (default "
-                        "0: 2 on a machine of 2 cores or more, else 1); torch threads per "
-                        "search: OMP_NUM_THREADS, default (cores - 1) / workers, at least 1")
+                   help="searches each model runs at once, each by a thread of its own (and "
+                        "a process, see --workers-in; default 0: 2 on a machine of 2 cores or "
+                        "more, else 1); torch threads per search: OMP_NUM_THREADS, default "
+                        "(cores - 1) / workers, at least 1")
     p.add_argument("--workers-in", choices=("auto", "processes", "threads"), default="auto",
                    help="with --batching continuous, where each worker's search runs: "
                         "processes: a child process each, holding its own copy of the model, "

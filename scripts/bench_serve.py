@@ -89,7 +89,7 @@ class Server:
     """``nmt serve`` in a child process on a free loopback port."""
 
     def __init__(self, model: str, max_wait_ms: float, precision: str = "auto",
-                 batch_tokens: int | None = None, batching: str = "gathered",
+                 batch_tokens: int | None = None, batching: str = "continuous",
                  workers: int = 0, workers_in: str = "auto") -> None:
         self.port = free_port()
         self.proc = subprocess.Popen(
@@ -176,7 +176,7 @@ def main() -> int:
     parser.add_argument("--unbatched-clients", default="1,32",
                         help="client counts for the server without batching ('' to skip)")
     parser.add_argument("--soak-seconds", type=float, default=600.0)
-    parser.add_argument("--batching", default="gathered", choices=("continuous", "gathered"),
+    parser.add_argument("--batching", default="continuous", choices=("continuous", "gathered"),
                         help="nmt serve --batching of the batched server")
     parser.add_argument("--workers", type=int, default=0,
                         help="nmt serve --workers: searches at once (default 0: nmt serve's)")
