@@ -480,7 +480,7 @@ def test_a_search_process_answers_as_this_process_and_outlives_failures(trained_
 
     expected = search(reference.stream(options))
     assert sorted(expected) == [0, 1, 2, 3]
-    process = SearchProcess(ModelSource(str(trained_reverse), precision="fp32"), options)
+    process = SearchProcess(ModelSource(str(trained_reverse), "cpu", "fp32"), options)
     try:
         process.wait_ready()
         first = process.pid
@@ -881,6 +881,21 @@ def test_bad_model_directories_get_one_line_and_exit_2(trained_reverse, tmp_path
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
     assert f"model directory {twin}" in err and "Traceback" not in err
+    # broken after a good model whose search processes had started: they stop, and so does
+    # the server (they ignore SIGTERM, so an exit that waited for them would hang)
+    config = twin / "config.yaml"
+    config.write_text(config.read_text(encoding="utf-8").replace("src_lang: src",
+                                                                 "src_lang: xx"),
+                      encoding="utf-8")
+    proc = _nmt("-m", trained_reverse, "-m", twin, "--port", free_port(), "--workers", "2",
+                "-q", start_new_session=True)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 2 and len(err.strip().splitlines()) == 1, err
+    assert f"model directory {twin}" in err and "Traceback" not in err
+    deadline = time.time() + 30
+    while time.time() < deadline and _group_alive(proc.pid):
+        time.sleep(0.05)
+    assert not _group_alive(proc.pid), "a search process outlived the server"
 
 
 @pytest.mark.slow

@@ -41,10 +41,11 @@ GIL inside their operations, so on a CPU two searches of one thread each keep tw
 where one search of two threads waits for its slower thread at every small operation
 (``docs/serving.md``). Each worker has its own shallow copy of the translator (the model and
 tokenizers shared, read only; the per-call notes such as ``truncated`` its own). In continuous
-mode with ``processes`` (``nmt serve``'s default) each worker's running search is in a child
-process of its own instead (:mod:`nmt.serve.processes`): the Python between a search's
-operations holds the GIL, so searches in one process, and the HTTP loop, wait for each other
-there; the worker thread keeps the queue, the tokenizer and the answers.
+mode with ``processes`` (``nmt serve``'s default for the torch backend) each worker's running
+search is in a child process of its own instead (:mod:`nmt.serve.processes`): the Python
+between a search's operations holds the GIL, so searches in one process, and the HTTP loop,
+wait for each other there; the worker thread keeps the queue, the tokenizer and the answers
+(and searches a job with a glossary of its own itself).
 
 ``queue_limit`` bounds the lines waiting (in continuous mode: until every part of their
 request is admitted into the search); past it :meth:`submit` raises :class:`QueueFull` at
@@ -210,8 +211,6 @@ class Batcher:
                 for i in range(workers)]
         if self.continuous and processes is not None:
             self._start_processes(crew, processes)
-        #: whether each worker's searches run in a child process (continuous mode)
-        self.processes = any(w.process is not None for w in crew)
         self._crew = crew
         self._threads = [threading.Thread(target=run, args=(w,), name=f"nmt-batcher-{w.index}",
                                           daemon=True) for w in crew]
@@ -233,6 +232,12 @@ class Batcher:
                 if w.process is not None:
                     w.process.close()
             raise
+
+    @property
+    def processes(self) -> bool:
+        """Whether the workers' searches run in child processes (continuous mode; a worker
+        whose child cannot start again searches in this process from then on)."""
+        return any(w.process is not None for w in self._crew)
 
     @property
     def workers(self) -> int:
@@ -393,10 +398,11 @@ class Batcher:
                         key = next(keys)
                         owner[key] = (flight, index)
                         waiting.append((key, ids))
+            gone: list[int] = []  # admitted keys given up on, dropped from the search below
             if any(f.job.future.cancelled() for f in flights):
                 # given up on (timed out, client gone): out of the queue and the search
                 dropped = {key for key, (f, _) in owner.items() if f.job.future.cancelled()}
-                stream.drop(list(dropped))
+                gone = [key for key in dropped if key in searching]
                 waiting = deque(item for item in waiting if item[0] not in dropped)
                 for key in dropped:
                     del owner[key]
@@ -406,6 +412,8 @@ class Batcher:
                         self._release(flight.job)
                 flights = [f for f in flights if not f.job.future.cancelled()]
             try:
+                if gone:  # in the try: a search process may have stopped meanwhile
+                    stream.drop(gone)
                 admitted = self._admit(w.index, stream, waiting, sum(searching.values()))
                 now = time.monotonic()
                 for key, ids in admitted:

@@ -18,8 +18,9 @@ backend's searches on threads unless asked (``--workers-in``).
 The child loads the model from its directory with the arguments the server loaded it with
 (:class:`ModelSource`), with as many torch threads as this process uses. It ignores SIGINT
 and SIGTERM (a terminal's Ctrl-C and a service manager's stop reach the whole process group:
-the server finishes what it holds, then closes the pipe), and it exits when the pipe closes,
-the server's own exit included. Only this process writes to the pipe, so the pickles it
+the server finishes what it holds, then closes the pipe), and it exits when the pipe closes:
+at the server's exit (a finaliser closes the pipe before multiprocessing waits for its
+children), or its death. Only this process writes to the pipe, so the pickles it
 reads come from no one else.
 """
 
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import multiprocessing.util
 import signal
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -81,11 +83,14 @@ def _serve_searches(conn: Connection, source: ModelSource, options: DecodingConf
         torch.set_num_threads(threads)
         translator = source.load()
         stream = translator.stream(options)
+        ready = ("ok", None, 0)
     except Exception as exc:  # noqa: BLE001 - the parent reports it, as the server's start
-        conn.send(("error", f"{type(exc).__name__}: {exc}", 0))
+        ready = ("error", f"{type(exc).__name__}: {exc}", 0)
+    try:
+        conn.send(ready)
+    except OSError:  # the parent gave up waiting, or has gone
         return
-    conn.send(("ok", None, 0))
-    while True:
+    while ready[0] == "ok":
         try:
             op, arg = conn.recv()
         except (EOFError, OSError):  # the parent has gone
@@ -144,6 +149,10 @@ class SearchProcess:
         self._process.start()
         child.close()
         self._ready = False
+        # at the interpreter's exit multiprocessing terminates its daemonic children, then
+        # waits for them; ours ignore SIGTERM (see the module) and leave when their pipe
+        # closes, so it is closed first (finalisers of a higher priority run before)
+        multiprocessing.util.Finalize(self, self._conn.close, exitpriority=10)
 
     @property
     def pid(self) -> int | None:
@@ -167,7 +176,12 @@ class SearchProcess:
         fresh = not self.running() or not self._ready  # a fresh child holds a fresh search
         self.wait_ready()
         if not fresh:
-            self.call("new")
+            try:
+                self.call("new")
+            except SearchProcessError:  # stopping, not yet gone: another in its place
+                self.close(timeout=1.0)
+                self.running()
+                self.wait_ready()
         return RemoteStream(self)
 
     def running(self) -> bool:
@@ -204,7 +218,8 @@ class SearchProcess:
                                  f"{self._process.exitcode})")
 
     def close(self, timeout: float = 5.0) -> None:
-        """Stop the child: ask it, then terminate it after ``timeout`` seconds."""
+        """Stop the child: ask it, then kill it after ``timeout`` seconds (it ignores
+        SIGTERM)."""
         if self._process is None:
             return
         if self._process.is_alive():
@@ -214,7 +229,7 @@ class SearchProcess:
                 pass
             self._process.join(timeout)
             if self._process.is_alive():
-                self._process.terminate()
+                self._process.kill()
                 self._process.join(timeout)
         self._conn.close()
 
@@ -246,4 +261,5 @@ class RemoteStream:
 
     def drop(self, keys: Sequence[object]) -> None:
         """Stop searching the sentences of ``keys``."""
-        _, self._held = self.process.call("drop", list(keys))
+        if self._held:
+            _, self._held = self.process.call("drop", list(keys))

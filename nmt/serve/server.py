@@ -101,7 +101,9 @@ def load_models(model_dirs: Sequence[str], device: str, precision: str, quantize
         try:
             batcher = Batcher(translator, options.batch_tokens, max_wait, queue_limit, options,
                               terms, continuous, workers, source)
-        except SearchProcessError as exc:
+        except (SearchProcessError, OSError) as exc:
+            for served in models:  # those started before: their search processes stop
+                served.batcher.close()
             raise ConfigError(f"model directory {directory}: {exc}") from None
         models.append(ServedModel(*pair, batcher=batcher, beam_size=options.beam_size))
         log.info("serving %s -> %s from %s (beam %d, %s backend, %d search%s at once%s)", *pair,
