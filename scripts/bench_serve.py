@@ -8,10 +8,10 @@ size 5:
   FILE`` runs after loading the model), in a child process, before the servers and again after
   them: sentences/s of each and their mean (the rate the targets compare with, so that a host
   whose speed drifts during the run weighs on both sides alike), and the translations;
-- ``serve-batched``: ``nmt serve`` (``--max-batch-wait 5``, ``--batching`` as given: gathered
-  batches, nmt serve's default, unless ``--batching continuous``) with 1,
-  8, 32 and 128 concurrent clients (``--clients``): sentences/s, p50/p95/p99 latency per
-  request, and how many replies differ from ``nmt translate``'s line;
+- ``serve-batched``: ``nmt serve`` (``--max-batch-wait 5``, ``--batching`` and ``--workers-in``
+  as given: by default continuous batching, torch's searches in processes, as nmt serve's
+  defaults) with 1, 8, 32 and 128 concurrent clients (``--clients``): sentences/s, p50/p95/p99
+  latency per request, and how many replies differ from ``nmt translate``'s line;
 - ``serve-unbatched``: ``nmt serve --max-batch-wait 0`` (one request per search) with 1 and 32
   clients (``--unbatched-clients``);
 - ``soak``: the batched server with 32 clients for ``--soak-seconds`` (default 600): its RSS
